@@ -1,0 +1,160 @@
+"""The lab's Debian root filesystem: built once with mmdebstrap, cached, extracted once.
+
+Lab hosts have no outbound network, so every package a later deploy needs is baked in
+here. The tarball is keyed by its recipe (suite, variant, package list, recipe version):
+changing the list builds a new image, anything else reuses the cached one. Host keys
+and the machine-id are stripped from the image so that each host gets fresh ones.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.errors import LabError
+
+SUITE = "bookworm"
+VARIANT = "minbase"
+SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
+# Bump when the build steps change in a way the package list does not show.
+RECIPE_VERSION = 1
+
+# Everything deploys and checks need inside a host (see issue 3); sorted for the key.
+PACKAGES: tuple[str, ...] = tuple(
+    sorted(
+        {
+            "openssh-server",
+            "openssh-sftp-server",  # pyinfra uploads and the backup host use SFTP
+            "sudo",
+            "python3",
+            "systemd",
+            "systemd-sysv",
+            "dbus",
+            "kmod",
+            "dconf-cli",
+            "dconf-gsettings-backend",
+            "gsettings-desktop-schemas",
+            "libglib2.0-bin",
+            "cryptsetup",
+            "usbguard",
+            "umockdev",
+            "restic",
+            "auditd",
+            "nftables",
+            "libpam-pwquality",
+            "procps",
+            "iproute2",
+            "cron",
+            "at",
+            "passwd",
+            "login",
+        }
+    )
+)
+
+# Run inside the image at the end of the build: no baked-in identity, sshd on at boot.
+_CUSTOMIZE = (
+    'rm -f "$1"/etc/ssh/ssh_host_*'
+    ' && : > "$1"/etc/machine-id && rm -f "$1"/var/lib/dbus/machine-id'
+    ' && chroot "$1" systemctl enable ssh.service'
+    ' && rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*_Packages'
+)
+
+
+def cache_key(
+    packages: tuple[str, ...] = PACKAGES, suite: str = SUITE, variant: str = VARIANT
+) -> str:
+    """A short digest of the recipe; the tarball's name, so a new list means a new build."""
+    recipe = json.dumps(
+        {"suite": suite, "variant": variant, "packages": sorted(set(packages)),
+         "recipe": RECIPE_VERSION},
+        sort_keys=True,
+    )
+    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Image:
+    """A built image: its tarball and the extracted tree hosts overlay on (read-only)."""
+
+    key: str
+    tarball: Path
+    rootfs: Path
+    built_seconds: float | None  # set when this call built it, for the figures
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Serialize builds and extracts between concurrent labs sharing one cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def build_tarball(out: Path, packages: tuple[str, ...] = PACKAGES) -> None:
+    """Run mmdebstrap from this machine's package sources into OUT (written atomically)."""
+    if shutil.which("mmdebstrap") is None:
+        raise LabError("mmdebstrap is not installed; run scripts/setup")
+    if not SOURCES.exists():
+        raise LabError(f"no package sources at {SOURCES}")
+    tmp = out.with_name(out.name + ".part.tar.zst")
+    cmd = [
+        "mmdebstrap", "--quiet", f"--variant={VARIANT}",
+        "--include=" + ",".join(packages),
+        f"--customize-hook={_CUSTOMIZE}",
+        SUITE, str(tmp), str(SOURCES),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise LabError("image build failed (mmdebstrap): " + " | ".join(tail))
+    tmp.rename(out)
+
+
+def _extract(tarball: Path, dest: Path) -> None:
+    """Unpack once into DEST; a marker file says the tree is complete."""
+    tmp = dest.with_name(dest.name + ".part")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    proc = subprocess.run(
+        ["tar", "--zstd", "-x", "-p", "--numeric-owner", "--xattrs", "--xattrs-include=*",
+         "-f", str(tarball), "-C", str(tmp)],
+        capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise LabError(f"cannot extract {tarball}: {proc.stderr.strip()[:200]}")
+    tmp.rename(dest)
+    (dest.parent / (dest.name + ".ok")).touch()
+
+
+def ensure_image(cache_dir: Path, packages: tuple[str, ...] = PACKAGES) -> Image:
+    """The cached image for PACKAGES, building and extracting what is missing."""
+    key = cache_key(packages)
+    tarball = cache_dir / f"rootfs-{SUITE}-{key}.tar.zst"
+    rootfs = cache_dir / f"rootfs-{SUITE}-{key}"
+    built: float | None = None
+    with _locked(cache_dir / f".lock-{key}"):
+        if not tarball.exists():
+            t0 = time.monotonic()
+            build_tarball(tarball, packages)
+            built = time.monotonic() - t0
+        if not (cache_dir / (rootfs.name + ".ok")).exists():
+            if rootfs.exists():
+                shutil.rmtree(rootfs)
+            _extract(tarball, rootfs)
+    return Image(key=key, tarball=tarball, rootfs=rootfs, built_seconds=built)
