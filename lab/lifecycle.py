@@ -1,0 +1,576 @@
+"""`lab up`, `lab status`, `lab down`: the whole life of a lab, as plain functions.
+
+The CLI and the pytest fixture both call these. Everything a lab makes is recorded
+in lab.json before it can leak (netns and veth before the host starts, PIDs as soon as
+they exist), and `down` additionally sweeps for anything carrying the lab's prefix, so
+a crashed run is cleaned up as well as a healthy one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from lab import hosts as hostlib
+from lab import net, render
+from lab.errors import LabError
+from lab.image import ensure_image
+from lab.state import (
+    HostRecord,
+    LabPaths,
+    LabState,
+    cache_dir,
+    check_host_name,
+    load_state,
+    require_root,
+    save_state,
+)
+
+Log = Callable[[str], None]
+
+ROLE_PREFIX = {"servers": "srv", "workstations": "ws", "backup": "bak", "vm": "vm"}
+ROLE_GROUPS = {
+    "servers": ["servers"],
+    "workstations": ["workstations"],
+    "backup": ["backup"],
+    "vm": ["servers", "vm"],
+}
+
+
+@dataclass(frozen=True)
+class Request:
+    """How many hosts to add. Counts per role are totals; `systemd_*` of them boot systemd."""
+
+    servers: int = 0
+    workstations: int = 0
+    backup: int = 0
+    systemd_servers: int = 0
+    systemd_workstations: int = 0
+    vm: bool = False
+
+    def is_empty(self) -> bool:
+        return not (self.servers or self.workstations or self.backup or self.vm)
+
+    def validate(self) -> None:
+        for label, n in (("servers", self.servers), ("workstations", self.workstations),
+                         ("backup", self.backup), ("systemd-servers", self.systemd_servers),
+                         ("systemd-workstations", self.systemd_workstations)):
+            if n < 0 or n > 50:
+                raise LabError(f"--{label} {n}: use a number from 0 to 50")
+        if self.systemd_servers > self.servers:
+            raise LabError(f"--systemd-servers {self.systemd_servers} is more than "
+                           f"--servers {self.servers} (it says how many OF the servers boot "
+                           "systemd)")
+        if self.systemd_workstations > self.workstations:
+            raise LabError(f"--systemd-workstations {self.systemd_workstations} is more than "
+                           f"--workstations {self.workstations}")
+
+
+# The demo lab: 2 servers (srv2 boots systemd), 1 workstation, 1 backup host.
+DEFAULT_REQUEST = Request(servers=2, workstations=1, backup=1, systemd_servers=1)
+
+
+@dataclass(frozen=True)
+class PlannedHost:
+    name: str
+    role: str
+    flavour: str
+    groups: tuple[str, ...]
+
+
+def plan_hosts(existing: list[str], req: Request) -> list[PlannedHost]:
+    """Name the new hosts, numbering on from the lab's existing ones (srv3 after srv2).
+
+    Within a role the plain hosts come first, so the default demo's systemd host is srv2.
+    """
+    taken = set(existing)
+    plan: list[PlannedHost] = []
+
+    def next_name(role: str) -> str:
+        pfx = ROLE_PREFIX[role]
+        nums = [int(m.group(1)) for n in taken if (m := re.fullmatch(pfx + r"(\d+)", n))]
+        name = check_host_name(f"{pfx}{max(nums, default=0) + 1}")
+        taken.add(name)
+        return name
+
+    for role, total, n_systemd in (("servers", req.servers, req.systemd_servers),
+                                   ("workstations", req.workstations, req.systemd_workstations),
+                                   ("backup", req.backup, 0)):
+        for i in range(total):
+            flavour = "systemd" if i >= total - n_systemd else "plain"
+            plan.append(PlannedHost(next_name(role), role, flavour, tuple(ROLE_GROUPS[role])))
+    if req.vm:
+        if any(n.startswith("vm") for n in taken):
+            raise LabError("this lab already has a VM (vm1); at most one per lab")
+        plan.append(PlannedHost(next_name("vm"), "vm", "vm", tuple(ROLE_GROUPS["vm"])))
+    return plan
+
+
+def etc_hosts(state: LabState, extra: list[tuple[str, str]], own: str) -> str:
+    """/etc/hosts for a new host: itself plus every lab host known at its start."""
+    lines = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{own}", "::1\tlocalhost ip6-localhost"]
+    pairs = [(h.address, h.name) for h in state.hosts] + extra
+    lines += [f"{addr}\t{name}" for addr, name in pairs if name != own]
+    return "\n".join(lines) + "\n"
+
+
+# --- up -------------------------------------------------------------------------------
+
+
+@dataclass
+class UpResult:
+    state: LabState
+    paths: LabPaths
+    added: list[str] = field(default_factory=list)
+    image_seconds: float | None = None
+    seconds: float = 0.0
+
+
+def healthy(state: LabState) -> bool:
+    """Every recorded host still runs (and its netns exists) and the bridge is there."""
+    if not net.link_exists(state.bridge):
+        return False
+    for h in state.hosts:
+        if not hostlib.pid_alive(h.pid):
+            return False
+        if h.netns and net.netns_inode(h.netns) is None:
+            return False
+    return True
+
+
+def _new_state(paths: LabPaths) -> LabState:
+    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(paths.state_dir, 0o700)
+    paths.marker.write_text("state of a baomi lab; `baomi lab down` deletes this directory\n")
+    paths.control_dir.mkdir(exist_ok=True)
+    if not paths.key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
+                        f"baomi-lab-{paths.name}", "-f", str(paths.key)], check=True)
+    os.chmod(paths.key, 0o600)
+    octet = net.choose_octet(paths.name, net.octets_in_use(paths.state_dir.parent, paths.name))
+    subnet = net.subnet_for(octet)
+    state = LabState(name=paths.name, subnet=subnet, bridge=net.bridge_name(paths.name),
+                     gateway=net.gateway_for(subnet))
+    save_state(paths, state)
+    net.ensure_bridge(state.bridge, state.gateway)
+    return state
+
+
+def write_outputs(paths: LabPaths, state: LabState) -> None:
+    """(Re)write known_hosts, ssh_config and inventory from the record."""
+    for target, text in ((paths.known_hosts, render.known_hosts(state)),
+                         (paths.ssh_config, render.ssh_config(state, paths)),
+                         (paths.inventory, render.inventory(state, paths))):
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(target)
+
+
+def ssh(paths: LabPaths, host: str, command: str, timeout: float = 30.0,
+        ) -> subprocess.CompletedProcess[str]:
+    """Run COMMAND on HOST with real ssh through the lab's ssh_config."""
+    return subprocess.run(["ssh", "-F", str(paths.ssh_config), host, command],
+                          capture_output=True, text=True, timeout=timeout, check=False,
+                          stdin=subprocess.DEVNULL)
+
+
+def _start_one(paths: LabPaths, state: LabState, ph: PlannedHost, rec: HostRecord,
+               lower: Path | None, nspawn: Path | None, hosts_file: str) -> HostRecord:
+    """Give one host its identity, start it, wait for its sshd; runs in a worker thread."""
+    if ph.flavour == "vm":
+        return _start_vm(paths, state, rec)
+    assert lower is not None and rec.netns is not None
+    layout = hostlib.HostLayout(lower=lower, host_dir=paths.host_dir(ph.name))
+    keys = hostlib.prepare_upper(layout, ph.name, paths.authorized_key(), hosts_file)
+    rec.host_keys, rec.host_key = keys, keys[0]
+    if ph.flavour == "plain":
+        rec.pid, rec.leader_pid = hostlib.start_plain(layout, ph.name, rec.netns)
+    else:
+        assert nspawn is not None
+        rec.pid = hostlib.start_systemd(layout, ph.name, rec.netns, nspawn)
+    hostlib.wait_ssh(rec.address, rec.pid, ph.name, layout.log,
+                     timeout=30.0 if ph.flavour == "plain" else 90.0)
+    return rec
+
+
+def _start_vm(paths: LabPaths, state: LabState, rec: HostRecord) -> HostRecord:
+    """Wire in the VM flavour from lab/vm.py (maintained separately), imported lazily."""
+    try:
+        from lab import vm as labvm  # type: ignore[attr-defined,unused-ignore]
+    except ImportError as exc:
+        raise LabError(f"--vm needs lab/vm.py, which is not available: {exc}") from exc
+    image = labvm.ensure_vm_image(cache_dir())
+    # lab/vm.py keeps its files in STATE_DIR/NAME, i.e. the same hosts/vm1 as other hosts;
+    # the tap carries the lab prefix so a crashed run's sweep finds it.
+    vms_dir = paths.host_dir(rec.name).parent
+    vms_dir.mkdir(parents=True, exist_ok=True)
+    info = labvm.start_vm(image, name=rec.name, state_dir=vms_dir, bridge=state.bridge,
+                          address=rec.address, prefixlen=net.PREFIXLEN,
+                          authorized_key=paths.authorized_key(),
+                          tap=net.host_ifname(paths.name, rec.name))
+    rec.pid = int(info.pid)
+    rec.host_key = " ".join(str(info.host_key).split()[:2])
+    rec.host_keys = [rec.host_key]
+    rec.extra = {"vm": _jsonable(info)}
+    hostlib.wait_ssh(rec.address, rec.pid, rec.name, Path(str(info.console_log)), timeout=60.0)
+    return rec
+
+
+def _jsonable(obj: Any) -> Any:
+    data = asdict(obj) if is_dataclass(obj) and not isinstance(obj, type) else vars(obj)
+    return json.loads(json.dumps(data, default=str))
+
+
+def up(name: str, req: Request | None = None, log: Log = lambda _m: None) -> UpResult:
+    """Start lab NAME or add REQ's hosts to it; no request on a new lab means the demo lab."""
+    require_root()
+    t0 = time.monotonic()
+    paths = LabPaths.for_lab(name)
+    try:
+        state = load_state(paths)
+    except LabError:
+        state = None
+        log(f"lab {name}: damaged state record; clearing it")
+        down(name, log=log)
+    if state is not None and not healthy(state):
+        log(f"lab {name}: some hosts are gone (crashed run?); clearing the lab first")
+        down(name, log=log)
+        state = None
+    created = state is None
+    if state is None:
+        clear_leftovers(paths, log)
+        state = _new_state(paths)
+    if req is None or req.is_empty():
+        req = DEFAULT_REQUEST if created or not state.hosts else Request()
+    req.validate()
+    result = UpResult(state=state, paths=paths)
+    plan = plan_hosts([h.name for h in state.hosts], req)
+    if not plan:
+        write_outputs(paths, state)
+        result.seconds = time.monotonic() - t0
+        return result
+
+    new: list[HostRecord] = []
+    try:
+        containers = [p for p in plan if p.flavour != "vm"]
+        lower = None
+        if containers:
+            image = ensure_image(cache_dir())
+            result.image_seconds = image.built_seconds
+            lower = image.rootfs
+            state.image_key = image.key
+        nspawn = (hostlib.ensure_nspawn(cache_dir())
+                  if any(p.flavour == "systemd" for p in plan) else None)
+        net.ensure_bridge(state.bridge, state.gateway)
+        used = state.used_addresses() | {state.gateway}
+        for ph in plan:
+            addr = net.next_address(state.subnet, used)
+            used.add(addr)
+            rec = HostRecord(name=ph.name, flavour=ph.flavour, groups=list(ph.groups),
+                             address=addr, pid=0)
+            state.hosts.append(rec)
+            new.append(rec)
+        save_state(paths, state)  # record first, so a crash below can still be cleaned
+        for rec in new:
+            if rec.flavour != "vm":
+                rec.netns, rec.veth = net.add_host_network(name, rec.name, state.bridge,
+                                                           rec.address)
+        save_state(paths, state)
+        pairs = [(r.address, r.name) for r in new]
+        by_name = {p.name: p for p in plan}
+        with ThreadPoolExecutor(max_workers=min(8, len(new))) as pool:
+            futures = [pool.submit(_start_one, paths, state, by_name[r.name], r, lower, nspawn,
+                                   etc_hosts(state, pairs, r.name)) for r in new]
+            errors = []
+            for fut in futures:
+                try:
+                    fut.result()
+                except LabError as exc:
+                    errors.append(str(exc))
+            save_state(paths, state)
+            if errors:
+                raise LabError("; ".join(errors))
+        write_outputs(paths, state)
+        _warm_up(paths, [r.name for r in new])
+    except BaseException:
+        # Leave nothing half-made: a new lab goes entirely, an old one loses only new hosts.
+        if created:
+            down(name)
+        else:
+            _stop_hosts(paths, new)
+            for rec in new:
+                _remove_host_network(rec)
+                state.hosts.remove(rec)
+            save_state(paths, state)
+            write_outputs(paths, state)
+        raise
+    result.added = [r.name for r in new]
+    result.seconds = time.monotonic() - t0
+    log(f"lab {name}: started {', '.join(result.added)} in {result.seconds:.1f}s")
+    return result
+
+
+def _warm_up(paths: LabPaths, names: list[str]) -> None:
+    """Log in once per host: proves key, pinned host key and login work, opens the master."""
+    with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+        procs = list(pool.map(lambda n: (n, ssh(paths, n, "true", timeout=60)), names))
+    bad = [f"{n}: {p.stderr.strip() or p.returncode}" for n, p in procs if p.returncode != 0]
+    if bad:
+        raise LabError("ssh login failed: " + "; ".join(bad))
+
+
+# --- down -----------------------------------------------------------------------------
+
+
+@dataclass
+class DownResult:
+    stopped: list[str] = field(default_factory=list)
+    swept: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _stop_host(paths: LabPaths, rec: HostRecord) -> None:
+    if rec.flavour == "plain":
+        # sshd is PID 1 of the host's pid namespace: killing it ends every host process.
+        hostlib.kill(rec.pid)
+        hostlib.wait_gone([rec.pid], 5)
+        hostlib.kill(rec.leader_pid)
+    elif rec.flavour == "systemd":
+        # SIGTERM asks nspawn for an orderly poweroff of the container.
+        hostlib.kill(rec.pid, signal.SIGTERM)
+        if not hostlib.wait_gone([rec.pid], 15):
+            hostlib.kill(rec.pid)
+    elif rec.flavour == "vm":
+        try:
+            from lab import vm as labvm  # type: ignore[attr-defined,unused-ignore]
+
+            labvm.stop_vm(paths.host_dir(rec.name).parent, rec.name)
+        except ImportError:
+            hostlib.kill(rec.pid, signal.SIGTERM)
+            if not hostlib.wait_gone([rec.pid], 10):
+                hostlib.kill(rec.pid)
+
+
+def _stop_hosts(paths: LabPaths, recs: list[HostRecord]) -> None:
+    if not recs:
+        return
+    with ThreadPoolExecutor(max_workers=len(recs)) as pool:
+        list(pool.map(lambda r: _stop_host(paths, r), recs))
+
+
+def _remove_host_network(rec: HostRecord) -> None:
+    if rec.netns:
+        _kill_netns_processes(rec.netns)
+        net.delete_netns(rec.netns)
+    if rec.veth:
+        net.delete_link(rec.veth)
+
+
+def _pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _kill_netns_processes(ns: str) -> list[int]:
+    """SIGKILL every process living in the lab netns NS (a crashed host's leftovers)."""
+    ino = net.netns_inode(ns)
+    if ino is None:
+        return []
+    killed = []
+    for pid in _pids():
+        try:
+            if os.stat(f"/proc/{pid}/ns/net").st_ino == ino:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        except OSError:
+            continue
+    hostlib.wait_gone(killed, 5)
+    return killed
+
+
+def _ancestors() -> set[int]:
+    pids, pid = set(), os.getpid()
+    while pid > 1:
+        pids.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return pids
+
+
+_OURS = {"unshare", "systemd-nspawn", "ssh", "sshd", "bash", "sh", "ip", "qemu-system-x86"}
+
+
+def _kill_state_dir_processes(state_dir: Path) -> list[int]:
+    """Processes the lab started that live outside its netns (nspawn, ssh masters, qemu)."""
+    needle = str(state_dir).encode() + b"/"
+    mine, killed = _ancestors(), []
+    for pid in _pids():
+        if pid in mine:
+            continue
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if comm in _OURS and needle in cmdline.replace(b"\0", b" ") + b"/":
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except OSError:
+                continue
+    hostlib.wait_gone(killed, 5)
+    return killed
+
+
+def _loop_devices_under(state_dir: Path) -> list[str]:
+    out = subprocess.run(["losetup", "-J", "-l"], capture_output=True, text=True,
+                         check=False).stdout
+    try:
+        devs = json.loads(out or "{}").get("loopdevices", [])
+    except ValueError:
+        return []
+    root = str(state_dir) + "/"
+    return [d["name"] for d in devs if str(d.get("back-file") or "").startswith(root)]
+
+
+def _mounts_under(state_dir: Path) -> list[str]:
+    root = str(state_dir) + "/"
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        target = line.split()[4].replace("\\040", " ")
+        if target.startswith(root):
+            found.append(target)
+    return found
+
+
+def _clear_vms(paths: LabPaths) -> list[str]:
+    """VMs lab/vm.py still knows under the lab's hosts dir (its own crash sweep)."""
+    hosts_dir = paths.state_dir / "hosts"
+    try:
+        from lab import vm as labvm  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return []
+    return [f"vm {n}" for n in labvm.cleanup_vms(hosts_dir)] if hosts_dir.is_dir() else []
+
+
+def clear_leftovers(paths: LabPaths, log: Log = lambda _m: None) -> list[str]:
+    """Sweep everything carrying the lab's prefix or living under its state dir."""
+    swept = []
+    for ns in net.lab_netns(paths.name):
+        killed = _kill_netns_processes(ns)
+        net.delete_netns(ns)
+        swept.append(f"netns {ns}" + (f" ({len(killed)} processes)" if killed else ""))
+    killed = _kill_state_dir_processes(paths.state_dir)
+    if killed:
+        swept.append(f"{len(killed)} processes under {paths.state_dir}")
+    for dev in _loop_devices_under(paths.state_dir):
+        subprocess.run(["losetup", "-d", dev], check=False, capture_output=True)
+        swept.append(f"loop {dev}")
+    for target in sorted(_mounts_under(paths.state_dir), key=len, reverse=True):
+        subprocess.run(["umount", "-l", target], check=False, capture_output=True)
+        swept.append(f"mount {target}")
+    bridge = net.bridge_name(paths.name)
+    for link in sorted(net.lab_links(paths.name), key=lambda n: n == bridge):
+        net.delete_link(link)
+        swept.append(f"link {link}")
+    for item in swept:
+        log(f"lab {paths.name}: removed {item}")
+    return swept
+
+
+def down(name: str, log: Log = lambda _m: None) -> DownResult:
+    """Remove lab NAME entirely; idempotent, and works from a damaged or missing record."""
+    require_root()
+    t0 = time.monotonic()
+    paths = LabPaths.for_lab(name)
+    result = DownResult()
+    try:
+        state = load_state(paths)
+    except LabError:
+        state = None
+    if paths.control_dir.is_dir():
+        for sock in paths.control_dir.iterdir():
+            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "lab"],
+                           capture_output=True, check=False, timeout=10)
+    if state is not None:
+        _stop_hosts(paths, state.hosts)
+        for rec in state.hosts:
+            _remove_host_network(rec)
+        net.delete_link(state.bridge)
+        result.stopped = [h.name for h in state.hosts]
+    result.swept = _clear_vms(paths) + clear_leftovers(paths, log)
+    if paths.marker.exists():
+        shutil.rmtree(paths.state_dir, ignore_errors=True)
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+# --- status ---------------------------------------------------------------------------
+
+
+@dataclass
+class HostStatus:
+    name: str
+    groups: list[str]
+    flavour: str
+    address: str
+    pid: int
+    running: bool
+    banner: str | None
+    ssh_ok: bool
+
+
+@dataclass
+class LabStatus:
+    name: str
+    exists: bool
+    subnet: str = ""
+    bridge: str = ""
+    state_dir: str = ""
+    inventory: str = ""
+    ssh_config: str = ""
+    known_hosts: str = ""
+    key: str = ""
+    hosts: list[HostStatus] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def status(name: str) -> LabStatus:
+    """What runs, and whether each host's sshd answers (banner, then a real `ssh true`)."""
+    require_root()
+    paths = LabPaths.for_lab(name)
+    state = load_state(paths)
+    if state is None:
+        return LabStatus(name=name, exists=False)
+
+    def probe(h: HostRecord) -> HostStatus:
+        banner = hostlib.ssh_banner(h.address)
+        ok = False
+        if banner:
+            try:
+                ok = ssh(paths, h.name, "true", timeout=15).returncode == 0
+            except subprocess.TimeoutExpired:
+                ok = False
+        return HostStatus(name=h.name, groups=h.groups, flavour=h.flavour, address=h.address,
+                          pid=h.pid, running=hostlib.pid_alive(h.pid), banner=banner,
+                          ssh_ok=ok)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(state.hosts))) as pool:
+        host_states = list(pool.map(probe, state.hosts))
+    return LabStatus(name=name, exists=True, subnet=state.subnet, bridge=state.bridge,
+                     state_dir=str(paths.state_dir), inventory=str(paths.inventory),
+                     ssh_config=str(paths.ssh_config), known_hosts=str(paths.known_hosts),
+                     key=str(paths.key), hosts=host_states)
