@@ -655,6 +655,10 @@ def _kill_qemu(pid: int, name: str) -> None:
             time.sleep(0.1)
     if _pid_alive(pid):
         raise VmError(f"VM {name}: qemu pid {pid} does not exit")
+    # A daemonized qemu is reaped by PID 1; give it a moment so callers see it gone.
+    deadline = time.monotonic() + 3
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _teardown(vm_dir: Path, state: dict[str, object], *, keep_log: bool) -> None:
