@@ -92,7 +92,7 @@ class Image:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
     """Serialize builds and extracts between concurrent labs sharing one cache."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as fh:
@@ -148,7 +148,7 @@ def ensure_image(cache_dir: Path, packages: tuple[str, ...] = PACKAGES) -> Image
     tarball = cache_dir / f"rootfs-{SUITE}-{key}.tar.zst"
     rootfs = cache_dir / f"rootfs-{SUITE}-{key}"
     built: float | None = None
-    with _locked(cache_dir / f".lock-{key}"):
+    with file_lock(cache_dir / f".lock-{key}"):
         if not tarball.exists():
             t0 = time.monotonic()
             build_tarball(tarball, packages)

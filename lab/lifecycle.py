@@ -15,8 +15,9 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,12 @@ from typing import Any
 from lab import hosts as hostlib
 from lab import net, render
 from lab.errors import LabError
-from lab.image import ensure_image
+from lab.image import ensure_image, file_lock
 from lab.state import (
     HostRecord,
     LabPaths,
     LabState,
+    base_dir,
     cache_dir,
     check_host_name,
     load_state,
@@ -231,9 +233,22 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(data, default=str))
 
 
+@contextmanager
+def _lab_lock(name: str) -> Iterator[None]:
+    """One `up`/`down` per lab at a time (a CLI call racing the test fixture, say)."""
+    LabPaths.for_lab(name)  # validates the name before it becomes a file name
+    with file_lock(base_dir() / f".{name}.lock"):
+        yield
+
+
 def up(name: str, req: Request | None = None, log: Log = lambda _m: None) -> UpResult:
     """Start lab NAME or add REQ's hosts to it; no request on a new lab means the demo lab."""
     require_root()
+    with _lab_lock(name):
+        return _up(name, req, log)
+
+
+def _up(name: str, req: Request | None, log: Log) -> UpResult:
     t0 = time.monotonic()
     paths = LabPaths.for_lab(name)
     try:
@@ -241,10 +256,10 @@ def up(name: str, req: Request | None = None, log: Log = lambda _m: None) -> UpR
     except LabError:
         state = None
         log(f"lab {name}: damaged state record; clearing it")
-        down(name, log=log)
+        _down(name, log=log)
     if state is not None and not healthy(state):
         log(f"lab {name}: some hosts are gone (crashed run?); clearing the lab first")
-        down(name, log=log)
+        _down(name, log=log)
         state = None
     created = state is None
     if state is None:
@@ -305,7 +320,7 @@ def up(name: str, req: Request | None = None, log: Log = lambda _m: None) -> UpR
     except BaseException:
         # Leave nothing half-made: a new lab goes entirely, an old one loses only new hosts.
         if created:
-            down(name)
+            _down(name, log=lambda _m: None)
         else:
             _stop_hosts(paths, new)
             for rec in new:
@@ -492,6 +507,11 @@ def clear_leftovers(paths: LabPaths, log: Log = lambda _m: None) -> list[str]:
 def down(name: str, log: Log = lambda _m: None) -> DownResult:
     """Remove lab NAME entirely; idempotent, and works from a damaged or missing record."""
     require_root()
+    with _lab_lock(name):
+        return _down(name, log)
+
+
+def _down(name: str, log: Log) -> DownResult:
     t0 = time.monotonic()
     paths = LabPaths.for_lab(name)
     result = DownResult()
