@@ -47,6 +47,9 @@ class Vm:
             "-o", f"UserKnownHostsFile={self.known_hosts}",
             "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
             "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+            # One connection for the module: a key exchange costs ~3 s under emulation.
+            "-o", "ControlMaster=auto", "-o", f"ControlPath={self.key.parent / 'cm'}",
+            "-o", "ControlPersist=120",
             f"root@{self.info.address}", command,
         ]
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
@@ -95,6 +98,8 @@ def vm(bridge: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
         print(f"\nVM boot to SSH: {info.boot_seconds:.1f} s")
         yield Vm(info=info, state_dir=state_dir, key=key, known_hosts=known_hosts)
     finally:
+        subprocess.run(["ssh", "-F", "/dev/null", "-o", f"ControlPath={keys / 'cm'}",
+                        "-O", "exit", f"root@{VM_ADDRESS}"], capture_output=True, check=False)
         stop_vm(state_dir, VM_NAME)
 
 
