@@ -515,7 +515,7 @@ def _is_tap(dev: str) -> bool:
     return Path(f"/sys/class/net/{dev}/tun_flags").exists()
 
 
-def _wait_ssh(address: str, pid: int, console: Path, deadline: float) -> None:
+def _wait_ssh(address: str, bridge: str, pid: int, console: Path, deadline: float) -> None:
     """Poll until sshd's banner arrives; fail early if qemu died."""
     while True:
         if not _pid_alive(pid):
@@ -529,7 +529,8 @@ def _wait_ssh(address: str, pid: int, console: Path, deadline: float) -> None:
             pass
         if time.monotonic() > deadline:
             raise VmError(
-                f"sshd on {address} did not answer in time; console {console}:\n{tail(console)}"
+                f"sshd on {address} did not answer in time (is {bridge} addressed in its"
+                f" subnet?); console {console}:\n{tail(console)}"
             )
         time.sleep(0.5)
 
@@ -564,6 +565,7 @@ def start_vm(
         raise VmError(f"VM {name}: bridge {bridge!r} does not exist (start the lab network first)")
     if not image.rootfs.exists():
         raise VmError(f"VM {name}: image {image.rootfs} is missing (ensure_vm_image first)")
+    state_dir = state_dir.resolve()  # absolute paths in qemu's argv: leftovers are findable
     tap = tap or tap_name(name)
     if len(tap) > 15:
         raise VmError(f"VM {name}: tap name {tap!r} is longer than 15 characters")
@@ -612,7 +614,7 @@ def start_vm(
         pid = int((vm_dir / "qemu.pid").read_text().strip())
         state["pid"] = pid
         _save_state(vm_dir, state)
-        _wait_ssh(address, pid, console, started + timeout)
+        _wait_ssh(address, bridge, pid, console, started + timeout)
         boot = time.monotonic() - started
     except BaseException:
         _teardown(vm_dir, state, keep_log=True)
@@ -686,7 +688,7 @@ def _teardown(vm_dir: Path, state: dict[str, object], *, keep_log: bool) -> None
 
 def stop_vm(state_dir: Path, name: str) -> None:
     """Stop a VM and remove its tap and files; a no-op if there is nothing left."""
-    vm_dir = state_dir / name
+    vm_dir = state_dir.resolve() / name
     state = _load_state(vm_dir) or {"name": name}
     if "tap" not in state:
         state["tap"] = tap_name(name)  # the default; an unrecorded custom tap is unknowable

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from lab.vm import (
+    VmError,
     VmInfo,
+    cleanup_vms,
     ensure_vm_image,
     find_vm_leftovers,
     start_vm,
@@ -157,3 +159,20 @@ def test_stop_vm_leaves_nothing(vm: Vm) -> None:
     assert not (vm.state_dir / VM_NAME).exists()
     assert find_vm_leftovers(vm.state_dir) == []
     stop_vm(vm.state_dir, VM_NAME)  # idempotent
+
+
+def test_a_boot_that_times_out_fails_clearly_and_leaves_only_its_log(
+    bridge: str, tmp_path: Path
+) -> None:
+    cache = Path(os.environ.get("BAOMI_LAB_CACHE", REPO / ".lab" / "cache"))
+    image = ensure_vm_image(cache)
+    with pytest.raises(VmError, match=r"sshd on 10\.213\.250\.11 did not answer.*console"):
+        start_vm(image, name="vmslow", state_dir=tmp_path, bridge=bridge,
+                 address="10.213.250.11", prefixlen=24, authorized_key="ssh-ed25519 AAAA x",
+                 timeout=1.5)
+    assert not Path("/sys/class/net/bmv-vmslow").exists()
+    assert sorted(p.name for p in (tmp_path / "vmslow").iterdir()) == ["console.log", "vm.json"]
+    assert find_vm_leftovers(tmp_path) == ["vmslow"]
+    assert cleanup_vms(tmp_path) == ["vmslow"]
+    assert find_vm_leftovers(tmp_path) == []
+    assert not (tmp_path / "vmslow").exists()
