@@ -191,14 +191,47 @@ def ensure_nspawn(cache_dir: Path) -> Path:
     raise LabError("cannot fetch systemd-container with apt-get download (package mirror?)")
 
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_GROUP = "baomi-lab"
+
+
+def cgroup_hierarchies() -> list[Path]:
+    """Where systemd keeps its cgroups here: name=systemd (v1) and/or the unified tree."""
+    if (CGROUP_ROOT / "cgroup.procs").exists():  # pure cgroup v2
+        return [CGROUP_ROOT]
+    return [CGROUP_ROOT / h for h in ("systemd", "unified") if (CGROUP_ROOT / h).is_dir()]
+
+
+def host_cgroups(unit: str) -> list[Path]:
+    """A systemd host's own cgroup per hierarchy (UNIT is "LAB-HOST")."""
+    return [h / CGROUP_GROUP / unit for h in cgroup_hierarchies()]
+
+
+def remove_cgroup_tree(top: Path) -> None:
+    """rmdir a cgroup and its children, deepest first (cgroupfs only removes empty dirs)."""
+    if not top.is_dir():
+        return
+    for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(dirpath)
+
+
 def start_systemd(layout: HostLayout, hostname: str, netns: str, nspawn: Path) -> int:
     """Boot a systemd host in the existing netns; returns the systemd-nspawn pid.
 
     The overlay is mounted inside a private mount namespace made just for nspawn; eth0 is
     already configured from outside (the netns is shared), and the image leaves
-    systemd-networkd off, so nothing inside reconfigures it.
+    systemd-networkd off, so nothing inside reconfigures it. nspawn is first moved into
+    a cgroup of its own: with --keep-unit it builds the container's cgroup tree
+    ("payload") under its current cgroup, which would otherwise be shared by every
+    systemd host on the machine (and `systemctl stop` in one would hit the others).
     """
+    cgroups = host_cgroups(netns)
+    for cg in cgroups:
+        cg.mkdir(parents=True, exist_ok=True)
+    join = "".join(f"echo $$ > {shlex.quote(str(cg / 'cgroup.procs'))} && " for cg in cgroups)
     script = (
+        join +
         f"mount -t overlay overlay -o {shlex.quote(layout.overlay_options())} "
         f"{shlex.quote(str(layout.root))} && exec {shlex.quote(str(nspawn))} "
         f"-D {shlex.quote(str(layout.root))} -M {shlex.quote(hostname)} --boot "

@@ -8,6 +8,7 @@ a crashed run is cleaned up as well as a healthy one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -365,6 +366,10 @@ def _stop_host(paths: LabPaths, rec: HostRecord) -> None:
         hostlib.kill(rec.pid, signal.SIGTERM)
         if not hostlib.wait_gone([rec.pid], 15):
             hostlib.kill(rec.pid)
+        if rec.netns:
+            _kill_netns_processes(rec.netns)
+            for cg in hostlib.host_cgroups(rec.netns):
+                hostlib.remove_cgroup_tree(cg)
     elif rec.flavour == "vm":
         try:
             from lab import vm as labvm  # type: ignore[attr-defined,unused-ignore]
@@ -495,6 +500,12 @@ def clear_leftovers(paths: LabPaths, log: Log = lambda _m: None) -> list[str]:
     for target in sorted(_mounts_under(paths.state_dir), key=len, reverse=True):
         subprocess.run(["umount", "-l", target], check=False, capture_output=True)
         swept.append(f"mount {target}")
+    for hierarchy in hostlib.cgroup_hierarchies():
+        for cg in (hierarchy / hostlib.CGROUP_GROUP).glob(net.prefix(paths.name) + "*"):
+            hostlib.remove_cgroup_tree(cg)
+            swept.append(f"cgroup {cg}")
+        with contextlib.suppress(OSError):  # shared by all labs: goes once the last is gone
+            (hierarchy / hostlib.CGROUP_GROUP).rmdir()
     bridge = net.bridge_name(paths.name)
     for link in sorted(net.lab_links(paths.name), key=lambda n: n == bridge):
         net.delete_link(link)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lab import net
-from lab.hosts import pid_alive
+from lab.hosts import CGROUP_GROUP, cgroup_hierarchies, pid_alive
 from lab.state import LabPaths
 
 BAOMI = str(Path(sys.executable).parent / "baomi")
@@ -45,6 +45,8 @@ def leftovers(name: str) -> list[str]:
     losetup = subprocess.run(["losetup", "-l", "-n", "-O", "NAME,BACK-FILE"],
                              capture_output=True, text=True, check=False).stdout
     found += [f"loop {line}" for line in losetup.splitlines() if needle in line]
+    for hierarchy in cgroup_hierarchies():
+        found += [f"cgroup {cg}" for cg in (hierarchy / CGROUP_GROUP).glob(f"{name}-*")]
     if paths.state_dir.exists():
         found.append(f"dir {paths.state_dir}")
     return found
