@@ -24,6 +24,7 @@ from baomi.policy import Policy, PolicyError, load
 
 EXIT_POLICY = 2
 out = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
 
 
 def default_policy_path() -> str:
@@ -141,6 +142,79 @@ def policy_explain(file: str | None, as_json: bool) -> None:
         out.print(f"not yet enforced, verified or watched by any module: {', '.join(unserved)}",
                   markup=False)
     out.print(f"{len(CLAUSES)} clauses in the catalogue", markup=False)
+
+
+@main.command("apply")
+@click.option("-i", "--inventory", required=True, help="pyinfra inventory of the fleet.")
+@click.option("--policy", "policy_path", default=None, help="Policy file (default: as above).")
+@click.option("--dry", is_flag=True, help="Show what would change; change nothing.")
+@click.option("--diff", is_flag=True, help="Show the differences of changed files.")
+@click.option("--limit", multiple=True, help="Only these hosts or groups (repeatable).")
+@click.option("--only", multiple=True, help="Only these controls (repeatable).")
+@json_flag
+def apply_cmd(inventory: str, policy_path: str | None, dry: bool, diff: bool,
+              limit: tuple[str, ...], only: tuple[str, ...], as_json: bool) -> None:
+    """Apply the baseline (every control of the policy) to the inventory's hosts."""
+    from baomi.inventory import InventoryError, host_groups
+    from deploy.common import ALL_CONTROLS
+    from deploy.runner import run
+
+    path = policy_path or default_policy_path()
+    load_policy_or_exit(path, as_json=as_json)
+    for control in only:
+        if control not in ALL_CONTROLS:
+            raise click.BadParameter(f"unknown control {control!r}; known: "
+                                     + ", ".join(ALL_CONTROLS), param_hint="--only")
+    try:
+        hosts = host_groups(inventory)
+    except InventoryError as exc:
+        raise click.ClickException(str(exc)) from None
+    names = [h for h, g in hosts.items()
+             if not limit or h in limit or g & set(limit)]
+    if not names:
+        raise click.ClickException(f"no host of {inventory} matches --limit {', '.join(limit)}")
+
+    quiet = ("Success", "No changes", "Skipped", "Connected", "Ready:")
+
+    def progress(line: str) -> None:
+        text = line.strip()
+        host_line = text.startswith("[")
+        if host_line and text.split("]", 1)[-1].strip().startswith(quiet):
+            return
+        if diff or host_line or (not as_json and text.startswith("--> ")):
+            err_console.print(line, markup=False, highlight=False)
+
+    result = run(inventory, path, dry=dry, diff=diff, limit=list(limit), only=list(only),
+                 known_hosts=names, progress=progress)
+    if as_json:
+        print(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        _print_apply(result)
+    sys.exit(result.exit_code)
+
+
+def _print_apply(result: Any) -> None:
+    controls = sorted({c for r in result.hosts.values() for c in r.controls})
+    table = Table(title="baomi apply" + (" --dry" if result.dry else "")
+                  + f" ({result.seconds:.1f}s)")
+    table.add_column("host")
+    for control in controls:
+        table.add_column(control)
+    table.add_column("problem")
+    colours = {"changed": "yellow", "would change": "yellow", "unchanged": "green",
+               "failed": "red"}
+    for host, r in sorted(result.hosts.items()):
+        cells = []
+        for control in controls:
+            outcome = r.controls.get(control, "—")
+            cells.append(f"[{colours.get(outcome, 'dim')}]{outcome}[/]")
+        table.add_row(host, *cells, r.error or "")
+    out.print(table)
+    changed = sum(1 for r in result.hosts.values() for o in r.controls.values()
+                  if o in ("changed", "would change"))
+    verb = "would change" if result.dry else "changed"
+    out.print(f"{len(result.hosts)} hosts, {changed} host×control {verb}, "
+              f"{len(result.failed)} failed", markup=False)
 
 
 def _register_admin_groups() -> None:

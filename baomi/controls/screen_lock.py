@@ -90,7 +90,7 @@ def observe_script(user: str = "nobody") -> str:
         "locks": cat(DCONF_LOCKS),
         "tmout_file": cat(TMOUT_FILE),
         # What a login shell really gets, and whether it can be changed.
-        "tmout_shell": "bash -lc 'echo \"TMOUT=$TMOUT\"; TMOUT=0 2>/dev/null "
+        "tmout_shell": "bash -lc 'echo \"TMOUT=$TMOUT\"; (TMOUT=0) 2>/dev/null "
                        "&& echo writable || echo readonly' 2>/dev/null",
         "sshd_dropin": cat(SSHD_DROPIN),
         "sshd_T": "sshd -T -C user=root,host=localhost,addr=127.0.0.1 2>&1",

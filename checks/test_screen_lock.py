@@ -1,0 +1,19 @@
+"""R-LOCK 开机与屏保密码: idle lock that users cannot override, TMOUT, sshd idle probes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from baomi.controls import screen_lock as core
+from baomi.findings import report
+from baomi.policy import Policy
+from checks.conftest import observe
+
+
+@pytest.mark.clause("R-LOCK")
+def test_screen_lock(host: Any, policy: Policy, groups: set[str]) -> None:
+    seen = core.parse(observe(host, core.observe_script()))
+    findings = core.compare(core.desired(policy, groups), seen)
+    assert not findings, report(findings)

@@ -1,0 +1,83 @@
+"""What every deploy module shares: the policy, the host's groups, facts, small operations."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from functools import cache
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import FactBase, operation
+from pyinfra.operations import files
+
+from baomi.policy import Policy, PolicyError, load
+
+ALL_CONTROLS = ("screen_lock",)
+
+
+@cache
+def _load(path: str) -> Policy:
+    try:
+        return load(path)
+    except PolicyError as exc:
+        # Plain pyinfra runs reach here; `baomi apply` validated the policy before connecting.
+        sys.stderr.write(f"{exc}\n")
+        raise SystemExit(2) from None
+
+
+def policy() -> Policy:
+    """The policy named by data ``baomi_policy`` or $BAOMI_POLICY, else ./policy.yaml."""
+    path = host.data.get("baomi_policy") or os.environ.get("BAOMI_POLICY") or "policy.yaml"
+    return _load(str(path))
+
+
+def selected(control: str) -> bool:
+    """``baomi apply --only`` passes BAOMI_ONLY=a,b; no value means every control."""
+    only = os.environ.get("BAOMI_ONLY", "")
+    return not only or control in only.split(",")
+
+
+def groups() -> set[str]:
+    return set(host.groups)
+
+
+def op_name(control: str, what: str) -> str:
+    return f"[{control}] {what}"
+
+
+class Observation(FactBase[str]):
+    """Runs a control's read-only observe script; the control's ``parse`` reads the output."""
+
+    def command(self, script: str) -> str:
+        return f"sh -c {shlex.quote(script)}"
+
+    def process(self, output: list[str]) -> str:
+        return "\n".join(output) + "\n"
+
+
+def put_text(control: str, path: str, content: str, mode: str = "0644", user: str = "root",
+             group: str = "root") -> object:
+    """Upload exact file contents (pyinfra compares checksums, so re-runs change nothing)."""
+    return files.put(name=op_name(control, f"{path}"), src=StringIO(content), dest=path,
+                     user=user, group=group, mode=mode)
+
+
+@operation()
+def shell_if(check: str, command: str, reason: str):  # type: ignore[no-untyped-def]
+    """Run ``command`` unless ``check`` (a read-only shell test) already succeeds."""
+    if host.get_fact(CommandSucceeds, check=check):
+        host.noop(reason)
+        return
+    yield command
+
+
+class CommandSucceeds(FactBase[bool]):
+    default = bool
+
+    def command(self, check: str) -> str:
+        return f"if {check}; then echo yes; else echo no; fi"
+
+    def process(self, output: list[str]) -> bool:
+        return bool(output) and output[-1].strip() == "yes"
