@@ -19,7 +19,7 @@ LAB_REQUEST = Request(servers=3, systemd_servers=1, workstations=1, backup=1)
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if Path(str(item.fspath)).is_relative_to(HERE):
+        if item.path.is_relative_to(HERE):
             item.add_marker(pytest.mark.integration)
 
 
