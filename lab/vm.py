@@ -571,12 +571,13 @@ def start_vm(
         raise VmError(f"VM {name}: tap name {tap!r} is longer than 15 characters")
     vm_dir = state_dir / name
     old = _load_state(vm_dir)
-    if old is not None and _pid_alive(int(str(old.get("pid") or 0))):
-        raise VmError(f"VM {name} is already running (pid {old['pid']}); stop it first")
+    old_pid = int(str((old or {}).get("pid") or 0))
+    if old_pid > 0 and is_our_qemu(_read_cmdline(old_pid), name):
+        raise VmError(f"VM {name} is already running (pid {old_pid}); stop it first")
+    stop_vm(state_dir, name)  # clear a dead run's files and recorded tap
     if Path(f"/sys/class/net/{tap}").exists():
-        raise VmError(f"VM {name}: network device {tap} already exists (leftover? run lab down)")
-    stop_vm(state_dir, name)  # clear a dead run's files
-    vm_dir.mkdir(parents=True)
+        raise VmError(f"VM {name}: network device {tap} already exists (used by another VM?)")
+    vm_dir.mkdir(parents=True, mode=0o700)  # seed.tar holds the VM's private host key
     mac = mac_address(name, address)
     machine_id = uuid.uuid4().hex
     state: dict[str, object] = {"name": name, "tap": tap, "mac": mac, "address": address,
