@@ -292,9 +292,10 @@ def wait_ssh(address: str, pid: int, hostname: str, log: Path, timeout: float = 
         if ssh_banner(address, timeout=0.5):
             return
         if not pid_alive(pid):
-            raise LabError(f"{hostname}: host exited during start; see {log}: {_tail(log)}")
+            raise LabError(f"{hostname}: host exited during start: {_tail(log)}")
         time.sleep(0.05)
-    raise LabError(f"{hostname}: sshd did not answer on {address}:22 in {timeout:.0f}s; see {log}")
+    raise LabError(f"{hostname}: sshd did not answer on {address}:22 in {timeout:.0f}s: "
+                   f"{_tail(log)}")
 
 
 def _tail(log: Path) -> str:
