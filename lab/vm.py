@@ -88,6 +88,11 @@ NAME_MARKER = "baomi-vm-"  # qemu's -name guest=baomi-vm-NAME: how stop_vm knows
 TAP_PREFIX = "bmv"
 STATE_FILE = "vm.json"
 
+# Everything start_vm writes into state_dir/NAME; stop_vm removes exactly these.
+_VM_FILES = frozenset({
+    STATE_FILE, STATE_FILE + ".tmp", "console.log", "qemu.pid", "seed.tar", "root.qcow2",
+    "data.qcow2", "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub",
+})
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 # Files baked into the image. The seed unit runs before networkd and sshd; it waits for
@@ -677,14 +682,17 @@ def _teardown(vm_dir: Path, state: dict[str, object], *, keep_log: bool) -> None
         _run(["ip", "link", "del", tap], f"VM {name}: removing tap {tap}")
     if not vm_dir.exists():
         return
+    # Only files start_vm creates are removed: the lab may keep other hosts' directories
+    # (or its own notes) next to or inside ours, and a wrong name must not cost them.
+    keep = {"console.log", STATE_FILE} if keep_log else set()
+    for entry in _VM_FILES - keep:
+        (vm_dir / entry).unlink(missing_ok=True)
     if keep_log:
-        for entry in vm_dir.iterdir():
-            if entry.name not in ("console.log", STATE_FILE):
-                entry.unlink(missing_ok=True)
         state["pid"] = 0
         _save_state(vm_dir, state)
     else:
-        shutil.rmtree(vm_dir)
+        with suppress(OSError):  # not empty: someone else's files stay
+            vm_dir.rmdir()
 
 
 def stop_vm(state_dir: Path, name: str) -> None:

@@ -206,3 +206,13 @@ def test_stop_vm_is_idempotent_and_never_kills_a_foreign_pid(tmp_path: Path) -> 
     assert not vm_dir.exists()
     assert find_vm_leftovers(tmp_path) == []
     stop_vm(tmp_path, "web1")
+
+
+def test_stop_vm_removes_only_its_own_files(tmp_path: Path) -> None:
+    vm_dir = tmp_path / "web1"
+    vm_dir.mkdir()
+    for name in ("vm.json", "console.log", "seed.tar", "root.qcow2", "qemu.pid"):
+        (vm_dir / name).write_text("{}")
+    (vm_dir / "rootfs").mkdir()  # e.g. a container host's tree under the same name
+    stop_vm(tmp_path, "web1")
+    assert [p.name for p in vm_dir.iterdir()] == ["rootfs"]
