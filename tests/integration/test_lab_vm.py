@@ -8,6 +8,7 @@ opened, mounted and seen by ``lsblk`` as ``crypt``. One VM is booted for the mod
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -30,9 +31,19 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 BRIDGE = "bmvmtest0"
-BRIDGE_CIDR = "10.213.250.1/24"
 VM_NAME = "vmtest"
-VM_ADDRESS = "10.213.250.10"
+
+
+def _free_subnet() -> str:
+    """A 10.213.X.0/24 nobody on this machine uses (a running lab may hold 10.213.250)."""
+    used: set[int] = set()
+    for cmd in (["ip", "-4", "-o", "addr", "show"], ["ip", "-4", "route", "show", "table", "all"]):
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
+        used.update(int(m) for m in re.findall(r"\b10\.213\.(\d{1,3})\.", out))
+    octet = next(o for o in range(250, 0, -1) if o not in used)
+    return f"10.213.{octet}"
+
+
 
 
 @dataclass
@@ -66,24 +77,31 @@ def _ip(*args: str, check: bool = True) -> None:
     subprocess.run(["ip", *args], check=check, capture_output=True)
 
 
+@dataclass(frozen=True)
+class Bridge:
+    name: str
+    net: str  # "10.213.X"
+
+
 @pytest.fixture(scope="module")
-def bridge() -> Iterator[str]:
+def bridge() -> Iterator[Bridge]:
     """A private bridge in the root namespace (the lab's own bridge stands in for it)."""
     if os.geteuid() != 0:
         pytest.fail("the VM lab test needs root (tap devices, bridge, mmdebstrap): run as root")
     if Path(f"/sys/class/net/{BRIDGE}").exists():  # ours, left by a killed run
         _ip("link", "del", BRIDGE)
+    net = _free_subnet()
     _ip("link", "add", BRIDGE, "type", "bridge")
     try:
-        _ip("addr", "add", BRIDGE_CIDR, "dev", BRIDGE)
+        _ip("addr", "add", f"{net}.1/24", "dev", BRIDGE)
         _ip("link", "set", BRIDGE, "up")
-        yield BRIDGE
+        yield Bridge(BRIDGE, net)
     finally:
         _ip("link", "del", BRIDGE, check=False)
 
 
 @pytest.fixture(scope="module")
-def vm(bridge: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
+def vm(bridge: Bridge, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
     cache = Path(os.environ.get("BAOMI_LAB_CACHE", REPO / ".lab" / "cache"))
     image = ensure_vm_image(cache)
     keys = tmp_path_factory.mktemp("vm-keys")
@@ -92,7 +110,8 @@ def vm(bridge: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
     state_dir = tmp_path_factory.mktemp("vm-state")
     try:
         info = start_vm(
-            image, name=VM_NAME, state_dir=state_dir, bridge=bridge, address=VM_ADDRESS,
+            image, name=VM_NAME, state_dir=state_dir, bridge=bridge.name,
+            address=f"{bridge.net}.10",
             prefixlen=24, authorized_key=key.with_suffix(".pub").read_text(),
         )
         known_hosts = keys / "known_hosts"
@@ -101,7 +120,7 @@ def vm(bridge: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
         yield Vm(info=info, state_dir=state_dir, key=key, known_hosts=known_hosts)
     finally:
         subprocess.run(["ssh", "-F", "/dev/null", "-o", f"ControlPath={keys / 'cm'}",
-                        "-O", "exit", f"root@{VM_ADDRESS}"], capture_output=True, check=False)
+                        "-O", "exit", f"root@{bridge.net}.10"], capture_output=True, check=False)
         stop_vm(state_dir, VM_NAME)
 
 
@@ -110,7 +129,7 @@ def test_boots_with_pinned_host_key_and_only_the_bridge(vm: Vm) -> None:
     assert vm.info.boot_seconds < 90, f"boot to SSH took {vm.info.boot_seconds} s"
     assert vm.ok("hostname").strip() == VM_NAME
     assert "default" not in vm.ok("ip route; ip -6 route")
-    assert VM_ADDRESS + "/24" in vm.ok("ip -4 -o addr show")
+    assert vm.info.address + "/24" in vm.ok("ip -4 -o addr show")
     machine_id = vm.ok("cat /etc/machine-id").strip()
     assert len(machine_id) == 32 and int(machine_id, 16), machine_id
     assert vm.ok("ls /etc/ssh/ | grep _key$").split() == ["ssh_host_ed25519_key"]
@@ -162,13 +181,14 @@ def test_stop_vm_leaves_nothing(vm: Vm) -> None:
 
 
 def test_a_boot_that_times_out_fails_clearly_and_leaves_only_its_log(
-    bridge: str, tmp_path: Path
+    bridge: Bridge, tmp_path: Path
 ) -> None:
+    slow_address = f"{bridge.net}.11"
     cache = Path(os.environ.get("BAOMI_LAB_CACHE", REPO / ".lab" / "cache"))
     image = ensure_vm_image(cache)
-    with pytest.raises(VmError, match=r"sshd on 10\.213\.250\.11 did not answer.*console"):
-        start_vm(image, name="vmslow", state_dir=tmp_path, bridge=bridge,
-                 address="10.213.250.11", prefixlen=24, authorized_key="ssh-ed25519 AAAA x",
+    with pytest.raises(VmError, match=rf"sshd on {re.escape(slow_address)} did not answer"):
+        start_vm(image, name="vmslow", state_dir=tmp_path, bridge=bridge.name,
+                 address=slow_address, prefixlen=24, authorized_key="ssh-ed25519 AAAA x",
                  timeout=1.5)
     assert not Path("/sys/class/net/bmv-vmslow").exists()
     assert sorted(p.name for p in (tmp_path / "vmslow").iterdir()) == ["console.log", "vm.json"]
