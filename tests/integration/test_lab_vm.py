@@ -77,6 +77,13 @@ def _ip(*args: str, check: bool = True) -> None:
     subprocess.run(["ip", *args], check=check, capture_output=True)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _root() -> None:
+    """Never skipped: without root this test fails and says why."""
+    if os.geteuid() != 0:
+        pytest.fail("the VM lab test needs root (tap devices, bridge, mmdebstrap): run as root")
+
+
 @dataclass(frozen=True)
 class Bridge:
     name: str
@@ -86,8 +93,6 @@ class Bridge:
 @pytest.fixture(scope="module")
 def bridge() -> Iterator[Bridge]:
     """A private bridge in the root namespace (the lab's own bridge stands in for it)."""
-    if os.geteuid() != 0:
-        pytest.fail("the VM lab test needs root (tap devices, bridge, mmdebstrap): run as root")
     if Path(f"/sys/class/net/{BRIDGE}").exists():  # ours, left by a killed run
         _ip("link", "del", BRIDGE)
     net = _free_subnet()
@@ -196,3 +201,18 @@ def test_a_boot_that_times_out_fails_clearly_and_leaves_only_its_log(
     assert cleanup_vms(tmp_path) == ["vmslow"]
     assert find_vm_leftovers(tmp_path) == []
     assert not (tmp_path / "vmslow").exists()
+
+
+def test_the_cached_image_carries_no_identity() -> None:
+    """Read the base image with debugfs (no mount): no host keys, an empty machine-id."""
+    cache = Path(os.environ.get("BAOMI_LAB_CACHE", REPO / ".lab" / "cache"))
+    image = ensure_vm_image(cache)
+
+    def debugfs(request: str) -> str:
+        return subprocess.run(["debugfs", "-R", request, str(image.rootfs)], capture_output=True,
+                              text=True, check=True).stdout
+
+    assert "sshd_config" in debugfs("ls /etc/ssh")
+    assert "ssh_host_" not in debugfs("ls /etc/ssh")
+    assert debugfs("cat /etc/machine-id") == ""
+    assert "baomi-seed.service" in debugfs("ls /etc/systemd/system/sysinit.target.wants")
