@@ -50,9 +50,9 @@ class ApplyResult:
 
 
 def pyinfra_command(inventory: str, *, dry: bool, diff: bool, limit: list[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "pyinfra", "--json", "-y", inventory, str(BASELINE)]
-    if dry:
-        cmd.append("--dry")
+    # Without -y pyinfra detects changes first (the plan); with --dry it stops there.
+    cmd = [sys.executable, "-m", "pyinfra", "--json", inventory, str(BASELINE)]
+    cmd.append("--dry" if dry else "-y")
     if diff:
         cmd.append("--diff")
     for item in limit:
