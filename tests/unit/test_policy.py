@@ -298,6 +298,10 @@ def test_version() -> None:
 
 # --- property: never another exception -----------------------------------------------------
 
+FUZZ = settings(max_examples=int(os.environ.get("BAOMI_FUZZ_EXAMPLES", "300")),
+                suppress_health_check=[HealthCheck.too_slow], deadline=None)
+
+
 def _assert_loads_or_policy_error(text: str) -> None:
     try:
         load_text(text, "fuzz.yaml", today=TODAY)
@@ -309,7 +313,7 @@ def _assert_loads_or_policy_error(text: str) -> None:
             assert str(problem).startswith("fuzz.yaml:")
 
 
-@settings(max_examples=int(os.environ.get("BAOMI_FUZZ_EXAMPLES", "300")), suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@FUZZ
 @given(st.text(max_size=300))
 def test_any_text_loads_or_raises_policy_error(text: str) -> None:
     _assert_loads_or_policy_error(text)
@@ -321,7 +325,7 @@ REPLACEMENTS = st.sampled_from(["0", "-1", "true", "null", "[]", "{}", "'x'", "9
                                 "- a", "&a", "*a", "!!binary AA==", "0x10", "1e9", "秘密"])
 
 
-@settings(max_examples=int(os.environ.get("BAOMI_FUZZ_EXAMPLES", "300")), suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@FUZZ
 @given(st.integers(min_value=0, max_value=len(DEFAULT_LINES) - 1), REPLACEMENTS,
        st.sampled_from(["value", "key", "indent", "delete", "duplicate"]))
 def test_any_mutation_of_the_default_loads_or_raises_policy_error(
