@@ -1,0 +1,189 @@
+"""R-TLS 加密传输 for administrative access: sshd keys only, root at most by key, approved crypto.
+
+Pure functions only: ``desired`` (policy → the drop-in and the sshd settings), ``observe_script``
+(read-only commands) and ``parse`` (their output → :class:`Observed`), ``compare`` (→ findings).
+``deploy/ssh.py``, ``checks/test_ssh.py`` and the agent run them.
+
+sshd takes the *first* value of a keyword across the main file and its includes.  Debian's
+``sshd_config`` includes ``sshd_config.d/*.conf`` at its top, so our drop-in wins over the main
+file, but a drop-in that sorts earlier (``10-foo.conf``) wins over ours.  The check therefore
+reads the effective configuration (``sshd -T``) and names the files that set a keyword, and the
+deploy neutralises the earlier settings that would override the policy.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from baomi.findings import Finding
+from baomi.observe import cat, script, sections
+from baomi.policy import Policy
+from baomi.sshd import SshdSettings
+
+CONTROL = "ssh"
+CLAUSES = ("R-TLS",)
+HEADER = "# Managed by baomi: R-TLS 加密传输. Local edits are reverted.\n"
+
+SSHD_CONFIG = "/etc/ssh/sshd_config"
+SSHD_DIR = "/etc/ssh/sshd_config.d"
+DROPIN = f"{SSHD_DIR}/40-baomi-ssh.conf"
+# The effective config root meets when it logs in (Match blocks are evaluated for it).
+SSHD_T = "sshd -T -C user=root,host=localhost,addr=127.0.0.1"
+# A keyword-interactive login through PAM is a password prompt too.
+KEYWORDS = ("PasswordAuthentication", "KbdInteractiveAuthentication", "PermitRootLogin",
+            "Ciphers", "MACs", "KexAlgorithms")
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The sshd settings R-TLS requires and the exact drop-in that sets them."""
+
+    sshd: SshdSettings
+    dropin: str
+
+
+def desired(policy: Policy, groups: set[str]) -> Desired:
+    s = policy.ssh
+    sshd = SshdSettings({
+        "PasswordAuthentication": "yes" if s.password_authentication else "no",
+        "KbdInteractiveAuthentication": "yes" if s.password_authentication else "no",
+        "PermitRootLogin": s.permit_root_login,
+        "Ciphers": ",".join(s.ciphers),
+        "MACs": ",".join(s.macs),
+        "KexAlgorithms": ",".join(s.kex),
+    })
+    return Desired(sshd=sshd, dropin=HEADER + sshd.render())
+
+
+def observe_script() -> str:
+    """Read-only: the drop-in, the effective config, and every file line setting our keywords."""
+    pattern = "|".join(KEYWORDS)
+    commands = {
+        "dropin": cat(DROPIN),
+        "sshd_T": f"{SSHD_T} 2>&1",
+        # file:line:text of every line that sets one of our keywords, in sshd's reading order.
+        "settings": f"grep -HniE '^[[:space:]]*({pattern})([[:space:]]|=)' {SSHD_CONFIG} "
+                    f"$(ls {SSHD_DIR}/*.conf 2>/dev/null | LC_ALL=C sort); true",
+        "include": f"grep -niE '^[[:space:]]*include[[:space:]]' {SSHD_CONFIG} | head -n1",
+    }
+    return script(commands)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One line of a config file that sets one of our keywords."""
+
+    path: str
+    line: int
+    keyword: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Observed:
+    dropin: str | None
+    effective: dict[str, str]
+    sshd_error: str | None
+    settings: tuple[Setting, ...]
+    include_line: int | None
+
+
+_SETTING = re.compile(r"^(?P<path>/[^:]+):(?P<line>\d+):\s*(?P<key>\w+)"
+                      r"(?:\s*=\s*|\s+)(?P<value>.*)$")
+
+
+def parse(output: str) -> Observed:
+    sec = sections(output)
+    dropin = sec.get("dropin")
+    sshd_t = sec.get("sshd_T")
+    effective: dict[str, str] = {}
+    sshd_error = None
+    if sshd_t is not None and sshd_t.ok:
+        effective = parse_sshd_t(sshd_t.out)
+    else:
+        out = sshd_t.out.strip() if sshd_t is not None else ""
+        sshd_error = out[-300:] or ("sshd -T did not run" if sshd_t is None
+                                     else f"sshd -T exited {sshd_t.rc}")
+    settings = []
+    for raw in (sec["settings"].out if "settings" in sec else "").splitlines():
+        m = _SETTING.match(raw.strip())
+        if m:
+            settings.append(Setting(m["path"], int(m["line"]), m["key"], m["value"].strip()))
+    include_line = None
+    inc = sec.get("include")
+    if inc is not None and inc.out.strip():
+        number = inc.out.strip().partition(":")[0]
+        include_line = int(number) if number.isdigit() else None
+    return Observed(
+        dropin=dropin.out if dropin is not None and dropin.ok else None,
+        effective=effective,
+        sshd_error=sshd_error,
+        settings=tuple(settings),
+        include_line=include_line,
+    )
+
+
+def parse_sshd_t(text: str) -> dict[str, str]:
+    """``sshd -T`` prints lower-case ``key value`` lines."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key and value and key.lower() not in out:
+            out[key.lower()] = value.strip()
+    return out
+
+
+def overriding(seen: Observed, keyword: str) -> list[Setting]:
+    """Lines that sshd reads before our drop-in and that set ``keyword`` (they win over it).
+
+    With the Include at line N of the main file, sshd reads lines 1..N-1, then the drop-ins in
+    name order, then the rest of the main file.
+    """
+    ours = DROPIN.rsplit("/", 1)[1]
+    found = []
+    for s in seen.settings:
+        if s.keyword.lower() != keyword.lower() or s.path == DROPIN:
+            continue
+        if s.path == SSHD_CONFIG:
+            if seen.include_line is None or s.line < seen.include_line:
+                found.append(s)
+        elif s.path.startswith(SSHD_DIR + "/") and s.path.rsplit("/", 1)[1] < ours:
+            found.append(s)
+    return found
+
+
+def _finding(subject: str, expected: str, found: str, severity: str = "high") -> Finding:
+    return Finding(CONTROL, CLAUSES, severity, subject, expected, found)
+
+
+def compare(want: Desired, seen: Observed) -> list[Finding]:
+    if seen.sshd_error:
+        return [_finding("sshd -T", "a valid sshd configuration", seen.sshd_error, "critical")]
+    findings = []
+    for key, want_v, got in want.sshd.differences(seen.effective):
+        where = ", ".join(f"{s.path}:{s.line} '{s.keyword} {s.value}'"
+                          for s in overriding(seen, key))
+        found = (got or "unset") + (f" (set earlier in {where})" if where else "")
+        severity = "critical" if key in ("PasswordAuthentication", "PermitRootLogin") else "high"
+        findings.append(_finding(f"sshd {key}", want_v, found, severity))
+    if seen.dropin != want.dropin:
+        findings.append(_finding(DROPIN, "the baomi content",
+                                 "missing" if seen.dropin is None else "edited content", "medium"))
+    return findings
+
+
+def neutralise_script(seen: Observed, want: Desired) -> str:
+    """Comment out the lines read before our drop-in that set one of our keywords.
+
+    Nothing else in those files changes; the caller validates the whole config with ``sshd -t``
+    before any reload.
+    """
+    import shlex
+
+    commands = []
+    for key in want.sshd.values:
+        for s in overriding(seen, key):
+            commands.append(f"sed -i '{s.line}s/^/# disabled by baomi (R-TLS): /' "
+                            f"{shlex.quote(s.path)}")
+    return "; ".join(dict.fromkeys(commands))

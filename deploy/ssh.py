@@ -1,0 +1,29 @@
+"""R-TLS 加密传输 on a host: sshd drop-in (keys only, approved crypto), sshd -t before reload."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import operation
+
+from baomi.controls import ssh as core
+from baomi.sshd import install_dropin_script
+from deploy.common import Observation, groups, op_name, policy
+
+C = core.CONTROL
+
+
+@operation()
+def sshd_settings(want: core.Desired):  # type: ignore[no-untyped-def]
+    """Install the drop-in and neutralise earlier overrides, only if `sshd -t` accepts it all."""
+    seen = core.parse(host.get_fact(Observation, script=core.observe_script()))
+    if not core.compare(want, seen):
+        host.noop(f"{core.DROPIN} is in place and sshd -T shows the policy's values")
+        return
+    neutralise = core.neutralise_script(seen, want)
+    install = install_dropin_script(core.DROPIN, want.dropin)
+    yield f"{neutralise}; {install}" if neutralise else install
+
+
+def apply() -> None:
+    want = core.desired(policy(), groups())
+    sshd_settings(name=op_name(C, f"{core.DROPIN} (sshd -t, reload)"), want=want)
