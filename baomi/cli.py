@@ -24,7 +24,6 @@ from baomi.policy import Policy, PolicyError, load
 
 EXIT_POLICY = 2
 out = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
 
 
 def default_policy_path() -> str:
@@ -182,7 +181,7 @@ def apply_cmd(inventory: str, policy_path: str | None, dry: bool, diff: bool,
         if host_line and text.split("]", 1)[-1].strip().startswith(quiet):
             return
         if diff or host_line or (not as_json and text.startswith("--> ")):
-            err_console.print(line, markup=False, highlight=False)
+            click.echo(line, err=True)
 
     result = run(inventory, path, dry=dry, diff=diff, limit=list(limit), only=list(only),
                  known_hosts=names, progress=progress)
