@@ -1,0 +1,41 @@
+"""R-LOG 访问日志与操作审计 on a host: the baomi audit rules file, loaded where the kernel can."""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra import host
+from pyinfra.api import operation
+from pyinfra.operations import files
+
+from baomi.controls import audit_rules as core
+from deploy.common import Observation, groups, op_name, policy, put_text
+
+C = core.CONTROL
+
+
+@operation()
+def load_rules(want: core.Desired):  # type: ignore[no-untyped-def]
+    """Load the rules into the kernel when they are not loaded yet (or stale ones are)."""
+    seen = core.parse(host.get_fact(Observation, script=core.observe_script()))
+    if seen.loaded is None:
+        # Inside a PID namespace (containers, the lab) auditctl gets EPERM: say so, do not fail.
+        host.noop(f"{core.RULES_FILE} installed; kernel load not possible here: "
+                  f"{seen.load_error}")
+        return
+    missing = [w for w in want.watches if w.rule not in seen.loaded]
+    if not missing and not core.stale(want, seen):
+        host.noop(f"the kernel has the {len(want.watches)} baomi watch rule(s) loaded")
+        return
+    yield ("augenrules --load" if seen.augenrules
+           else f"auditctl -R {shlex.quote(core.RULES_FILE)}")
+
+
+def apply() -> None:
+    want = core.desired(policy(), groups())
+    if want.content is None:
+        files.file(name=op_name(C, f"{core.RULES_FILE} absent"), path=core.RULES_FILE,
+                   present=False)
+        return
+    put_text(C, core.RULES_FILE, want.content, mode="0640")
+    load_rules(name=op_name(C, "load the rules into the kernel"), want=want)
