@@ -17,3 +17,15 @@ def test_screen_lock(host: Any, policy: Policy, groups: set[str]) -> None:
     seen = core.parse(observe(host, core.observe_script()))
     findings = core.compare(core.desired(policy, groups), seen)
     assert not findings, report(findings)
+
+
+@pytest.mark.clause("R-LOCK")
+def test_bootloader_password(host: Any, policy: Policy) -> None:
+    if not policy.screen_lock.bootloader_password:
+        pytest.skip("policy: screen_lock.bootloader_password is false")
+    seen = core.parse(observe(host, core.observe_script()))
+    reasons = core.skipped(seen)
+    if reasons:
+        pytest.skip("; ".join(reasons))
+    findings = core.compare_bootloader(seen)
+    assert not findings, report(findings)

@@ -81,3 +81,13 @@ class CommandSucceeds(FactBase[bool]):
 
     def process(self, output: list[str]) -> bool:
         return bool(output) and output[-1].strip() == "yes"
+
+
+def install_file_script(path: str, content: str, mode: str) -> str:
+    """Shell that writes exact content atomically (temp file + rename), root-owned."""
+    import base64
+
+    q = shlex.quote(path)
+    data = base64.b64encode(content.encode()).decode()
+    return (f"printf %s {data} | base64 -d > {q}.baomi-new && chmod {mode} {q}.baomi-new "
+            f"&& chown root:root {q}.baomi-new && mv -f {q}.baomi-new {q}")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pyinfra import host
-from pyinfra.api import operation
+from pyinfra.api import OperationError, operation
 
 from baomi.controls import screen_lock as core
 from baomi.sshd import install_dropin_script
-from deploy.common import Observation, groups, op_name, policy, put_text
+from deploy.common import Observation, groups, install_file_script, op_name, policy, put_text
 
 C = core.CONTROL
 
@@ -34,6 +36,28 @@ def sshd_dropin(path: str, content: str):  # type: ignore[no-untyped-def]
     yield install_dropin_script(path, content)
 
 
+@operation()
+def grub_password(hash_file: str | None):  # type: ignore[no-untyped-def]
+    """Where GRUB is present, install the superuser password script and regenerate grub.cfg."""
+    seen = core.parse(host.get_fact(Observation, script=core.observe_script()))
+    if not seen.grub_present:
+        host.noop("bootloader password: no GRUB on this host")
+        return
+    if seen.grub_password:
+        host.noop("GRUB already asks for a superuser password")
+        return
+    if not hash_file:
+        raise OperationError("GRUB is present but no bootloader password hash was given: set "
+                             "the host data baomi_grub_hash_file to a 0600 file holding the "
+                             "output of grub-mkpasswd-pbkdf2")
+    try:
+        content = core.grub_password_script(Path(hash_file).read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise OperationError(f"bootloader password hash {hash_file}: {exc}") from None
+    yield install_file_script(core.GRUB_SCRIPT, content, "0700")
+    yield "update-grub"
+
+
 def apply() -> None:
     want = core.desired(policy(), groups())
     if want.desktop:
@@ -45,4 +69,7 @@ def apply() -> None:
     put_text(C, core.TMOUT_FILE, want.tmout_file)
     sshd_dropin(name=op_name(C, core.SSHD_DROPIN), path=core.SSHD_DROPIN,
                 content=want.sshd_dropin)
+    if policy().screen_lock.bootloader_password:
+        grub_password(name=op_name(C, "bootloader password"),
+                      hash_file=host.data.get("baomi_grub_hash_file"))
 

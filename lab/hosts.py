@@ -237,6 +237,9 @@ def start_systemd(layout: HostLayout, hostname: str, netns: str, nspawn: Path) -
         f"-D {shlex.quote(str(layout.root))} -M {shlex.quote(hostname)} --boot "
         "--register=no --keep-unit --console=passive --resolv-conf=off --timezone=off "
         f"--link-journal=no --network-namespace-path=/run/netns/{shlex.quote(netns)}"
+        # The host owns its network namespace: let it manage its own firewall and addresses
+        # (nft, ip), as a real server would; nothing here reaches this machine's namespace.
+        " --capability=CAP_NET_ADMIN"
     )
     cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
     with layout.log.open("ab") as log:

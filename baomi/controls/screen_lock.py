@@ -230,10 +230,30 @@ def compare(want: Desired, seen: Observed) -> list[Finding]:
     else:
         findings.extend(_finding(f"sshd {key}", want_v, got or "unset")
                         for key, want_v, got in want.sshd.differences(seen.sshd_effective))
-    if seen.grub_present and not seen.grub_password:
-        findings.append(_finding("GRUB", "a superuser with a PBKDF2 password",
-                                 "no password in grub.cfg"))
     return findings
+
+
+def compare_bootloader(seen: Observed) -> list[Finding]:
+    """The boot password half of R-LOCK (开机密码); only meaningful where GRUB is present."""
+    if seen.grub_present and not seen.grub_password:
+        return [_finding(f"{GRUB_DIR}/grub.cfg", "a superuser with a PBKDF2 password",
+                         "no superusers/password_pbkdf2 lines")]
+    return []
+
+
+GRUB_SCRIPT = "/etc/grub.d/01_baomi_password"
+_PBKDF2 = "grub.pbkdf2.sha512."
+
+
+def grub_password_script(pbkdf2_hash: str, superuser: str = "root") -> str:
+    """The /etc/grub.d script that makes GRUB ask for a password (R-LOCK 开机密码).
+
+    ``pbkdf2_hash`` is the output of ``grub-mkpasswd-pbkdf2`` (never the password itself).
+    """
+    if not pbkdf2_hash.startswith(_PBKDF2) or any(c.isspace() for c in pbkdf2_hash):
+        raise ValueError("not a grub-mkpasswd-pbkdf2 hash (grub.pbkdf2.sha512.N.SALT.HASH)")
+    return ("#!/bin/sh\n" + HEADER + "cat <<'EOF'\n"
+            f'set superusers="{superuser}"\npassword_pbkdf2 {superuser} {pbkdf2_hash}\nEOF\n')
 
 
 def skipped(seen: Observed) -> list[str]:

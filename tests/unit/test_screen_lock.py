@@ -73,3 +73,24 @@ def test_broken_sshd_config_is_a_critical_finding() -> None:
     findings = core.compare(core.desired(POLICY, {"servers"}), core.parse(broken))
     assert [(f.subject, f.severity) for f in findings] == [("sshd -T", "critical")]
     assert "Bad configuration option: Foo" in findings[0].found
+
+
+def test_bootloader_script_and_findings() -> None:
+    digest = "grub.pbkdf2.sha512.10000.AB12.CD34"
+    script = core.grub_password_script(digest)
+    assert script.startswith("#!/bin/sh\n")
+    assert f"password_pbkdf2 root {digest}\n" in script
+    import pytest
+
+    with pytest.raises(ValueError, match="not a grub-mkpasswd-pbkdf2 hash"):
+        core.grub_password_script("hunter2")
+    no_grub = observed("applied_ws1.out")
+    assert core.compare_bootloader(no_grub) == []
+    text = (DATA / "applied_ws1.out").read_text(encoding="utf-8").replace(
+        "==> grub\nabsent\n", "==> grub\npresent\n")
+    with_grub = core.parse(text)
+    assert with_grub.grub_present and core.skipped(with_grub) == []
+    assert [f.subject for f in core.compare_bootloader(with_grub)] == ["/boot/grub/grub.cfg"]
+    text = text.replace("==> grub\npresent\n", "==> grub\npresent\nset superusers=\"root\"\n"
+                        f"password_pbkdf2 root {digest}\n")
+    assert core.compare_bootloader(core.parse(text)) == []
