@@ -1,0 +1,134 @@
+"""sensitive_paths' parser and compare on output captured from real lab hosts.
+
+fresh_srv1.out: the servers' script run on a host that never had the paths (bak1: no
+customer-data/legal groups either); applied_srv1.out: after `baomi apply --only
+sensitive_paths`; tampered_srv1.out: after chmod o+r deep inside, chmod 0666 on 30 files,
+chmod 0777 on /srv/contracts, chown nobody on one file and the xattr removed;
+applied_file_marking_srv2.out: applied with ``marking: file``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from baomi.controls import sensitive_paths as core
+from baomi.policy import load_text
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).parent / "data" / "sensitive_paths"
+POLICY = load_text((ROOT / "policy.yaml").read_text(encoding="utf-8"))
+SERVERS = core.desired(POLICY, {"servers"})
+
+
+def observed(name: str) -> core.Observed:
+    return core.parse((DATA / name).read_text(encoding="utf-8"))
+
+
+def text(findings: list) -> str:
+    return "\n".join(str(f) for f in findings)
+
+
+def test_desired_follows_policy_levels_and_groups() -> None:
+    assert [(p.path, p.level, p.group, oct(p.max_file_mode), oct(p.max_dir_mode), p.mark)
+            for p in SERVERS.paths] == [
+        ("/srv/customers", "机密", "customer-data", "0o640", "0o750", "confidential 机密"),
+        ("/srv/contracts", "绝密", "legal", "0o600", "0o700", "top-secret 绝密")]
+    ws = core.desired(POLICY, {"workstations"})
+    assert [p.path for p in ws.paths] == ["/home/shared/clients"]
+    assert core.desired(POLICY, {"backup"}).paths == ()
+    assert core.skipped(core.desired(POLICY, {"backup"})) == [
+        "no sensitive path applies to this host's groups"]
+
+
+@pytest.mark.parametrize(("excess", "symbolic"), [
+    (0o137, "u-x,g-wx,o-rwx"), (0o027, "g-w,o-rwx"), (0o177, "u-x,g-rwx,o-rwx"),
+    (0o077, "g-rwx,o-rwx"), (0, "")])
+def test_bits_above_the_ceiling_are_removed_symbolically(excess: int, symbolic: str) -> None:
+    assert core.symbolic_removal(excess) == symbolic
+
+
+def test_fresh_host_reports_missing_paths_groups_and_marks() -> None:
+    seen = observed("fresh_srv1.out")
+    assert [p.root for p in seen.paths] == [None, None]
+    assert seen.paths[0].owner_exists and not seen.paths[0].group_exists
+    found = text(core.compare(SERVERS, seen))
+    assert "[R-ACL 最小权限] /srv/customers: expected a directory (机密, root:customer-data), " \
+           "found missing" in found
+    assert "[R-ACL 最小权限] /srv/contracts: expected a directory (绝密, root:legal)" in found
+    assert "[R-CLS 密级分类] /srv/customers xattr user.baomi.level: expected " \
+           "'confidential 机密', found missing" in found
+
+
+def test_applied_host_is_compliant() -> None:
+    seen = observed("applied_srv1.out")
+    assert seen.paths[0].root == core.Entry("d", 0o750, "root", "customer-data",
+                                            "/srv/customers")
+    assert seen.paths[1].mark == "top-secret 绝密"
+    assert seen.paths[0].modes == core.Offenders((), 0)
+    assert core.compare(SERVERS, seen) == []
+
+
+def test_tampered_tree_names_each_offender_and_caps_the_evidence() -> None:
+    seen = observed("tampered_srv1.out")
+    customers = seen.paths[0]
+    assert customers.modes.total == 30
+    assert len(customers.modes.entries) == core.EVIDENCE_CAP
+    findings = core.compare(SERVERS, seen)
+    found = text(findings)
+    assert "/srv/customers/a/f3.txt: expected owner root:customer-data, found " \
+           "nobody:customer-data" in found
+    assert "/srv/customers: expected no entry looser than 0640/0750, found 10 more entries " \
+           "beyond the first 20 shown" in found
+    assert "/srv/contracts: expected directory mode at most 0700 (绝密), found 0777 " \
+           "(too open by 0077, world access)" in found
+    assert "/srv/customers xattr user.baomi.level: expected 'confidential 机密', " \
+           "found missing" in found
+    # The stricter file (0600) is not an offender; the tampered ones are, with their bits.
+    assert "/srv/customers/a/f30.txt" not in found
+    severities = {f.subject: f.severity for f in findings}
+    assert severities["/srv/contracts"] == "critical"
+    assert severities["/srv/customers/a/f3.txt"] == "high"
+
+
+def test_deep_world_readable_file_is_reported_as_world_access() -> None:
+    seen = observed("tampered_srv1.out")
+    deep = [e for e in seen.paths[0].modes.entries if e.path.endswith("/a/b/c/deep.txt")]
+    assert deep == [core.Entry("f", 0o644, "root", "customer-data",
+                               "/srv/customers/a/b/c/deep.txt")]
+    assert core.excess(SERVERS.paths[0], deep[0]) == 0o004
+    assert "/srv/customers/a/b/c/deep.txt: expected file mode at most 0640 (机密), found 0644 " \
+           "(too open by 0004, world access)" in text(core.compare(SERVERS, seen))
+
+
+def test_file_marking_reads_the_marker_file() -> None:
+    policy = load_text((ROOT / "policy.yaml").read_text(encoding="utf-8").replace(
+        "marking: xattr", "marking: file"))
+    want = core.desired(policy, {"servers"})
+    seen = observed("applied_file_marking_srv2.out")
+    assert [p.mark for p in seen.paths] == ["confidential 机密", "top-secret 绝密"]
+    assert core.compare(want, seen) == []
+    # The same host judged against a level renamed in the policy: the mark is stale.
+    renamed = load_text((ROOT / "policy.yaml").read_text(encoding="utf-8").replace(
+        "marking: xattr", "marking: file").replace("english: confidential",
+                                                   "english: restricted"))
+    found = text(core.compare(core.desired(renamed, {"servers"}), seen))
+    assert "/srv/customers/.baomi-level: expected 'restricted 机密', found " \
+           "'confidential 机密'" in found
+
+
+def test_stricter_policy_turns_compliant_entries_into_findings() -> None:
+    stricter = load_text((ROOT / "policy.yaml").read_text(encoding="utf-8").replace(
+        'max_dir_mode: "0750"\n    encryption: true', 'max_dir_mode: "0700"\n    encryption: true'))
+    want = core.desired(stricter, {"servers"})
+    assert want.paths[0].max_dir_mode == 0o700
+    # compare judges what find selected; the applied capture selected nothing under the old
+    # ceiling, but the root directory itself is re-judged by its recorded mode.
+    assert core.excess(want.paths[0], observed("applied_srv1.out").paths[0].root) == 0o050
+
+
+def test_parser_ignores_noise_lines() -> None:
+    offenders = core.parse_offenders("find: '/x': Permission denied\nf 644 a b /p q\ntotal 3\n")
+    assert offenders.entries == (core.Entry("f", 0o644, "a", "b", "/p q"),)
+    assert offenders.total == 3
