@@ -49,9 +49,10 @@ class ApplyResult:
                           for h, r in sorted(self.hosts.items())}}
 
 
-def pyinfra_command(inventory: str, *, dry: bool, diff: bool, limit: list[str]) -> list[str]:
+def pyinfra_command(inventory: str, *, dry: bool, diff: bool, limit: list[str],
+                    deploy_file: Path = BASELINE) -> list[str]:
     # Without -y pyinfra detects changes first (the plan); with --dry it stops there.
-    cmd = [sys.executable, "-m", "pyinfra", "--json", inventory, str(BASELINE)]
+    cmd = [sys.executable, "-m", "pyinfra", "--json", inventory, str(deploy_file)]
     cmd.append("--dry" if dry else "-y")
     if diff:
         cmd.append("--diff")
@@ -110,12 +111,18 @@ def summarise(payload: dict[str, Any], errors: dict[str, str], dry: bool,
 
 def run(inventory: str, policy_path: str, *, dry: bool = False, diff: bool = False,
         limit: list[str] | None = None, only: list[str] | None = None,
-        known_hosts: list[str] | None = None, progress: Any = None) -> ApplyResult:
-    """Run the baseline; ``progress(text)`` is called with each stage/host line as it comes."""
+        known_hosts: list[str] | None = None, progress: Any = None,
+        deploy_file: Path = BASELINE, extra_env: dict[str, str] | None = None) -> ApplyResult:
+    """Run a deploy file (default: the baseline) through pyinfra.
+
+    ``progress(text)`` is called with each stage/host line as it comes; ``extra_env`` passes
+    parameters to the deploy file (e.g. which user to offboard).
+    """
     env = dict(os.environ, BAOMI_POLICY=str(Path(policy_path).resolve()),
-               BAOMI_ONLY=",".join(only or []), PYINFRA_PROGRESS="off")
+               BAOMI_ONLY=",".join(only or []), PYINFRA_PROGRESS="off", **(extra_env or {}))
     started = time.monotonic()
-    proc = subprocess.Popen(pyinfra_command(inventory, dry=dry, diff=diff, limit=limit or []),
+    proc = subprocess.Popen(pyinfra_command(inventory, dry=dry, diff=diff, limit=limit or [],
+                                            deploy_file=deploy_file),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     errors: dict[str, str] = {}
     assert proc.stderr is not None and proc.stdout is not None
