@@ -43,7 +43,7 @@ class Entry:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _operator() -> str:
@@ -111,7 +111,7 @@ class EscrowStore:
                 raise EscrowError(f"{self.entries_file}:{number}: not a JSON record") from None
         return records
 
-    def list(self) -> list[dict[str, Any]]:
+    def entries(self) -> list[dict[str, Any]]:
         """Every entry without its secret (for listings and audits)."""
         return [{k: v for k, v in r.items() if k != "token"} for r in self._records()]
 

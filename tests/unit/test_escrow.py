@@ -26,8 +26,8 @@ def test_put_retrieve_and_evidence(tmp_path: Path) -> None:
     (record,) = store.retrievals()
     assert record["reason"] == "disk moved"
     assert record["entry"] == entry.id
-    assert [e["subject"] for e in store.list()] == ["/dev/vdb", "/dev/vdb"]
-    assert all("token" not in e for e in store.list())
+    assert [e["subject"] for e in store.entries()] == ["/dev/vdb", "/dev/vdb"]
+    assert all("token" not in e for e in store.entries())
 
 
 def test_clear_errors(tmp_path: Path) -> None:
