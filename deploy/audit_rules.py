@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import operation
 from pyinfra.operations import files
 
@@ -20,8 +20,10 @@ def load_rules(want: core.Desired):  # type: ignore[no-untyped-def]
     seen = core.parse(host.get_fact(Observation, script=core.observe_script()))
     if seen.loaded is None:
         # Inside a PID namespace (containers, the lab) auditctl gets EPERM: say so, do not fail.
-        host.noop(f"{core.RULES_FILE} installed; kernel load not possible here: "
+        reason = (f"{core.RULES_FILE} installed; kernel load not possible here: "
                   f"{seen.load_error}")
+        host.noop(reason)
+        logger.warning(f"{host.print_prefix}[{C}] {reason}")  # shown without -v: never hidden
         return
     missing = [w for w in want.watches if w.rule not in seen.loaded]
     if not missing and not core.stale(want, seen):
