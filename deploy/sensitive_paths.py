@@ -69,6 +69,9 @@ def modes(want: core.PathWant, marking: str):  # type: ignore[no-untyped-def]
 
 def apply() -> None:
     want = core.desired(policy(), groups())
+    for reason in core.skipped(want):
+        # Reported as "unchanged" with its reason, instead of no row at all.
+        shell_if(name=op_name(C, "sensitive paths"), check="true", command="true", reason=reason)
     for p in want.paths:
         q, owner, group = shlex.quote(p.path), shlex.quote(p.owner), shlex.quote(p.group)
         shell_if(name=op_name(C, f"group {p.group}"), check=f"getent group {group} >/dev/null",
