@@ -14,7 +14,7 @@ from pyinfra.operations import files
 
 from baomi.policy import Policy, PolicyError, load
 
-ALL_CONTROLS = ("screen_lock", "ssh", "firewall", "sensitive_paths", "audit_rules")
+ALL_CONTROLS = ("screen_lock", "ssh", "firewall", "sensitive_paths", "audit_rules", "passwords")
 
 
 @cache

@@ -50,6 +50,9 @@ PACKAGES: tuple[str, ...] = tuple(
             "auditd",
             "nftables",
             "libpam-pwquality",
+            # pam_pwquality's dictionary check refuses every password without its dictionary
+            # (a Recommends, which mmdebstrap leaves out); R-PWD's deploy installs it too.
+            "cracklib-runtime",
             "procps",
             "iproute2",
             "cron",
