@@ -14,7 +14,8 @@ from pyinfra.operations import files
 
 from baomi.policy import Policy, PolicyError, load
 
-ALL_CONTROLS = ("screen_lock", "ssh", "firewall", "sensitive_paths", "audit_rules", "passwords")
+ALL_CONTROLS = ("screen_lock", "ssh", "firewall", "sensitive_paths", "audit_rules", "passwords",
+                "usb")
 
 
 @cache

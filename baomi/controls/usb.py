@@ -1,0 +1,462 @@
+"""R-USB 外部存储设备, R-DEV 禁存个人设备: usb-storage/uas refused, USBGuard allow-list.
+
+The allow-list lives here once, as data (:func:`rule_list`): the USBGuard rules text the deploy
+installs and the check compares (:func:`rules`), and the same rules evaluated in Python
+(:func:`decide`, :func:`is_authorised`) for the agent, which must tell an authorised stick from
+any other without asking the daemon.  Rules are evaluated like USBGuard does: first match wins,
+otherwise the implicit target (``ImplicitPolicyTarget=block``).
+
+Audit-only rollout (``usb.audit_only``): USBGuard has no "log only" target, so every rule that
+would block is rendered as ``allow`` with the label ``baomi-would-block`` (plus a final
+catch-all standing in for the implicit block).  The daemon then allows everything; which rule
+matched is in its event stream (``usbguard watch``: ``rule_id``, resolved by
+``usbguard list-rules``) and every decision with the device's id, serial and interfaces is in
+its audit file (``AuditFilePath``), from which :func:`decide` names the would-block rule.
+
+The kernel modules are refused only when nothing could legitimately need them: with authorised
+devices listed, or in audit-only mode, refusing ``usb-storage`` would make every stick
+unusable, so USBGuard alone is the gate and the refusal file is removed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from baomi.findings import Finding
+from baomi.observe import cat, script, sections
+from baomi.policy import Policy
+
+CONTROL = "usb"
+CLAUSES = ("R-USB", "R-DEV")
+HEADER = "# Managed by baomi: R-USB 外部存储设备, R-DEV 禁存个人设备. Local edits are reverted.\n"
+
+MODPROBE_FILE = "/etc/modprobe.d/baomi-usb-storage.conf"
+RULES_FILE = "/etc/usbguard/rules.conf"
+DAEMON_CONF = "/etc/usbguard/usbguard-daemon.conf"
+AUDIT_FILE = "/var/log/usbguard/usbguard-audit.log"
+MODULES = ("usb-storage", "uas")
+SERVICE = "usbguard"
+
+HUB, HID, STORAGE = "09:*:*", "03:*:*", "08:*:*"
+LABEL_HUB = "baomi-hub"
+LABEL_HID = "baomi-hid"
+LABEL_AUTHORISED = "baomi-authorised"
+LABEL_BLOCK = "baomi-block-storage"
+LABEL_WOULD_BLOCK = "baomi-would-block"
+LABEL_STORAGE_ALLOWED = "baomi-storage-allowed"
+IMPLICIT = "implicit"  # the label :func:`decide` reports when no rule matched
+
+# The daemon's settings, complete (the file is written whole).  No RuleFolder: rules.d files
+# would be evaluated too, so a drop-in could allow what the policy blocks.  No
+# IPCAccessControlFiles: Debian's ':plugdev' file lets plugdev members allow devices.
+DAEMON_SETTINGS = (
+    ("RuleFile", RULES_FILE),
+    ("ImplicitPolicyTarget", "block"),
+    ("PresentDevicePolicy", "apply-policy"),
+    ("PresentControllerPolicy", "keep"),
+    ("InsertedDevicePolicy", "apply-policy"),
+    ("AuthorizedDefault", "none"),
+    ("RestoreControllerDeviceState", "false"),
+    ("DeviceManagerBackend", "uevent"),
+    ("IPCAllowedUsers", "root"),
+    ("IPCAllowedGroups", "root"),
+    ("DeviceRulesWithPort", "false"),
+    ("AuditBackend", "FileAudit"),
+    ("AuditFilePath", AUDIT_FILE),
+    ("HidePII", "false"),
+)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One USBGuard rule of the allow-list (only the attributes baomi uses)."""
+
+    target: str                      # allow | block
+    label: str
+    interfaces: tuple[str, ...] = ()  # class patterns "cc:*:*"
+    operator: str = "match-all"      # match-all: every interface in the set; one-of: any
+    device_id: str | None = None     # "vendor:product"
+    serial: str | None = None
+    comment: str = ""
+
+    def render(self) -> str:
+        parts = [self.target]
+        if self.device_id:
+            parts.append(f"id {self.device_id}")
+        if self.serial is not None:
+            parts.append(f'serial "{self.serial}"')
+        if self.interfaces:
+            parts.append(f"with-interface {self.operator} {{ {' '.join(self.interfaces)} }}")
+        parts.append(f'label "{self.label}"')
+        return " ".join(parts)
+
+    def matches(self, vendor: str, product: str, serial: str | None,
+                interfaces: tuple[str, ...]) -> bool:
+        if self.device_id and self.device_id != f"{vendor.lower()}:{product.lower()}":
+            return False
+        if self.serial is not None and self.serial != serial:
+            return False
+        if self.interfaces:
+            hit = [any(_interface_matches(p, i) for p in self.interfaces) for i in interfaces]
+            if self.operator == "match-all" and not (hit and all(hit)):
+                return False
+            if self.operator == "one-of" and not any(hit):
+                return False
+        return True
+
+
+def _interface_matches(pattern: str, interface: str) -> bool:
+    """USBGuard interface types: "cc:ss:pp", "*" matching any subclass/protocol."""
+    return all(p == "*" or p.lower() == i.lower()
+               for p, i in zip(pattern.split(":"), interface.split(":"), strict=False))
+
+
+def _comment(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def rule_list(policy: Policy) -> tuple[Rule, ...]:
+    """The allow-list in evaluation order (first match wins; no match: implicit block)."""
+    u = policy.usb
+    audit = u.audit_only
+    out = [Rule("allow", LABEL_HUB, (HUB,), comment="hubs (every interface a hub)")]
+    if u.block_storage:
+        for dev in u.allowed:
+            what = _comment(dev.description) or "authorised storage"
+            out.append(Rule("allow", LABEL_AUTHORISED, (STORAGE,), device_id=dev.id,
+                            serial=dev.serial, comment=what))
+        out.append(Rule("allow" if audit else "block",
+                        LABEL_WOULD_BLOCK if audit else LABEL_BLOCK, (STORAGE,), "one-of",
+                        comment="any other device with a mass-storage interface, composite "
+                                "keyboards included"))
+    else:
+        out.append(Rule("allow", LABEL_STORAGE_ALLOWED, (STORAGE,),
+                        comment="usb.block_storage is false: storage-only devices allowed"))
+    if u.allow_hid:
+        out.append(Rule("allow", LABEL_HID, (HID,),
+                        comment="keyboards and mice (every interface HID): never locked out"))
+    if audit:
+        out.append(Rule("allow", LABEL_WOULD_BLOCK,
+                        comment="audit-only: stands in for ImplicitPolicyTarget=block"))
+    return tuple(out)
+
+
+def rules(policy: Policy) -> str:
+    """The exact /etc/usbguard/rules.conf for the policy."""
+    mode = "audit-only: nothing is blocked, would-block rules are labelled " \
+        f"{LABEL_WOULD_BLOCK}" if policy.usb.audit_only else "enforcing"
+    lines = [HEADER.rstrip("\n"), f"# {mode}"]
+    for rule in rule_list(policy):
+        lines += [f"# {rule.comment}", rule.render()]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Decision:
+    target: str          # what USBGuard does with the device: allow | block
+    label: str           # the matching rule's label, or IMPLICIT
+
+    @property
+    def would_block(self) -> bool:
+        """True when the device is (or, in audit-only mode, would be) blocked."""
+        return self.target == "block" or self.label == LABEL_WOULD_BLOCK
+
+
+def decide(policy: Policy, vendor: str, product: str, serial: str | None,
+           interfaces: tuple[str, ...]) -> Decision:
+    """What the deployed rules do with a device (interfaces as "cc:ss:pp" strings)."""
+    for rule in rule_list(policy):
+        if rule.matches(vendor, product, serial, interfaces):
+            return Decision(rule.target, rule.label)
+    return Decision("block", IMPLICIT)
+
+
+def is_authorised(policy: Policy, vendor: str, product: str, serial: str | None) -> bool:
+    """Is this storage device on the policy's allow-list (vendor:product, and serial if given)?"""
+    device_id = f"{vendor.lower()}:{product.lower()}"
+    return any(d.id == device_id and (d.serial is None or d.serial == serial)
+               for d in policy.usb.allowed)
+
+
+def refuses_modules(policy: Policy) -> bool:
+    """usb-storage/uas refused only where no stick may work at all (see the module docstring)."""
+    u = policy.usb
+    return u.block_storage and not u.audit_only and not u.allowed
+
+
+def modprobe_conf() -> str:
+    body = "".join(f"blacklist {m}\ninstall {m} /bin/false\n" for m in MODULES)
+    return HEADER + body
+
+
+def daemon_conf() -> str:
+    return HEADER + "".join(f"{k}={v}\n" for k, v in DAEMON_SETTINGS)
+
+
+@dataclass(frozen=True)
+class Desired:
+    refuse_modules: bool
+    modprobe_conf: str | None   # None: baomi's refusal file must be absent
+    rules: str
+    daemon_conf: str
+    audit_only: bool
+
+
+def desired(policy: Policy, groups: set[str]) -> Desired:
+    refuse = refuses_modules(policy)
+    return Desired(refuse_modules=refuse, modprobe_conf=modprobe_conf() if refuse else None,
+                   rules=rules(policy), daemon_conf=daemon_conf(),
+                   audit_only=policy.usb.audit_only)
+
+
+def observe_script() -> str:
+    modprobe = {f"modprobe_{m.replace('-', '_')}": f"modprobe -n -v {m}" for m in MODULES}
+    return script({
+        "daemon": "command -v usbguard-daemon",
+        "modprobe_file": cat(MODPROBE_FILE),
+        **modprobe,
+        # modprobe prints module names with underscores.
+        "showconfig": "modprobe --showconfig "
+                      "| grep -E '^(blacklist|install) (usb_storage|uas)( |$)'",
+        "loaded": "if [ -e /proc/modules ]; then grep -E '^(usb_storage|uas) ' /proc/modules "
+                  "|| echo none; else echo no-modules; fi",
+        "rules": cat(RULES_FILE),
+        "conf": cat(DAEMON_CONF),
+        "modes": f"stat -c '%n %a %U' {RULES_FILE} {DAEMON_CONF}",
+        "systemd": "[ -d /run/systemd/system ] && echo yes || echo no",
+        "enabled": f"systemctl is-enabled {SERVICE}",
+        "active": f"systemctl is-active {SERVICE}",
+        "usb_bus": "[ -d /sys/bus/usb ] && echo present || echo absent",
+    })
+
+
+@dataclass(frozen=True)
+class Observed:
+    daemon: bool
+    modprobe_file: str | None
+    modprobe: dict[str, str]          # module -> `modprobe -n -v` output (stdout+stderr)
+    showconfig: tuple[str, ...]
+    loaded: tuple[str, ...] | None    # None: the kernel has no loadable modules
+    rules: str | None
+    conf: str | None
+    modes: dict[str, str]             # path -> "600 root"
+    systemd: bool
+    enabled: str
+    active: str
+    usb_bus: bool
+
+
+def parse(output: str) -> Observed:
+    sec = sections(output)
+
+    def text(name: str) -> str | None:
+        s = sec.get(name)
+        return s.out if s is not None and s.ok else None
+
+    def raw(name: str) -> str:
+        s = sec.get(name)
+        return s.out.strip() if s is not None else ""
+
+    loaded_out = raw("loaded")
+    loaded = None if loaded_out == "no-modules" else tuple(
+        line.split()[0] for line in loaded_out.splitlines() if line.strip() not in ("", "none"))
+    modes = {}
+    for line in raw("modes").splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0].startswith("/"):
+            modes[parts[0]] = f"{parts[1]} {parts[2]}"
+    return Observed(
+        daemon=text("daemon") is not None,
+        modprobe_file=text("modprobe_file"),
+        modprobe={m: raw(f"modprobe_{m.replace('-', '_')}") for m in MODULES},
+        showconfig=tuple(line.strip() for line in raw("showconfig").splitlines() if line.strip()),
+        loaded=loaded,
+        rules=text("rules"),
+        conf=text("conf"),
+        modes=modes,
+        systemd=raw("systemd") == "yes",
+        enabled=raw("enabled"),
+        active=raw("active"),
+        usb_bus=raw("usb_bus") == "present",
+    )
+
+
+def settings(conf: str) -> dict[str, str]:
+    """usbguard-daemon.conf as key → value (comments and blank lines ignored)."""
+    out = {}
+    for line in conf.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+def rule_lines(text: str) -> list[str]:
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def _finding(subject: str, expected: str, found: str, severity: str = "high",
+             clauses: tuple[str, ...] = CLAUSES) -> Finding:
+    return Finding(CONTROL, clauses, severity, subject, expected, found)
+
+
+def _short(text: str, limit: int = 160) -> str:
+    one = " | ".join(ln.strip() for ln in text.strip().splitlines() if ln.strip())
+    return repr(one if len(one) <= limit else one[:limit] + "…")
+
+
+def compare_modules(want: Desired, seen: Observed) -> list[Finding]:
+    """R-USB: the usb-storage/uas refusal, as modprobe resolves it."""
+    findings: list[Finding] = []
+    if not want.refuse_modules:
+        if seen.modprobe_file is not None:
+            findings.append(_finding(MODPROBE_FILE, "absent (authorised devices listed or "
+                                     "audit-only: sticks must be able to load usb-storage)",
+                                     "present", "medium", ("R-USB",)))
+        return findings
+    if seen.modprobe_file != want.modprobe_conf:
+        findings.append(_finding(MODPROBE_FILE, "the baomi refusal of usb-storage and uas",
+                                 "missing" if seen.modprobe_file is None else "edited content",
+                                 clauses=("R-USB",)))
+    for module, out in seen.modprobe.items():
+        if "install /bin/false" not in out:
+            findings.append(_finding(f"modprobe -n -v {module}", "install /bin/false",
+                                     _short(out) if out else "no output", "critical",
+                                     ("R-USB",)))
+    for module in ("usb_storage", "uas"):
+        for line in (f"blacklist {module}", f"install {module} /bin/false"):
+            if line not in seen.showconfig:
+                findings.append(_finding("modprobe --showconfig", line,
+                                         _short("\n".join(seen.showconfig)) if seen.showconfig
+                                         else "no usb_storage/uas lines", "high", ("R-USB",)))
+    for module in seen.loaded or ():
+        findings.append(_finding(f"kernel module {module}", "not loaded", "loaded", "critical",
+                                 ("R-USB",)))
+    return findings
+
+
+def compare_usbguard(want: Desired, seen: Observed) -> list[Finding]:
+    """R-USB, R-DEV: the daemon installed, its rules and settings equal the policy's."""
+    findings: list[Finding] = []
+    if not seen.daemon:
+        findings.append(_finding("usbguard-daemon", "installed", "not installed", "critical"))
+    if seen.rules is None:
+        findings.append(_finding(RULES_FILE, "the policy's allow-list", "missing", "critical"))
+    elif seen.rules != want.rules:
+        have, need = rule_lines(seen.rules), rule_lines(want.rules)
+        extra = [r for r in have if r not in need]
+        missing = [r for r in need if r not in have]
+        parts = ([f"extra {_short(r, 120)}" for r in extra]
+                 + [f"missing {_short(r, 120)}" for r in missing])
+        findings.append(_finding(RULES_FILE, "the policy's allow-list",
+                                 "; ".join(parts[:4]) if parts else "rules reordered or "
+                                 "comments edited", "critical" if extra else "high"))
+    if seen.conf is None:
+        findings.append(_finding(DAEMON_CONF, "baomi's daemon settings", "missing"))
+    else:
+        have_s = settings(seen.conf)
+        for key, value in DAEMON_SETTINGS:
+            if have_s.get(key) != value:
+                findings.append(_finding(f"{DAEMON_CONF} {key}", value,
+                                         have_s.get(key, "unset")))
+        for key in sorted(set(have_s) - {k for k, _ in DAEMON_SETTINGS}):
+            findings.append(_finding(f"{DAEMON_CONF} {key}", "unset (not a baomi setting)",
+                                     have_s[key]))
+    for path in (RULES_FILE, DAEMON_CONF):
+        mode = seen.modes.get(path)
+        if mode is not None and mode != "600 root":
+            findings.append(_finding(f"{path} mode", "600 root", mode, "medium"))
+    if seen.systemd and seen.enabled != "enabled":
+        findings.append(_finding(f"systemctl is-enabled {SERVICE}", "enabled",
+                                 seen.enabled or "no answer"))
+    return findings
+
+
+def compare(want: Desired, seen: Observed) -> list[Finding]:
+    return compare_modules(want, seen) + compare_usbguard(want, seen)
+
+
+def skipped(seen: Observed) -> list[str]:
+    """What could not be looked at on this host, and why (shown in reports)."""
+    reasons = []
+    if seen.loaded is None:
+        reasons.append("loaded modules: the kernel has no loadable modules (/proc/modules "
+                       "absent), so usb-storage cannot be loaded at all")
+    if not seen.systemd:
+        reasons.append("usbguard service: no systemd on this host; rules installed, the "
+                       "daemon is not managed here")
+    elif not seen.usb_bus:
+        reasons.append(f"usbguard service: no USB subsystem (/sys/bus/usb absent), the daemon "
+                       f"cannot run (is-active: {seen.active or 'unknown'})")
+    return reasons
+
+
+# --- The daemon's audit file, read back (the agent's and the audit-only proof's evidence) ---
+
+_AUDIT_RULE = re.compile(r"device\.rule='(?P<rule>[^']*)'")
+_ID = re.compile(r"\bid (?P<v>[0-9a-f]{4}):(?P<p>[0-9a-f]{4})\b")
+_SERIAL = re.compile(r'\bserial "(?P<s>[^"]*)"')
+_NAME = re.compile(r'\bname "(?P<n>[^"]*)"')
+_IFACES = re.compile(r"with-interface (?:\{ (?P<many>[^}]*) \}|(?P<one>[0-9a-f:]{8}))")
+
+
+@dataclass(frozen=True)
+class SeenDevice:
+    """A device as USBGuard describes it (``usbguard list-devices`` or the audit file)."""
+
+    target: str
+    vendor: str
+    product: str
+    serial: str | None
+    name: str
+    interfaces: tuple[str, ...]
+
+
+def parse_device_rule(text: str) -> SeenDevice | None:
+    """``allow id 0781:5567 serial "…" name "…" … with-interface 08:06:50 …`` → device."""
+    ident = _ID.search(text)
+    if not ident:
+        return None
+    serial = _SERIAL.search(text)
+    name = _NAME.search(text)
+    ifaces = _IFACES.search(text)
+    interfaces: tuple[str, ...] = ()
+    if ifaces:
+        interfaces = tuple((ifaces["many"] or ifaces["one"] or "").split())
+    return SeenDevice(text.split(" ", 1)[0].split(":")[-1].strip(), ident["v"], ident["p"],
+                      serial["s"] if serial else None, name["n"] if name else "", interfaces)
+
+
+def list_devices(output: str) -> list[SeenDevice]:
+    """``usbguard list-devices`` lines ``N: allow id … with-interface …``."""
+    out = []
+    for line in output.splitlines():
+        if re.match(r"^\d+: (allow|block|reject) ", line):
+            dev = parse_device_rule(line.split(": ", 1)[1])
+            if dev:
+                out.append(dev)
+    return out
+
+
+def audited_devices(audit_log: str) -> list[SeenDevice]:
+    """Devices the daemon decided on, from its FileAudit log (Device.Insert/Present lines)."""
+    out = []
+    for line in audit_log.splitlines():
+        if "type='Device.Insert'" in line or "type='Device.Present'" in line:
+            m = _AUDIT_RULE.search(line)
+            dev = parse_device_rule(m["rule"]) if m else None
+            if dev and dev not in out:
+                out.append(dev)
+    return out
+
+
+def would_block(policy: Policy, devices: list[SeenDevice]) -> list[tuple[SeenDevice, Decision]]:
+    """The devices the policy blocks (or, in audit-only mode, would block), with the rule."""
+    found = []
+    for dev in devices:
+        d = decide(policy, dev.vendor, dev.product, dev.serial, dev.interfaces)
+        if d.would_block:
+            found.append((dev, d))
+    return found
