@@ -1,0 +1,169 @@
+"""usb: the allow-list (rules text and its evaluation) and the parser/compare on output
+captured from lab hosts (srv1 plain, srv2 systemd) and from usbguard-daemon (umockdev)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from baomi.controls import usb as core
+from baomi.findings import Finding
+from baomi.policy import load_text
+
+DATA = Path(__file__).parent / "data" / "usb"
+DEFAULT = load_text("")
+# The policies the captures were taken with (usb sections; everything else default).
+AUTHORISED = load_text("usb:\n  allowed: ['0781:5567:4C530001230517109182', "
+                       "{id: '090c:1000', description: 'Finance \"backup\" disk'}]\n")
+AUDIT = load_text("usb:\n  audit_only: true\n  allowed: ['0781:5567:4C530001230517109182']\n")
+STICK = ("0781", "5567")
+GOOD_SERIAL, OTHER_SERIAL = "4C530001230517109182", "4C530009999999999999"
+
+
+def observed(name: str) -> core.Observed:
+    return core.parse((DATA / name).read_text(encoding="utf-8"))
+
+
+def text(findings: list[Finding]) -> str:
+    return "\n".join(str(f) for f in findings)
+
+
+def test_default_rules_block_storage_and_keep_keyboards() -> None:
+    assert core.rule_lines(core.rules(DEFAULT)) == [
+        'allow with-interface match-all { 09:*:* } label "baomi-hub"',
+        'block with-interface one-of { 08:*:* } label "baomi-block-storage"',
+        'allow with-interface match-all { 03:*:* } label "baomi-hid"',
+    ]
+    assert core.refuses_modules(DEFAULT)
+    keyboard = core.decide(DEFAULT, "046d", "c31c", "K1", ("03:01:01", "03:00:00"))
+    assert (keyboard.target, keyboard.label) == ("allow", core.LABEL_HID)
+    stick = core.decide(DEFAULT, *STICK, GOOD_SERIAL, ("08:06:50",))
+    assert (stick.target, stick.label) == ("block", core.LABEL_BLOCK)
+    # A "keyboard" that also carries a storage interface is storage.
+    combo = core.decide(DEFAULT, "1234", "5678", "C", ("03:01:01", "08:06:50"))
+    assert (combo.target, combo.label) == ("block", core.LABEL_BLOCK)
+    # Anything else (a webcam, a network adapter): ImplicitPolicyTarget=block.
+    assert core.decide(DEFAULT, "5986", "0706", None, ("0e:01:00", "0e:02:00")) == \
+        core.Decision("block", core.IMPLICIT)
+    assert core.decide(DEFAULT, "1d6b", "0002", None, ("09:00:00",)).target == "allow"
+
+
+def test_authorised_devices_by_id_and_serial() -> None:
+    rules = core.rules(AUTHORISED)
+    assert 'allow id 0781:5567 serial "4C530001230517109182" with-interface match-all ' \
+           '{ 08:*:* } label "baomi-authorised"\n' in rules
+    # A device without a serial in the policy: any serial; the description is a comment.
+    assert '# Finance "backup" disk\nallow id 090c:1000 with-interface match-all { 08:*:* }' \
+        in rules
+    assert core.is_authorised(AUTHORISED, *STICK, GOOD_SERIAL)
+    assert not core.is_authorised(AUTHORISED, *STICK, OTHER_SERIAL)
+    assert core.is_authorised(AUTHORISED, "090C", "1000", "anything")
+    assert not core.is_authorised(DEFAULT, *STICK, GOOD_SERIAL)
+    assert core.decide(AUTHORISED, *STICK, GOOD_SERIAL, ("08:06:50",)).target == "allow"
+    assert core.decide(AUTHORISED, *STICK, OTHER_SERIAL, ("08:06:50",)).target == "block"
+    # An authorised id that also presents a keyboard is not the stick that was authorised.
+    assert core.decide(AUTHORISED, *STICK, GOOD_SERIAL, ("08:06:50", "03:01:01")).target \
+        == "block"
+    # Sticks are authorised: refusing usb-storage would make them useless.
+    assert not core.refuses_modules(AUTHORISED)
+    assert core.desired(AUTHORISED, set()).modprobe_conf is None
+
+
+def test_audit_only_blocks_nothing_and_names_the_would_blocks() -> None:
+    lines = core.rule_lines(core.rules(AUDIT))
+    assert not any(line.startswith("block") for line in lines)
+    assert lines[-1] == 'allow label "baomi-would-block"'
+    assert 'allow with-interface one-of { 08:*:* } label "baomi-would-block"' in lines
+    stick = core.decide(AUDIT, *STICK, OTHER_SERIAL, ("08:06:50",))
+    assert (stick.target, stick.would_block) == ("allow", True)
+    webcam = core.decide(AUDIT, "5986", "0706", None, ("0e:01:00",))
+    assert (webcam.target, webcam.label) == ("allow", core.LABEL_WOULD_BLOCK)
+    assert not core.decide(AUDIT, *STICK, GOOD_SERIAL, ("08:06:50",)).would_block
+    assert not core.refuses_modules(AUDIT)
+
+
+def test_storage_allowed_when_policy_does_not_block() -> None:
+    policy = load_text("usb:\n  block_storage: false\n")
+    assert 'allow with-interface match-all { 08:*:* } label "baomi-storage-allowed"' in \
+        core.rules(policy)
+    assert core.decide(policy, *STICK, OTHER_SERIAL, ("08:06:50",)).target == "allow"
+    assert not core.refuses_modules(policy)
+
+
+def test_fresh_hosts_are_reported_with_evidence() -> None:
+    seen = observed("fresh_srv1.out")
+    assert seen.daemon and seen.loaded is None and not seen.systemd
+    assert seen.rules == ""  # Debian's empty rules.conf
+    findings = core.compare(core.desired(DEFAULT, {"servers"}), seen)
+    out = text(findings)
+    assert "[R-USB 外部存储设备] modprobe -n -v usb-storage: expected install /bin/false, " \
+           "found 'modprobe: FATAL: Module usb-storage not found in directory " in out
+    assert "modprobe --showconfig: expected blacklist usb_storage, found no usb_storage/uas " \
+           "lines" in out
+    assert "/etc/usbguard/rules.conf: expected the policy's allow-list, found missing " \
+           "'allow with-interface match-all { 09:*:* } label \"baomi-hub\"'" in out
+    assert "/etc/usbguard/usbguard-daemon.conf IPCAllowedGroups: expected root, found root " \
+           "plugdev" in out
+    assert "/etc/usbguard/usbguard-daemon.conf RuleFolder: expected unset (not a baomi " \
+           "setting), found /etc/usbguard/rules.d/" in out
+    assert core.skipped(seen)[0].startswith("loaded modules: the kernel has no loadable")
+    # Debian's package enables the unit; on the systemd host it cannot run (no USB here).
+    srv2 = observed("fresh_srv2.out")
+    assert srv2.systemd and srv2.enabled == "enabled" and srv2.active == "failed"
+    assert "no USB subsystem" in core.skipped(srv2)[-1]
+
+
+def test_applied_hosts_are_compliant() -> None:
+    for name in ("applied_srv1.out", "applied_srv2.out"):
+        seen = observed(name)
+        assert seen.modprobe == {"usb-storage": "install /bin/false",
+                                 "uas": "install /bin/false"}
+        assert "install usb_storage /bin/false" in seen.showconfig
+        assert core.compare(core.desired(DEFAULT, {"servers"}), seen) == [], name
+    authorised = observed("applied_authorised_srv1.out")
+    assert core.compare(core.desired(AUTHORISED, {"servers"}), authorised) == []
+    # The same host against the default policy: storage rules and the refusal differ.
+    out = text(core.compare(core.desired(DEFAULT, {"servers"}), authorised))
+    assert "found extra 'allow id 0781:5567 serial \"4C530001230517109182\"" in out
+    assert "modprobe -n -v usb-storage: expected install /bin/false" in out
+
+
+def test_tampering_is_named() -> None:
+    out = text(core.compare(core.desired(DEFAULT, {"servers"}), observed("tampered_srv1.out")))
+    assert "/etc/usbguard/rules.conf: expected the policy's allow-list, found extra 'allow'" \
+        in out
+    assert "/etc/usbguard/usbguard-daemon.conf ImplicitPolicyTarget: expected block, found " \
+           "allow" in out
+    assert "/etc/usbguard/usbguard-daemon.conf RuleFolder: expected unset" in out
+    assert "/etc/usbguard/rules.conf mode: expected 600 root, found 644 root" in out
+    assert "/etc/modprobe.d/baomi-usb-storage.conf: expected the baomi refusal of usb-storage " \
+           "and uas, found missing" in out
+    disabled = core.compare(core.desired(DEFAULT, {"servers"}), observed("disabled_srv2.out"))
+    assert [str(f) for f in disabled] == [
+        "[R-USB 外部存储设备, R-DEV 禁存个人设备] systemctl is-enabled usbguard: expected "
+        "enabled, found disabled"]
+
+
+def test_usbguard_verdicts_match_baomis_evaluation() -> None:
+    """usbguard-daemon's own verdicts (umockdev, deployed rules) equal :func:`core.decide`."""
+    devices = core.list_devices((DATA / "list_devices_authorised.out").read_text())
+    assert [(d.name, d.serial, d.target) for d in devices] == [
+        ("xHCI Host Controller", "0000:00:14.0", "allow"),
+        ("USB Keyboard", "KBD0001", "allow"),
+        ("Cruzer Blade", GOOD_SERIAL, "allow"),
+        ("Cruzer Blade", OTHER_SERIAL, "block"),
+        ("Keyboard with storage", "COMBO0001", "block"),
+    ]
+    assert devices[4].interfaces == ("03:01:01", "08:06:50")
+    for d in devices:
+        assert core.decide(AUTHORISED, d.vendor, d.product, d.serial, d.interfaces).target \
+            == d.target, d
+
+
+def test_audit_file_read_back() -> None:
+    audited = core.audited_devices((DATA / "audit_log_authorised.log").read_text())
+    assert {(d.name, d.serial) for d in audited} >= {("Cruzer Blade", OTHER_SERIAL),
+                                                      ("USB Keyboard", "KBD0001")}
+    blocked = {(d.serial, dec.label) for d, dec in core.would_block(AUTHORISED, audited)}
+    assert blocked == {(OTHER_SERIAL, core.LABEL_BLOCK), ("COMBO0001", core.LABEL_BLOCK)}
+    assert {d.serial for d, _ in core.would_block(AUDIT, audited)} == {OTHER_SERIAL,
+                                                                       "COMBO0001"}
