@@ -89,11 +89,14 @@ class SensitivePath:
 
 @dataclass(frozen=True)
 class Volume:
+    """A data volume to hold as LUKS2 (R-ENC); ``name`` is its /dev/mapper name."""
+
     device: str
     mount: str
     filesystem: str
     groups: tuple[str, ...]
     wipe_allowed: bool
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -439,9 +442,23 @@ def _volumes(ctx: Context, reader: MapReader) -> tuple[Volume, ...]:
             filesystem=r.get("filesystem", choice(("ext4", "xfs", "btrfs")), "ext4"),
             groups=_list(ctx, r, "groups", group_name, ("all",), min_items=1),
             wipe_allowed=r.get("wipe_allowed", boolean, False),
+            name=r.get("name", mapper_name, ""),
         ))
         r.done()
-    return tuple(out)
+    return tuple(_named(v) for v in out)
+
+
+mapper_name = text(r"[a-z0-9][a-z0-9_-]{0,62}", "a device-mapper name (lower case, digits, _ "
+                   "and -)", 63)
+
+
+def _named(volume: Volume) -> Volume:
+    """Default mapper name from the mount point: /srv/data → baomi-srv-data."""
+    if volume.name:
+        return volume
+    slug = re.sub(r"[^a-z0-9]+", "-", volume.mount.lower()).strip("-") or "root"
+    return Volume(volume.device, volume.mount, volume.filesystem, volume.groups,
+                  volume.wipe_allowed, f"baomi-{slug}"[:63])
 
 
 def _disk_encryption(ctx: Context, r: MapReader) -> DiskEncryption:

@@ -14,8 +14,8 @@ from pyinfra.operations import files
 
 from baomi.policy import Policy, PolicyError, load
 
-ALL_CONTROLS = ("screen_lock", "ssh", "firewall", "sensitive_paths", "audit_rules", "passwords",
-                "usb")
+ALL_CONTROLS = ("screen_lock", "ssh", "firewall", "disk_encryption", "sensitive_paths",
+                "audit_rules", "passwords", "usb")
 
 
 @cache

@@ -1,0 +1,175 @@
+"""R-ENC 加密存储 on a host: each data volume of the policy as LUKS2, its recovery key escrowed.
+
+Per volume, in order (each operation reads the host again at execute time):
+
+1. the LUKS2 header: only on a blank device (or one the policy marks ``wipe_allowed``); a
+   header baomi escrowed is left alone; anything else stops the host with the reason.
+   The recovery passphrase is generated here on the controller and escrowed *before* the
+   host sees it (a crash cannot leave it only on the host); it reaches the host as a 0600
+   file on tmpfs (``/run``), never on a command line, and is removed however the script ends.
+2. open the mapping with the key file; 3. a filesystem on a blank mapping only;
+4. ``/etc/crypttab`` and 5. ``/etc/fstab`` lines; 6. mounted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import shlex
+import uuid
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import FileUploadCommand, OperationError, operation
+
+from baomi.controls import disk_encryption as core
+from deploy.common import Observation, groups, op_name, policy
+from deploy.escrow import EscrowError, EscrowStore
+
+C = core.CONTROL
+
+
+def _seen(want: core.Desired, v: core.VolumeWant) -> tuple[core.Observed, core.VolumeSeen]:
+    one = dataclasses.replace(want, volumes=(v,), paths=(), root=False)
+    observed = core.parse(host.get_fact(Observation, script=core.observe_script(one)), one)
+    return observed, observed.volumes[0]
+
+
+def _escrowed_uuids(store: EscrowStore, device: str) -> set[str]:
+    try:
+        entries = store.entries()
+    except EscrowError as exc:
+        raise OperationError(f"escrow store: {exc}") from None
+    return {str(e["meta"].get("luks_uuid")) for e in entries
+            if e["kind"] == core.ESCROW_KIND and e["host"] == host.name
+            and e["subject"] == device}
+
+
+def recovery_passphrase() -> str:
+    """Eight groups of five from an unambiguous alphabet: ~190 bits, typeable at a console."""
+    alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
+    return "-".join("".join(secrets.choice(alphabet) for _ in range(5)) for _ in range(8))
+
+
+@operation()
+def luks_header(want: core.Desired, v: core.VolumeWant):  # type: ignore[no-untyped-def]
+    observed, seen = _seen(want, v)
+    store = EscrowStore.default()
+    decision = core.decide(v, seen, observed, _escrowed_uuids(store, v.device))
+    if decision.action == "refuse":
+        raise OperationError(f"[{C}] {decision.reason}")
+    if decision.action == "keep":
+        host.noop(decision.reason)
+        return
+    recovery_file = f"{core.SECRETS_DIR}/{v.name}.recovery"
+    if not host.state.is_executing:
+        # Planning: say what would happen; no secret is generated or escrowed for a plan.
+        yield "echo " + shlex.quote(f"{decision.reason}: would format LUKS2 and escrow its "
+                                    "recovery key")
+        return
+    luks_uuid = str(uuid.uuid4())
+    secret = recovery_passphrase()
+    try:
+        store.put(core.ESCROW_KIND, host.name, v.device, secret, {
+            "luks_uuid": luks_uuid, "mapper": v.name, "mount": v.mount,
+            "key_slot": core.RECOVERY_SLOT, "cipher": want.cipher, "key_size": want.key_size})
+    except (EscrowError, OSError) as exc:
+        raise OperationError(f"[{C}] cannot escrow the recovery key, not formatting: {exc}") \
+            from None
+    yield f"mkdir -p -m 0700 {core.SECRETS_DIR}"
+    yield FileUploadCommand(StringIO(secret), recovery_file)
+    yield core.format_script(want, v, luks_uuid, recovery_file, decision.wipe)
+
+
+def _require_luks(seen: core.VolumeSeen, v: core.VolumeWant) -> core.LuksHeader | None:
+    """At execute time the header exists (luks_header ran first); while planning it may not."""
+    if seen.luks is None or seen.luks.uuid is None:
+        if host.state.is_executing:
+            raise OperationError(f"[{C}] {v.device} has no LUKS header")
+        return None
+    return seen.luks
+
+
+@operation()
+def luks_open(want: core.Desired, v: core.VolumeWant):  # type: ignore[no-untyped-def]
+    observed, seen = _seen(want, v)
+    status = observed.crypt.get(v.name)
+    if status is not None and status.active and status.device == seen.real:
+        host.noop(f"{v.mapper} is open on {seen.real}")
+        return
+    if status is not None and status.active:
+        raise OperationError(f"[{C}] {v.mapper} is open on {status.device}, not {v.device}")
+    _require_luks(seen, v)
+    yield core.open_command(v)
+
+
+@operation()
+def filesystem(want: core.Desired, v: core.VolumeWant):  # type: ignore[no-untyped-def]
+    _, seen = _seen(want, v)
+    if seen.inner:
+        kind = seen.inner.get("TYPE", "a signature")
+        if kind != v.filesystem:
+            raise OperationError(f"[{C}] {v.mapper} holds {kind}, not {v.filesystem}: "
+                                 "not reformatting it")
+        host.noop(f"{v.mapper} holds {kind}")
+        return
+    yield core.mkfs_command(v)
+
+
+@operation()
+def crypttab(want: core.Desired, v: core.VolumeWant):  # type: ignore[no-untyped-def]
+    observed, seen = _seen(want, v)
+    header = _require_luks(seen, v)
+    line = v.crypttab_line(header.uuid if header and header.uuid else "PENDING")
+    if core.table_line(observed.crypttab, v.name) == line:
+        host.noop(f"{core.CRYPTTAB} unlocks {v.name} with {v.key_file}")
+        return
+    yield core.replace_line_script(core.CRYPTTAB, line, 1, v.name)
+
+
+@operation()
+def fstab(want: core.Desired, v: core.VolumeWant):  # type: ignore[no-untyped-def]
+    observed, _ = _seen(want, v)
+    if core.table_line(observed.fstab, "", v.mount) == v.fstab_line:
+        host.noop(f"{core.FSTAB} mounts {v.mapper} on {v.mount}")
+        return
+    yield core.replace_line_script(core.FSTAB, v.fstab_line, 2, v.mount)
+
+
+@operation()
+def mounted(want: core.Desired, v: core.VolumeWant):  # type: ignore[no-untyped-def]
+    observed, _ = _seen(want, v)
+    there = [d for d in observed.devices.values() if v.mount in d.mountpoints]
+    if there and there[0].name == v.name:
+        host.noop(f"{v.mapper} is mounted on {v.mount}")
+        return
+    if there:
+        raise OperationError(f"[{C}] {there[0].path} is mounted on {v.mount}, not {v.mapper}")
+    q = shlex.quote(v.mount)
+    hidden = shlex.quote(f"{v.mount} is not empty: mounting over it would hide its files; "
+                         "move them away (then onto the volume) first")
+    yield (f"mkdir -p {q} && if [ -n \"$(ls -A {q})\" ]; then echo {hidden} >&2; exit 1; fi "
+           f"&& mount {q}")
+
+
+@operation()
+def nothing(reason: str):  # type: ignore[no-untyped-def]
+    host.noop(reason)
+    yield from ()
+
+
+def apply() -> None:
+    want = core.desired(policy(), groups())
+    if not want.volumes:
+        # Still one operation, so `baomi apply` reports the control for every host.
+        nothing(name=op_name(C, "data volumes"),
+                reason="disk_encryption is disabled" if not want.enabled
+                else "no data volume of the policy for this host's groups")
+        return
+    for v in want.volumes:
+        luks_header(name=op_name(C, f"{v.name}: LUKS2 on {v.device}"), want=want, v=v)
+        luks_open(name=op_name(C, f"{v.name}: open"), want=want, v=v)
+        filesystem(name=op_name(C, f"{v.name}: {v.filesystem} filesystem"), want=want, v=v)
+        crypttab(name=op_name(C, f"{v.name}: {core.CRYPTTAB}"), want=want, v=v)
+        fstab(name=op_name(C, f"{v.name}: {core.FSTAB}"), want=want, v=v)
+        mounted(name=op_name(C, f"{v.name}: mounted on {v.mount}"), want=want, v=v)
