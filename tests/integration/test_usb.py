@@ -137,21 +137,23 @@ def _simulate(lab: LabHandle, host: str, sim: str) -> tuple[list[core.SeenDevice
         watcher = _ssh(lab, host, f"timeout 60 usbguard watch > {sim}/watch.log 2>&1 "
                                   "< /dev/null & echo $!").strip()
         assert watcher.isdigit(), watcher
-        time.sleep(0.5)
-        started = time.monotonic()
-        for name in PLUGGED:
-            _ssh(lab, host, f"ln {sim}/src/{name}.umockdev {sim}/dev/")
-            time.sleep(0.3)
-        devices: list[core.SeenDevice] = []
-        while time.monotonic() - started < 20:
-            devices = core.list_devices(_ssh(lab, host, "usbguard list-devices"))
-            if len(devices) == 1 + len(PLUGGED):
-                break
-            time.sleep(0.3)
-        print(f"usbguard decided on {len(devices)} devices in "
-              f"{time.monotonic() - started:.1f}s")
-        time.sleep(0.5)
-        lab.ssh(host, f"kill {watcher}")
+        try:
+            time.sleep(0.5)
+            started = time.monotonic()
+            for name in PLUGGED:
+                _ssh(lab, host, f"ln {sim}/src/{name}.umockdev {sim}/dev/")
+                time.sleep(0.3)
+            devices: list[core.SeenDevice] = []
+            while time.monotonic() - started < 20:
+                devices = core.list_devices(_ssh(lab, host, "usbguard list-devices"))
+                if len(devices) == 1 + len(PLUGGED):
+                    break
+                time.sleep(0.3)
+            print(f"usbguard decided on {len(devices)} devices in "
+                  f"{time.monotonic() - started:.1f}s")
+            time.sleep(0.5)
+        finally:
+            lab.ssh(host, f"kill {watcher} 2>/dev/null; true")
         return (devices, _ssh(lab, host, f"cat {sim}/watch.log"),
                 _ssh(lab, host, "usbguard list-rules"), _ssh(lab, host, f"cat {sim}/audit.log"))
 
