@@ -13,10 +13,15 @@ from pathlib import Path
 # `pyinfra INVENTORY deploy/baseline.py` from a checkout without an installed baomi.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pyinfra import host
+
 from deploy.common import ALL_CONTROLS, policy, selected
 
 policy()  # a bad policy stops here, before any operation is added
-for control in ALL_CONTROLS:
+# pyinfra identifies an operation by the line numbers of its call stack, not the file names:
+# two controls calling operations at the same lines would be taken for one operation and
+# could order the DAG in a cycle.  host.loop adds the control's position to every identity.
+for control in host.loop(ALL_CONTROLS):
     if selected(control):
         module = importlib.import_module(f"deploy.{control}")
         module.apply()
