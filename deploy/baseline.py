@@ -21,7 +21,7 @@ policy()  # a bad policy stops here, before any operation is added
 # pyinfra identifies an operation by the line numbers of its call stack, not the file names:
 # two controls calling operations at the same lines would be taken for one operation and
 # could order the DAG in a cycle.  host.loop adds the control's position to every identity.
-for control in host.loop(ALL_CONTROLS):
+for control in host.loop(ALL_CONTROLS):  # type: ignore[no-untyped-call]
     if selected(control):
         module = importlib.import_module(f"deploy.{control}")
         module.apply()
