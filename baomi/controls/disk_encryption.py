@@ -413,7 +413,7 @@ def decide(v: VolumeWant, seen: VolumeSeen, observed: Observed,
     if kind == "crypto_LUKS":
         held = f"a LUKS header (UUID {uuid}) whose recovery key baomi has not escrowed"
     elif kind:
-        held = f"a {kind} filesystem" + (f" (UUID {uuid})" if uuid else "")
+        held = f"a filesystem ({kind}" + (f", UUID {uuid})" if uuid else ")")
     elif "PTTYPE" in seen.probe:
         held = f"a {seen.probe['PTTYPE']} partition table"
     else:

@@ -1,0 +1,285 @@
+"""disk_encryption (R-ENC): parsers, decisions and compare on output captured from lab hosts.
+
+Captures (tests/unit/data/disk_encryption/, the control's own observe script run over ssh):
+vm-blank (fresh VM, blank data disk), vm-applied (after `baomi apply`: LUKS2 open and
+mounted), vm-loop-ext4 / vm-loop-foreign-luks (a second volume on a loop device holding an
+ext4 filesystem / a LUKS header baomi did not make), vm-path-on-plain (a plain ext4 loop disk
+mounted over the sensitive path), container-server / container-workstation (lab containers
+on overlayfs, default policy).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from baomi.controls import disk_encryption as core
+from baomi.policy import PolicyError, load, load_text
+
+DATA = Path(__file__).parent / "data" / "disk_encryption"
+ROOT = Path(__file__).resolve().parents[2]
+VM_GROUPS = {"servers", "vm"}
+OURS = "70c77f6a-9459-48cd-ae51-99537207aa63"  # the header `baomi apply` made in vm-applied
+VM_POLICY = """\
+sensitive_paths:
+  - {path: /srv/secure/customers, level: 机密, owner: root, group: root, groups: [vm]}
+disk_encryption:
+  pbkdf: pbkdf2
+  pbkdf_force_iterations: 1000
+  volumes:
+    - {device: /dev/disk/by-id/virtio-baomi-data, mount: /srv/secure, filesystem: ext4,
+       groups: [vm]}
+"""
+LOOP = "    - {device: /dev/loop0, mount: /srv/other, groups: [vm]WIPE}\n"
+
+
+def vm_want(loop: bool = False, wipe: bool = False) -> core.Desired:
+    text = VM_POLICY
+    if loop:  # the second volume, listed first (as the captures were made)
+        text = text.replace("  volumes:\n", "  volumes:\n" + LOOP.replace(
+            "WIPE", ", wipe_allowed: true" if wipe else ""))
+    return core.desired(load_text(text), VM_GROUPS)
+
+
+def seen(name: str, want: core.Desired) -> core.Observed:
+    return core.parse((DATA / f"{name}.txt").read_text(encoding="utf-8"), want)
+
+
+def texts(findings: list) -> str:
+    return "\n".join(str(f) for f in findings)
+
+
+def test_policy_names_the_mapping_after_the_mount_and_validates_it() -> None:
+    v = load_text(VM_POLICY).disk_encryption.volumes[0]
+    assert (v.name, v.wipe_allowed) == ("baomi-srv-secure", False)
+    volume = "       groups: [vm]}"
+    named = load_text(VM_POLICY.replace(volume, volume[:-1] + ", name: data0}"))
+    assert named.disk_encryption.volumes[0].name == "data0"
+    with pytest.raises(PolicyError, match="is not a device-mapper name"):
+        load_text(VM_POLICY.replace(volume, volume[:-1] + ", name: Data 0}"))
+
+
+def test_desired_only_encrypted_levels_and_own_groups() -> None:
+    default = load(ROOT / "policy.yaml")
+    servers = core.desired(default, {"servers"})
+    assert [p.path for p in servers.paths] == ["/srv/customers", "/srv/contracts"]
+    assert (servers.volumes, servers.root) == ((), False)
+    ws = core.desired(default, {"workstations"})
+    assert ws.paths == () and ws.root  # 秘密 needs no encryption; root does (require_root_on)
+    off = core.desired(load_text("disk_encryption: {enabled: false}\n"), {"workstations"})
+    assert (off.paths, off.volumes, off.root) == ((), (), False)
+
+
+def test_applied_vm_complies_and_every_part_is_read() -> None:
+    want = vm_want()
+    s = seen("vm-applied", want)
+    assert core.compare(want, s) == []
+    mapper = s.devices["/dev/mapper/baomi-srv-secure"]
+    assert (mapper.type, mapper.parents, mapper.mountpoints) == (
+        "crypt", ("/dev/vdb",), ("/srv/secure",))
+    status = s.crypt["baomi-srv-secure"]
+    assert (status.active, status.type, status.cipher, status.key_bits, status.device) == (
+        True, "LUKS2", "aes-xts-plain64", 512, "/dev/vdb")
+    vol = s.volumes[0]
+    assert vol.real == "/dev/vdb" and vol.probe["TYPE"] == "crypto_LUKS"
+    assert vol.luks is not None
+    assert (vol.luks.version, vol.luks.uuid, vol.luks.cipher, vol.luks.key_bits) == (
+        2, OURS, "aes-xts-plain64", 512)
+    assert [(k.slot, k.pbkdf) for k in vol.luks.keyslots] == [(0, "pbkdf2"), (1, "pbkdf2")]
+    assert vol.key_file == ("400", "root", "root", 64)
+    assert vol.inner is not None and vol.inner["TYPE"] == "ext4"
+    assert core.decide(want.volumes[0], vol, s, {OURS}).action == "keep"
+
+
+def test_blank_vm_fails_with_the_chain_and_the_disk_may_be_formatted() -> None:
+    want = vm_want()
+    s = seen("vm-blank", want)
+    found = texts(core.compare(want, s))
+    assert "found TYPE none (blank)" in found
+    assert ("/srv/secure/customers (via /srv, not created yet) → mount / (ext4) → /dev/vda "
+            "(disk, ext4): no crypt mapping") in found
+    decision = core.decide(want.volumes[0], s.volumes[0], s, set())
+    assert (decision.action, decision.wipe) == ("format", False)
+    assert s.volumes[0].probe == {} and s.volumes[0].probe_failed is None
+
+
+def test_filesystem_on_the_device_is_refused_unless_wipe_allowed() -> None:
+    want = vm_want(loop=True)
+    s = seen("vm-loop-ext4", want)
+    loop = want.volumes[0]
+    assert loop.device == "/dev/loop0"
+    refused = core.decide(loop, s.volumes[0], s, set())
+    assert refused.action == "refuse"
+    assert "holds a filesystem (ext4, UUID 7bceabcb-ccb1-4951-92e7-7e20811f4faf)" in \
+        refused.reason and "wipe_allowed: true" in refused.reason
+    wiped = core.decide(vm_want(loop=True, wipe=True).volumes[0], s.volumes[0], s, set())
+    assert (wiped.action, wiped.wipe) == ("format", True)
+    # Its own (escrowed) header next to it stays; without the escrow entry it is refused,
+    # and because it is open and mounted even wipe_allowed cannot reformat it.
+    assert core.decide(want.volumes[1], s.volumes[1], s, {OURS}).action == "keep"
+    foreign = core.decide(want.volumes[1], s.volumes[1], s, set())
+    assert foreign.action == "refuse" and "whose recovery key baomi has not escrowed" in \
+        foreign.reason
+    in_use = core.decide(core.VolumeWant(**{**want.volumes[1].__dict__, "wipe_allowed": True}),
+                         s.volumes[1], s, set())
+    assert in_use.action == "refuse"
+    assert "in use (/dev/mapper/baomi-srv-secure (crypt))" in in_use.reason
+
+
+def test_luks_header_baomi_did_not_escrow_is_refused() -> None:
+    want = vm_want(loop=True)
+    s = seen("vm-loop-foreign-luks", want)
+    decision = core.decide(want.volumes[0], s.volumes[0], s, {OURS})
+    assert decision.action == "refuse"
+    assert "holds a LUKS header (UUID 212f3151-942e-443c-a9d5-f6cc0e49b1f7)" in decision.reason
+    assert core.decide(want.volumes[0], s.volumes[0], s,
+                       {"212f3151-942e-443c-a9d5-f6cc0e49b1f7"}).action == "keep"
+
+
+def test_missing_device_is_refused() -> None:
+    want = core.desired(load_text(VM_POLICY.replace("virtio-baomi-data", "virtio-nothing")),
+                        VM_GROUPS)
+    s = seen("vm-blank", vm_want())  # same section names; the device answer is replaced
+    gone = core.VolumeSeen("/dev/disk/by-id/virtio-nothing", False, None, {}, None, None, None,
+                           None)
+    decision = core.decide(want.volumes[0], gone, s, set())
+    assert (decision.action, decision.reason) == (
+        "refuse", "/dev/disk/by-id/virtio-nothing does not exist on this host")
+
+
+def test_sensitive_path_on_a_plain_disk_fails_with_evidence() -> None:
+    want = vm_want()
+    s = seen("vm-path-on-plain", want)
+    findings = core.compare(want, s)
+    assert len(findings) == 1
+    f = findings[0]
+    assert (f.subject, f.severity) == ("/srv/secure/customers (机密)", "high")
+    assert f.found == ("/srv/secure/customers → mount /srv/secure/customers (ext4) → "
+                       "/dev/loop1 (loop, ext4): no crypt mapping")
+
+
+def test_containers_cannot_comply_and_say_why() -> None:
+    default = load(ROOT / "policy.yaml")
+    srv = core.desired(default, {"servers"})
+    found = core.compare(srv, seen("container-server", srv))
+    assert [f.subject for f in found] == ["/srv/customers (机密)", "/srv/contracts (绝密)"]
+    assert [f.severity for f in found] == ["high", "critical"]
+    assert all("→ mount / (overlay) → overlay (not a block device): no crypt mapping" in f.found
+               for f in found)
+    ws = core.desired(default, {"workstations"})
+    s = seen("container-workstation", ws)
+    assert core.compare(ws, s) == []
+    root = core.compare_root(ws, s)
+    assert [f.found for f in root] == [
+        "/ → mount / (overlay) → overlay (not a block device): no crypt mapping"]
+
+
+def test_weak_cipher_and_short_key_on_the_mapping_fail() -> None:
+    want = vm_want()
+    text = (DATA / "vm-applied.txt").read_text(encoding="utf-8")
+    weak = text.replace("  cipher:  aes-xts-plain64\n  keysize: 512 bits",
+                        "  cipher:  aes-cbc-essiv:sha256\n  keysize: 256 bits")
+    assert weak != text
+    found = texts(core.compare_paths(want, core.parse(weak, want)))
+    assert "baomi-srv-secure cipher aes-cbc-essiv:sha256 not approved" in found
+    short = text.replace("  keysize: 512 bits", "  keysize: 256 bits")
+    assert "baomi-srv-secure key 256 bits" in texts(
+        core.compare_paths(want, core.parse(short, want)))
+
+
+def test_tampered_key_file_tables_and_closed_mapping_are_named() -> None:
+    want = vm_want()
+    text = (DATA / "vm-applied.txt").read_text(encoding="utf-8")
+    tampered = (text.replace("400 root root 64", "644 root root 64")
+                .replace(f"baomi-srv-secure UUID={OURS}", "baomi-srv-secure UUID=other"))
+    found = core.compare_volumes(want, core.parse(tampered, want))
+    by = {f.subject: f for f in found}
+    assert by["/etc/baomi/keys/baomi-srv-secure.key"].found == "root:root 0644"
+    assert by["/etc/baomi/keys/baomi-srv-secure.key"].severity == "critical"
+    assert "UUID=other" in by["/etc/crypttab baomi-srv-secure"].found
+    closed = text.replace("### baomi-srv-secure\n", "### gone\n")
+    assert "not open" in texts(core.compare_volumes(want, core.parse(closed, want)))
+
+
+def test_lsblk_chain_through_lvm_on_luks_and_btrfs_subvolume() -> None:
+    tree = {"blockdevices": [{"name": "sda", "path": "/dev/sda", "type": "disk", "children": [
+        {"name": "sda2", "path": "/dev/sda2", "type": "part", "fstype": "crypto_LUKS",
+         "children": [{"name": "luks-x", "path": "/dev/mapper/luks-x", "type": "crypt",
+                       "children": [{"name": "vg-home", "path": "/dev/mapper/vg-home",
+                                     "type": "lvm", "mountpoints": ["/home"]}]}]}]}]}
+    devices = core.parse_lsblk(json.dumps(tree))
+    observed = core.Observed(devices, {}, None, None, None, {}, ())
+    chain = [d.path for d in observed.chain("/dev/mapper/vg-home")]
+    assert chain == ["/dev/mapper/vg-home", "/dev/mapper/luks-x", "/dev/sda2", "/dev/sda"]
+    assert [d.path for d in observed.chain("/dev/sda2[/@home]")] == ["/dev/sda2", "/dev/sda"]
+    assert core.parse_lsblk("not json") == {}
+
+
+def test_format_script_carries_no_secret_and_removes_the_recovery_file() -> None:
+    from deploy.disk_encryption import recovery_passphrase
+
+    want = vm_want()
+    v = want.volumes[0]
+    secret = recovery_passphrase()
+    assert len(secret) == 47 and secret.count("-") == 7
+    assert recovery_passphrase() != secret
+    text = core.format_script(want, v, OURS, "/run/baomi-secrets/x.recovery", wipe=False)
+    assert secret not in text
+    lines = text.splitlines()
+    assert lines[:3] == ["set -e", "trap 'rm -f /run/baomi-secrets/x.recovery' EXIT",
+                         "umask 077"]
+    assert "wipefs" not in text
+    assert ("cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 "
+            "--key-size 512 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --uuid " + OURS +
+            " --key-slot 0 --key-file /etc/baomi/keys/baomi-srv-secure.key "
+            "/dev/disk/by-id/virtio-baomi-data") in lines
+    assert lines[-1].startswith("cryptsetup luksAddKey --batch-mode --pbkdf pbkdf2 ")
+    assert lines[-1].endswith("--key-slot 1 --key-file /etc/baomi/keys/baomi-srv-secure.key "
+                              "/dev/disk/by-id/virtio-baomi-data /run/baomi-secrets/x.recovery")
+    assert "wipefs --all --quiet /dev/disk/by-id/virtio-baomi-data" in core.format_script(
+        want, v, OURS, "/run/r", wipe=True)
+    default = core.desired(load_text(VM_POLICY.replace("  pbkdf: pbkdf2\n  pbkdf_force_"
+                                                       "iterations: 1000\n", "")), VM_GROUPS)
+    assert "--pbkdf argon2id --uuid" in core.format_script(default, v, OURS, "/run/r", False)
+
+
+def test_table_lines() -> None:
+    crypttab = "# x y z\nbaomi-a UUID=1 /k luks\nother UUID=2 none luks\n"
+    assert core.table_line(crypttab, "baomi-a") == "baomi-a UUID=1 /k luks"
+    fstab = "/dev/vda / ext4 rw 0 0\n/dev/mapper/baomi-a   /srv/a ext4 defaults,nofail 0 2\n"
+    assert core.table_line(fstab, "", "/srv/a") == ("/dev/mapper/baomi-a /srv/a ext4 "
+                                                    "defaults,nofail 0 2")
+    assert core.table_line(None, "x") is None
+
+
+def test_escrow_cli_show_records_the_retrieval_list_shows_no_secret(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from baomi.cli import main
+    from deploy.escrow import EscrowStore
+
+    monkeypatch.setenv("BAOMI_ESCROW_DIR", str(tmp_path / "escrow"))
+    monkeypatch.setenv("USER", "auditor")
+    store = EscrowStore.default()
+    store.put("luks-recovery", "vm1", "/dev/vdb", "s3cret-pass", {"luks_uuid": OURS})
+    runner = CliRunner()
+    listing = runner.invoke(main, ["escrow", "list"])
+    assert listing.exit_code == 0 and OURS in listing.output
+    assert "s3cret" not in listing.output
+    assert "s3cret" not in runner.invoke(main, ["escrow", "list", "--json"]).output
+    assert store.retrievals() == []
+    shown = runner.invoke(main, ["escrow", "show", "vm1", "/dev/vdb", "--reason", "disk swap",
+                                 "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["secret"] == "s3cret-pass"
+    record = store.retrievals()[0]
+    assert (record["host"], record["subject"], record["reason"], record["operator"]) == (
+        "vm1", "/dev/vdb", "disk swap", "auditor")
+    missing = runner.invoke(main, ["escrow", "show", "vm1", "/dev/vdc"])
+    assert missing.exit_code == 1
+    assert "no luks-recovery escrowed for vm1 /dev/vdc" in missing.output
+    assert "Traceback" not in missing.output
+    assert runner.invoke(main, ["escrow", "show", "vm1", "/dev/vdb", "--reason", " "]
+                         ).exit_code == 2
