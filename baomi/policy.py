@@ -624,7 +624,8 @@ def _backup(ctx: Context, r: MapReader, paths: tuple[SensitivePath, ...]) -> Bac
         grace_hours=r.get("grace_hours", integer(0, 168, "hours"), d.grace_hours),
         keep=r.get("keep", integer(2, 1000, "snapshots"), d.keep),
         repository=r.get("repository", repository, d.repository),
-        paths=_list(ctx, r, "paths", absolute_path, tuple(p.path for p in paths)),
+        # () = the sensitive paths of each host's groups (Policy.paths_for), decided per host.
+        paths=_list(ctx, r, "paths", absolute_path, d.paths),
         exclude=_list(ctx, r, "exclude", text(None, "an exclude pattern"), d.exclude),
         check_every_days=r.get("check_every_days", integer(1, 90, "days"), d.check_every_days),
         restore_sample_files=r.get("restore_sample_files", integer(1, 1000, "files"),

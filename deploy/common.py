@@ -15,7 +15,7 @@ from pyinfra.operations import files
 from baomi.policy import Policy, PolicyError, load
 
 ALL_CONTROLS = ("screen_lock", "ssh", "firewall", "disk_encryption", "sensitive_paths",
-                "audit_rules", "passwords", "usb")
+                "audit_rules", "passwords", "usb", "backup")
 
 
 @cache

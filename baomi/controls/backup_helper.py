@@ -1,0 +1,257 @@
+#!/usr/bin/python3
+# Managed by baomi: R-BAK 每周二次备份. Local edits are reverted.
+"""baomi-backup: the weekly restic job and its read-only verification, on the host.
+
+    baomi-backup run        backup, forget --keep-last --prune, periodic check, restore test;
+                            writes the status file atomically (the check and agent read it)
+    baomi-backup verify     read-only: snapshots, restic check, restore test (prints JSON)
+
+Reads CONFIG (written by the deploy).  The repository password is only ever in PASSWORD_FILE
+(0600), handed to restic as --password-file, never on a command line or in a log.
+This file is the single source: baomi installs it and the check runs the same text.
+"""
+
+import datetime as dt
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+CONFIG = "/etc/baomi/backup/config.json"
+STATUS = "/var/lib/baomi/backup-status.json"
+CHECK_READ = "64M"  # data read by each restic check (a random subset of packs; all if smaller)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def restic(cfg: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = ["restic", "--repo", cfg["repository"], "--password-file", cfg["password_file"],
+           "--no-cache"]
+    if cfg.get("sftp_command"):
+        cmd += ["-o", "sftp.command=" + cfg["sftp_command"]]
+    env = dict(os.environ, RESTIC_PROGRESS_FPS="0.0001")
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, env=env)
+
+
+def error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = [x.strip() for x in (proc.stderr + "\n" + proc.stdout).splitlines() if x.strip()]
+    marks = ("error", "does not match", "panic", "invalid", "wrong password", "fatal")
+    telling = [x for x in lines if any(m in x.lower() for m in marks)]
+    first = [x for x in telling if not x.startswith("Fatal: repository contains errors")]
+    return ((first or telling or lines or [f"exit {proc.returncode}"])[0])[:300]
+
+
+def snapshots(cfg: dict[str, Any]) -> dict[str, Any]:
+    proc = restic(cfg, "snapshots", "--json")
+    if proc.returncode != 0:
+        return {"ok": False, "error": error_line(proc), "snapshots": []}
+    items = json.loads(proc.stdout or "[]") or []
+    return {"ok": True, "snapshots": [{"id": s["short_id"], "time": s["time"],
+                                       "paths": s.get("paths", [])} for s in items]}
+
+
+def check(cfg: dict[str, Any]) -> dict[str, Any]:
+    started = time.monotonic()
+    proc = restic(cfg, "check", "--read-data-subset", CHECK_READ)
+    return {"time": now(), "exit": proc.returncode,
+            "seconds": round(time.monotonic() - started, 2),
+            "error": "" if proc.returncode == 0 else error_line(proc)}
+
+
+def restore_test(cfg: dict[str, Any], snapshot: str) -> dict[str, Any]:
+    """Restore a sample of the snapshot's files to a temporary place, compare, remove it."""
+    started = time.monotonic()
+    mismatches: list[dict[str, str]] = []
+    out: dict[str, Any] = {"time": now(), "snapshot": snapshot, "sample": 0, "matched": 0,
+                           "bytes": 0, "mismatches": mismatches, "error": ""}
+    listing = restic(cfg, "ls", "--json", snapshot)
+    if listing.returncode != 0:
+        out["error"] = "restic ls: " + error_line(listing)
+        return out
+    files = []
+    for line in listing.stdout.splitlines():
+        node = json.loads(line)
+        if node.get("struct_type") == "node" and node.get("type") == "file":
+            files.append(node)
+    want = int(cfg.get("restore_sample_files", 5))
+    sample = random.sample(files, min(want, len(files)))
+    out["sample"] = len(sample)
+    if not sample:
+        out["error"] = "the snapshot holds no files"
+        return out
+    target = tempfile.mkdtemp(prefix="baomi-restore-", dir="/var/tmp")
+    try:
+        os.chmod(target, 0o700)
+        args = ["restore", snapshot, "--target", target]
+        for node in sample:
+            args += ["--include", node["path"]]
+        proc = restic(cfg, *args)
+        if proc.returncode != 0:
+            out["error"] = "restic restore: " + error_line(proc)
+        for node in sample:
+            restored = target + node["path"]
+            try:
+                with open(restored, "rb") as handle:
+                    digest = hashlib.file_digest(handle, "sha256").hexdigest()
+                size = os.path.getsize(restored)
+            except OSError as exc:
+                mismatches.append({"path": node["path"], "why": f"not restored: {exc.strerror}"})
+                continue
+            why = ""
+            if size != node.get("size", 0):
+                why = f"size {size}, snapshot says {node.get('size', 0)}"
+            else:
+                why = compare_live(node, digest)
+            if why:
+                mismatches.append({"path": node["path"], "why": why})
+            else:
+                out["matched"] += 1
+                out["bytes"] += size
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+    out["removed"] = not os.path.exists(target)
+    out["seconds"] = round(time.monotonic() - started, 2)
+    return out
+
+
+def compare_live(node: dict[str, Any], digest: str) -> str:
+    """The restored copy against the original where it has not changed since the snapshot."""
+    try:
+        st = os.stat(node["path"])
+        if st.st_size != node.get("size") or int(st.st_mtime) != epoch(node["mtime"]):
+            return ""  # changed (or gone) since the snapshot: the size check is all we can do
+        with open(node["path"], "rb") as handle:
+            live = hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return ""
+    return "" if live == digest else (
+        f"sha256 {digest[:12]}… differs from the original {live[:12]}…")
+
+
+def epoch(stamp: str) -> int:
+    base = stamp[:19]  # 2024-01-01T02:00:00 (restic's nanoseconds and zone follow)
+    seconds = dt.datetime.strptime(base, "%Y-%m-%dT%H:%M:%S")
+    zone = stamp[19:].lstrip("0123456789.")
+    offset = dt.timedelta(0)
+    if zone and zone != "Z":
+        sign = -1 if zone[0] == "-" else 1
+        offset = sign * dt.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+    return int((seconds - offset).replace(tzinfo=dt.UTC).timestamp())
+
+
+def write_status(status: dict[str, Any]) -> None:
+    os.makedirs(os.path.dirname(STATUS), mode=0o755, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(STATUS), prefix=".backup-status.")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(status, handle, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, STATUS)
+
+
+def previous_status() -> dict[str, Any]:
+    try:
+        with open(STATUS) as handle:
+            value = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def run(cfg: dict[str, Any]) -> int:
+    started = time.monotonic()
+    status: dict[str, Any] = {"time": now(), "snapshot": "", "files": 0, "bytes": 0,
+                              "exit": 1, "error": ""}
+    last = previous_status()
+    paths = [p for p in cfg["paths"] if os.path.exists(p)]
+    if not paths:
+        status["error"] = "none of the paths exist: " + " ".join(cfg["paths"])
+    else:
+        if restic(cfg, "cat", "config").returncode != 0:
+            init = restic(cfg, "init")
+            if init.returncode != 0:
+                status["error"] = "restic init: " + error_line(init)
+    if not status["error"]:
+        args = ["backup", "--json", "--host", cfg["host"]]
+        for pattern in cfg.get("exclude", []):
+            args += ["--exclude", pattern]
+        proc = restic(cfg, *args, *paths)
+        status["exit"] = proc.returncode
+        for line in proc.stdout.splitlines():
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if msg.get("message_type") == "summary":
+                status["snapshot"] = msg.get("snapshot_id", "")
+                status["files"] = msg.get("total_files_processed", 0)
+                status["bytes"] = msg.get("total_bytes_processed", 0)
+        if proc.returncode not in (0, 3):  # 3: some source files could not be read
+            status["error"] = "restic backup: " + error_line(proc)
+    status["duration_seconds"] = round(time.monotonic() - started, 2)
+    if status["snapshot"]:
+        forget = restic(cfg, "forget", "--keep-last", str(cfg["keep"]), "--prune")
+        status["forget_exit"] = forget.returncode
+        if forget.returncode != 0:
+            status["error"] = "restic forget: " + error_line(forget)
+        status["check"] = last.get("check", {})
+        due = time.time() - epoch(status["check"].get("time", "1970-01-01T00:00:00Z"))
+        if due >= int(cfg["check_every_days"]) * 86400 - 3600 or status["check"].get("exit"):
+            status["check"] = check(cfg)
+        status["restore_test"] = restore_test(cfg, status["snapshot"])
+    write_status(status)
+    print(json.dumps(status, sort_keys=True))
+    return 0 if status["snapshot"] and not status["error"] else 1
+
+
+def verify(cfg: dict[str, Any]) -> int:
+    """Read-only (for the repository and the host): what the compliance check looks at."""
+    out = snapshots(cfg)
+    if out["ok"] and out["snapshots"]:
+        newest = max(out["snapshots"], key=lambda s: epoch(s["time"]))
+        out["check"] = check(cfg)
+        out["restore_test"] = restore_test(cfg, newest["id"])
+    print(json.dumps(out, sort_keys=True))
+    return 0
+
+
+def init(cfg: dict[str, Any]) -> int:
+    """Create the repository unless it opens already (restic init refuses an existing one)."""
+    if restic(cfg, "cat", "config").returncode == 0:
+        print("repository opens")
+        return 0
+    proc = restic(cfg, "init")
+    print("restic init: " + ("created" if proc.returncode == 0 else error_line(proc)))
+    return proc.returncode
+
+
+def main(argv: list[str]) -> int:
+    try:
+        with open(argv[2] if len(argv) > 2 else CONFIG) as handle:
+            cfg = json.load(handle)
+    except (OSError, ValueError) as exc:
+        print(json.dumps({"ok": False, "error": f"config {CONFIG}: {exc}"}))
+        return 2
+    if len(argv) > 1 and argv[1] == "run":
+        return run(cfg)
+    if len(argv) > 1 and argv[1] == "verify":
+        return verify(cfg)
+    if len(argv) > 1 and argv[1] == "init":
+        return init(cfg)
+    if len(argv) > 1 and argv[1] == "probe":
+        return 0 if restic(cfg, "cat", "config").returncode == 0 else 1
+    sys.stderr.write("usage: baomi-backup run|verify|init|probe [CONFIG]\n")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
