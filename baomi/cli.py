@@ -221,6 +221,9 @@ def _register_admin_groups() -> None:
     from lab.cli import lab
 
     main.add_command(lab)
+    from deploy.offboard_cli import offboard
+
+    main.add_command(offboard)
     from deploy.escrow_cli import escrow
 
     main.add_command(escrow)

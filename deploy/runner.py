@@ -37,6 +37,7 @@ class ApplyResult:
     dry: bool
     seconds: float
     exit_code: int
+    payload: dict[str, Any] = field(default_factory=dict)  # pyinfra's --json output, as is
 
     @property
     def failed(self) -> list[str]:
@@ -148,7 +149,7 @@ def run(inventory: str, policy_path: str, *, dry: bool = False, diff: bool = Fal
         hosts = {h: HostResult(error=errors.get(h, reason)) for h in (known_hosts or [])}
         return ApplyResult(hosts, dry, seconds, code or 1)
     hosts = summarise(payload, errors, dry, known_hosts or [])
-    result = ApplyResult(hosts, dry, seconds, 0)
+    result = ApplyResult(hosts, dry, seconds, 0, payload)
     result.exit_code = 1 if result.failed or code not in (0,) else 0
     return result
 

@@ -1,0 +1,148 @@
+"""R-OFF 离职帐号冻结与注销, R-RET 清退客户资料: run the core's freeze or purge steps per host.
+
+Run by ``baomi offboard`` (deploy/offboard_cli.py) through deploy/runner.py; parameters come
+from the environment:
+
+    BAOMI_OFFBOARD_ACTION   freeze | purge
+    BAOMI_OFFBOARD_USER     the departed user (freeze)
+    BAOMI_OFFBOARD_TICKET, _REASON, _OPERATOR, _EFFECTIVE (YYYY-MM-DD), _TIME (ISO, UTC)
+    BAOMI_OFFBOARD_NOW      the purge's date (YYYY-MM-DD)
+
+Every operation is named ``[offboarding] USER PHASE: what`` (PHASE: freeze, purge, wait,
+absent, refused), which the CLI turns into the ledger.  The steps themselves (command + "is it
+already done" test) come from baomi/offboarding.py; this file only executes them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import date
+from pathlib import Path
+
+# `pyinfra INVENTORY deploy/offboard.py` from a checkout without an installed baomi.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pyinfra import host
+from pyinfra.api import OperationError, operation
+
+from baomi import offboarding as core
+from deploy.common import CommandSucceeds, Observation, policy
+
+C = core.CONTROL
+
+
+def name(user: str, phase: str, what: str) -> str:
+    return f"[{C}] {user} {phase}: {what}"
+
+
+PLAN: list[dict[str, str]] = []
+
+
+def planned(meta: object, user: str, phase: str, what: str, **extra: str) -> None:
+    """Remember, per operation hash, which user/phase/step it is (the CLI's ledger joins
+    pyinfra's results on it: pyinfra merges the names of different hosts' operations)."""
+    PLAN.append({"hash": str(getattr(meta, "_hash", "")), "user": user, "phase": phase,
+                 "what": what, **extra})
+    folder = os.environ.get("BAOMI_OFFBOARD_PLAN")
+    if folder:
+        path = Path(folder) / f"{host.name}.json"
+        path.write_text(json.dumps(PLAN, ensure_ascii=False), encoding="utf-8")
+
+
+@operation()
+def run_step(step_script: str, done: str, reason: str):  # type: ignore[no-untyped-def]
+    """Run a core step unless its own test says it is already done (read at execute time)."""
+    if host.get_fact(CommandSucceeds, check=f"( {done} )"):
+        host.noop(reason)
+        return
+    yield step_script
+
+
+@operation()
+def refuse(reason: str):  # type: ignore[no-untyped-def]
+    raise OperationError(f"offboarding refused: {reason}")
+    yield  # pragma: no cover  (makes this a generator, as pyinfra expects)
+
+
+@operation()
+def note(reason: str):  # type: ignore[no-untyped-def]
+    """Nothing to do on this host; say why (shows as 'unchanged', named in the ledger)."""
+    host.noop(reason)
+    return
+    yield  # pragma: no cover
+
+
+def _env(key: str, default: str = "") -> str:
+    return os.environ.get(f"BAOMI_OFFBOARD_{key}", default)
+
+
+def _connect_user() -> str | None:
+    value = host.data.get("ssh_user")
+    return str(value) if value else None
+
+
+def execute(steps: list[core.Step]) -> None:
+    for step in steps:
+        meta = run_step(name=name(step.user, step.phase, step.what), step_script=step.script(),
+                        done=step.done, reason=f"{step.user}: already done: {step.what}")
+        planned(meta, step.user, step.phase, step.what, clause=step.clause)
+
+
+def freeze() -> None:
+    pol = policy()
+    user = _env("USER")
+    reason = core.refusal(pol, user, _connect_user())
+    if reason:
+        planned(refuse(name=name(user, "refused", reason), reason=reason), user, "refused",
+                reason)
+        return
+    facts = core.parse(user, host.get_fact(Observation, script=core.observe_script(user)))
+    reason = core.host_refusal(pol, user, facts, _connect_user())
+    if reason:
+        planned(refuse(name=name(user, "refused", reason), reason=reason), user, "refused",
+                reason)
+        return
+    if facts.account is None:
+        planned(note(name=name(user, "absent", "no such account on this host"),
+                     reason=f"{user}: no such account on this host"),
+                user, "absent", "no such account on this host")
+        return
+    ticket = core.Ticket(ticket=_env("TICKET"), operator=_env("OPERATOR"),
+                         reason=_env("REASON"),
+                         effective=date.fromisoformat(_env("EFFECTIVE")), time=_env("TIME"))
+    execute(core.freeze_steps(pol, user, facts, ticket))
+
+
+def purge() -> None:
+    pol = policy()
+    today = date.fromisoformat(_env("NOW"))
+    records = core.parse_records(
+        core.sections_out(host.get_fact(Observation, script=core.records_script()), "records"))
+    for user, record in sorted(records.items()):
+        if record.get("state") != "frozen":
+            continue
+        if not core.is_due(record, today):
+            due = str(record.get("due"))
+            planned(note(name=name(user, "wait", f"deletion due on {due}"),
+                         reason=f"{user}: frozen, deletion due on {due}"),
+                    user, "wait", f"deletion due on {due}", due=due)
+            continue
+        facts = core.parse(user, host.get_fact(Observation, script=core.observe_script(user)))
+        reason = core.host_refusal(pol, user, facts, _connect_user())
+        if reason:
+            planned(refuse(name=name(user, "refused", reason), reason=reason), user, "refused",
+                reason)
+            continue
+        execute(core.purge_steps(pol, record, facts, _env("TIME")))
+        # The archive's name is in the step; the CLI records it with the deletion.
+
+
+ACTIONS = {"freeze": freeze, "purge": purge}
+
+action = _env("ACTION")
+if action not in ACTIONS:
+    sys.stderr.write(f"BAOMI_OFFBOARD_ACTION must be one of {', '.join(ACTIONS)}\n")
+    raise SystemExit(2)
+ACTIONS[action]()

@@ -1,0 +1,409 @@
+"""`baomi offboard`: freeze a departed user everywhere, purge what is due, show the status.
+
+The steps come from baomi/offboarding.py and run through deploy/offboard.py (pyinfra, via
+deploy/runner.py).  This module keeps the controller's evidence: an append-only ledger of JSON
+lines (``$BAOMI_STATE_DIR/offboarding/ledger.jsonl``, default state dir /var/lib/baomi, mode
+0600), one line per user and host and run, from which ``--status`` is folded.  A host that
+could not be reached is *pending*; the next ``baomi offboard USER`` or ``--purge-due`` run
+freezes it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import runpy
+import sys
+import tempfile
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from baomi import offboarding as core
+
+DEPLOY_FILE = Path(__file__).resolve().with_name("offboard.py")
+EXIT_REFUSED = 2
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("BAOMI_STATE_DIR") or "/var/lib/baomi")
+
+
+def ledger_path() -> Path:
+    return state_dir() / "offboarding" / "ledger.jsonl"
+
+
+def append(events: list[dict[str, Any]]) -> None:
+    """Append events to the ledger (0600; the folder 0700); never rewrites a line."""
+    path = ledger_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
+        for event in events:
+            handle.write(json.dumps(event, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def read_ledger() -> list[dict[str, Any]]:
+    path = ledger_path()
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(item, dict):
+            events.append(item)
+    return events
+
+
+def fold(events: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{user: {host: status}} from the ledger: the latest state, with its times."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for event in events:
+        user, host, state = event.get("user"), event.get("host"), event.get("state")
+        if not user or not host or not state or event.get("dry"):
+            continue
+        row = table.setdefault(user, {}).setdefault(host, {})
+        if state == "frozen" and row.get("state") == "frozen":
+            row["checked"] = event["time"]  # re-freeze of a frozen user: nothing changed
+            continue
+        if state == "waiting":
+            row["checked"] = event["time"]
+            row["due"] = event.get("due") or row.get("due")
+            continue
+        row.update(state=state, since=event["time"], error=event.get("error"))
+        for key in ("ticket", "due", "effective", "archive", "operator"):
+            if event.get(key):
+                row[key] = event[key]
+        if state == "frozen":
+            row["frozen_at"] = event["time"]
+        if state == "deleted":
+            row["deleted_at"] = event["time"]
+    return table
+
+
+def connect_users(inventory: str) -> dict[str, str | None]:
+    """{host: the user the deploy connects as} from a pyinfra inventory (data only)."""
+    try:
+        namespace = runpy.run_path(inventory)
+    except Exception as exc:  # an inventory is Python: any error in it is the user's to fix
+        raise click.ClickException(f"{inventory}: cannot load the inventory: "
+                                   f"{type(exc).__name__}: {exc}") from None
+    found: dict[str, str | None] = {}
+    for group, members in namespace.items():
+        if group.startswith("_") or not isinstance(members, (list, tuple)):
+            continue
+        for member in members:
+            if isinstance(member, tuple) and isinstance(member[0], str):
+                data = member[1] if len(member) > 1 and isinstance(member[1], dict) else {}
+                found[member[0]] = data.get("ssh_user") or found.get(member[0])
+            elif isinstance(member, str):
+                found.setdefault(member, None)
+    return found
+
+
+def refuse(message: str) -> None:
+    click.echo(f"baomi offboard: refused: {message}; nothing was run", err=True)
+    sys.exit(EXIT_REFUSED)
+
+
+def now_utc() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _date(value: str, option: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)",
+                                 param_hint=option) from None
+
+
+def run_deploy(inventory: str, policy_path: str, env: dict[str, str], *, dry: bool,
+               limit: list[str], hosts: list[str]) -> tuple[Any, dict[str, list[dict[str, Any]]]]:
+    """Run deploy/offboard.py; return the runner's result and each host's planned steps."""
+    from deploy.runner import run
+
+    with tempfile.TemporaryDirectory(prefix="baomi-offboard-") as folder:
+        result = run(inventory, policy_path, dry=dry, limit=limit, known_hosts=hosts,
+                     deploy_file=DEPLOY_FILE,
+                     extra_env={**env, "BAOMI_OFFBOARD_PLAN": folder},
+                     progress=lambda line: None)
+        plans = {p.stem: json.loads(p.read_text(encoding="utf-8"))
+                 for p in Path(folder).glob("*.json")}
+    return result, plans
+
+
+def host_outcomes(result: Any, plans: dict[str, list[dict[str, Any]]], dry: bool,
+                  ) -> dict[str, dict[str, dict[str, Any]]]:
+    """{host: {user: {phases, done, already, failed, would}}} by joining plan and results."""
+    per_op: dict[str, dict[str, str]] = {}
+    outcome: str | None
+    if dry:
+        for op in result.payload.get("plan") or []:
+            for h in op.get("hosts_with_change", []) + op.get(
+                    "hosts_with_conditional_change", []):
+                per_op.setdefault(op["op_hash"], {})[h] = "would"
+    else:
+        for op in (result.payload.get("results") or {}).get("operations", []):
+            seen = per_op.setdefault(op["op_hash"], {})
+            for h in op.get("success", []):
+                seen[h] = "done"
+            for h in op.get("no_change", []):
+                seen[h] = "already"
+            for h in op.get("error", []):
+                seen[h] = "failed"
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for host, plan in plans.items():
+        for item in plan:
+            user = out.setdefault(host, {}).setdefault(item["user"], {
+                "phases": [], "done": [], "already": [], "failed": [], "would": [],
+                "not_run": [], "due": None})
+            if item["phase"] not in user["phases"]:
+                user["phases"].append(item["phase"])
+            if item.get("due"):
+                user["due"] = item["due"]
+            outcome = per_op.get(item["hash"], {}).get(host)
+            if outcome is None:
+                outcome = "already" if dry else "not_run"
+            user[outcome].append(item["what"])
+    return out
+
+
+def _error(result: Any, host: str) -> str | None:
+    r = result.hosts.get(host)
+    return (r.error or None) if r is not None else None
+
+
+@click.command("offboard")
+@click.argument("user", required=False)
+@click.option("--ticket", help="HR's ticket for this departure (required to freeze).")
+@click.option("--reason", default="", help="Why (recorded with the ticket).")
+@click.option("--effective", default=None, metavar="now|DATE",
+              help="Departure date the deletion is counted from (default: now, or the date "
+                   "of an earlier freeze of this user).")
+@click.option("-i", "--inventory", help="pyinfra inventory of the fleet.")
+@click.option("--policy", "policy_path", default=None, help="Policy file.")
+@click.option("--limit", multiple=True, help="Only these hosts or groups (repeatable).")
+@click.option("--operator", default=None, help="Who runs this (default: $SUDO_USER or you).")
+@click.option("--dry", is_flag=True, help="Show exactly what would be done per host.")
+@click.option("--purge-due", is_flag=True,
+              help="Archive and delete every frozen user whose due date has come (daily).")
+@click.option("--now", "now_date", default=None, metavar="DATE",
+              help="With --purge-due: the date to judge 'due' by (default: today, UTC).")
+@click.option("--status", is_flag=True, help="Per user and host: frozen / deleted / pending.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def offboard(user: str | None, ticket: str | None, reason: str, effective: str | None,
+             inventory: str | None, policy_path: str | None, limit: tuple[str, ...],
+             operator: str | None, dry: bool, purge_due: bool, now_date: str | None,
+             status: bool, as_json: bool) -> None:
+    """R-OFF/R-RET: freeze USER on every host at once; delete at the end of the next month.
+
+    \b
+    baomi offboard USER --ticket T -i INVENTORY [--dry]
+    baomi offboard --purge-due -i INVENTORY [--now DATE]
+    baomi offboard --status [USER]
+    """
+    if status:
+        show_status(user, as_json)
+        return
+    from baomi.cli import default_policy_path, load_policy_or_exit
+
+    if not inventory:
+        raise click.UsageError("give -i INVENTORY (the fleet to offboard on)")
+    path = policy_path or default_policy_path()
+    policy = load_policy_or_exit(path, as_json=as_json)
+    hosts = connect_users(inventory)
+    names = [h for h in hosts if not limit or h in limit]
+    who = operator or os.environ.get("SUDO_USER") or getpass.getuser()
+    if purge_due:
+        if user:
+            raise click.UsageError("--purge-due takes no USER (it purges every due user)")
+        today = _date(now_date, "--now") if now_date else datetime.now(UTC).date()
+        code = purge(inventory, path, names, list(limit), today, who, dry, as_json)
+        sys.exit(code)
+    if not user:
+        raise click.UsageError("give the USER to offboard (or --purge-due, --status)")
+    if not ticket:
+        raise click.UsageError("--ticket is required: the regulation traces every freeze "
+                               "to HR's request")
+    problem = core.refusal(policy, user)
+    if problem:
+        refuse(problem)
+    connecting = sorted(h for h in names if hosts.get(h) == user)
+    if connecting:
+        refuse(f"{user} is the account the deploy connects as on {', '.join(connecting)}")
+    earlier = fold(read_ledger()).get(user, {})
+    if effective in (None, "now"):
+        previous = [str(r["effective"]) for r in earlier.values()
+                    if r.get("state") in ("frozen", "pending") and r.get("effective")]
+        day = (date.fromisoformat(sorted(previous)[0])
+               if previous and effective is None else datetime.now(UTC).date())
+    else:
+        day = _date(effective, "--effective")
+        if day > datetime.now(UTC).date():
+            raise click.BadParameter(f"{day} is in the future: the freeze takes effect at "
+                                     "once; run this on the day of departure",
+                                     param_hint="--effective")
+    code = freeze(inventory, path, names, list(limit), user, ticket, reason, day, who, dry,
+                  as_json)
+    sys.exit(code)
+
+
+def freeze(inventory: str, policy_path: str, names: list[str], limit: list[str], user: str,
+           ticket: str, reason: str, day: date, operator: str, dry: bool,
+           as_json: bool) -> int:
+    time = now_utc()
+    env = {"BAOMI_OFFBOARD_ACTION": "freeze", "BAOMI_OFFBOARD_USER": user,
+           "BAOMI_OFFBOARD_TICKET": ticket, "BAOMI_OFFBOARD_REASON": reason,
+           "BAOMI_OFFBOARD_OPERATOR": operator, "BAOMI_OFFBOARD_EFFECTIVE": day.isoformat(),
+           "BAOMI_OFFBOARD_TIME": time}
+    result, plans = run_deploy(inventory, policy_path, env, dry=dry, limit=limit, hosts=names)
+    outcomes = host_outcomes(result, plans, dry)
+    due = core.due_date(day).isoformat()
+    events = []
+    for host in sorted(result.hosts):
+        got = outcomes.get(host, {}).get(user)
+        error = _error(result, host)
+        if got is None:
+            state = "pending"
+            error = error or "not reached"
+        elif "refused" in got["phases"]:
+            state = "refused"
+            error = "; ".join(got["done"] + got["already"] + got["failed"] + got["not_run"]
+                              + got["would"])
+        elif "absent" in got["phases"]:
+            state = "absent"
+        elif got["failed"] or got["not_run"] or error:
+            state = "pending"
+            error = error or f"failed: {', '.join(got['failed'] or got['not_run'])}"
+        else:
+            state = "would freeze" if dry and got["would"] else "frozen"
+        events.append({
+            "time": time, "action": "freeze", "user": user, "host": host, "state": state,
+            "ticket": ticket, "reason": reason, "operator": operator,
+            "effective": day.isoformat(), "due": due, "dry": dry,
+            "done": (got or {}).get("done", []), "already": (got or {}).get("already", []),
+            "would": (got or {}).get("would", []), "error": error,
+            "clauses": list(core.CLAUSES)})
+    if not dry:
+        append(events)
+    summary = {"user": user, "ticket": ticket, "due": due, "dry": dry,
+               "seconds": round(result.seconds, 2), "hosts": {e["host"]: e for e in events}}
+    if as_json:
+        print(json.dumps(summary, ensure_ascii=False, indent=2))
+    else:
+        verb = "would freeze" if dry else "freeze"
+        click.echo(f"{verb} {user} (ticket {ticket}); deletion due {due}; "
+                   f"{result.seconds:.1f}s")
+        for e in events:
+            line = f"  {e['host']}: {e['state']}"
+            if dry:
+                line += "".join(f"\n      would: {w}" for w in e["would"]) or " (nothing to do)"
+            elif e["done"]:
+                line += f" ({len(e['done'])} steps done, {len(e['already'])} already)"
+            elif e["state"] == "frozen":
+                line += " (already frozen: nothing changed)"
+            if e["error"]:
+                line += f" — {e['error']}"
+            click.echo(line)
+    states = {e["state"] for e in events}
+    if "refused" in states:
+        return EXIT_REFUSED
+    return 1 if "pending" in states else 0
+
+
+def purge(inventory: str, policy_path: str, names: list[str], limit: list[str], today: date,
+          operator: str, dry: bool, as_json: bool) -> int:
+    time = now_utc()
+    code = 0
+    # Catch-up first: hosts that were unreachable at the freeze are frozen now.
+    for user, rows in sorted(fold(read_ledger()).items()):
+        pending = sorted(h for h, r in rows.items() if r.get("state") == "pending"
+                         and h in names)
+        if pending and not dry:
+            first = next(iter(r for r in rows.values() if r.get("ticket")), {})
+            day = date.fromisoformat(first.get("effective") or today.isoformat())
+            code |= freeze(inventory, policy_path, names, pending, user,
+                           str(first.get("ticket", "")), "catch-up of a pending freeze", day,
+                           operator, False, as_json)
+    env = {"BAOMI_OFFBOARD_ACTION": "purge", "BAOMI_OFFBOARD_NOW": today.isoformat(),
+           "BAOMI_OFFBOARD_TIME": time}
+    result, plans = run_deploy(inventory, policy_path, env, dry=dry, limit=limit, hosts=names)
+    outcomes = host_outcomes(result, plans, dry)
+    events = []
+    for host in sorted(result.hosts):
+        error = _error(result, host)
+        if host not in plans:
+            events.append({"time": time, "action": "purge", "user": None, "host": host,
+                           "state": "unreachable", "error": error or "not reached",
+                           "dry": dry})
+            continue
+        for user, got in sorted(outcomes.get(host, {}).items()):
+            archive = next((w.split(" to ", 1)[1].split(" (", 1)[0] for w in
+                            got["done"] + got["already"] + got["would"]
+                            if w.startswith("archive ")), None)
+            if "wait" in got["phases"]:
+                state = "waiting"
+            elif "refused" in got["phases"]:
+                state, error = "refused", "; ".join(got["already"] + got["failed"])
+            elif got["failed"] or got["not_run"]:
+                state = "frozen"
+                error = error or f"purge failed: {', '.join(got['failed'] or got['not_run'])}"
+            else:
+                state = "would delete" if dry else "deleted"
+            events.append({
+                "time": time, "action": "purge", "user": user, "host": host, "state": state,
+                "operator": operator, "now": today.isoformat(), "due": got["due"],
+                "archive": archive, "done": got["done"], "already": got["already"],
+                "would": got["would"], "error": error, "dry": dry,
+                "clauses": list(core.CLAUSES)})
+    if not dry:
+        append(events)
+    if as_json:
+        print(json.dumps({"now": today.isoformat(), "dry": dry, "events": events},
+                         ensure_ascii=False, indent=2))
+    else:
+        for e in events:
+            if e["state"] == "waiting":
+                click.echo(f"{e['user']} on {e['host']}: frozen; nothing to do until the "
+                           f"deletion date {e['due']}")
+            elif e["state"] in ("deleted", "would delete"):
+                click.echo(f"{e['user']} on {e['host']}: {e['state']}; archive {e['archive']}")
+            elif e["user"] is None:
+                click.echo(f"{e['host']}: unreachable — {e['error']} (retried next run)")
+            else:
+                click.echo(f"{e['user']} on {e['host']}: {e['state']} — {e['error']}")
+        if not events:
+            click.echo("nothing frozen on these hosts")
+    failed = any(e["state"] in ("unreachable", "refused") or e.get("error") for e in events)
+    return code | (1 if failed else 0)
+
+
+def show_status(user: str | None, as_json: bool) -> None:
+    table = fold(read_ledger())
+    if user:
+        table = {user: table.get(user, {})}
+    if as_json:
+        print(json.dumps(table, ensure_ascii=False, indent=2, sort_keys=True))
+        return
+    if not any(table.values()):
+        click.echo(f"no offboarding recorded{' for ' + user if user else ''} "
+                   f"(ledger {ledger_path()})")
+        return
+    for name, hosts in sorted(table.items()):
+        for host, row in sorted(hosts.items()):
+            state = row["state"]
+            line = f"{name}\t{host}\t{state}\tsince {row['since']}"
+            if state == "frozen":
+                line += f"\tdeletion due {row.get('due')}\tticket {row.get('ticket')}"
+            if state == "deleted":
+                line += f"\tarchive {row.get('archive')}"
+            if state == "pending":
+                line += f"\t(host unreachable or failed: {row.get('error')}; retried next run)"
+            click.echo(line)
