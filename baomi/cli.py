@@ -224,6 +224,9 @@ def _register_admin_groups() -> None:
     from deploy.offboard_cli import offboard
 
     main.add_command(offboard)
+    from deploy.backup_cli import backup
+
+    main.add_command(backup)
     from deploy.escrow_cli import escrow
 
     main.add_command(escrow)

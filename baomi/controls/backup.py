@@ -153,9 +153,10 @@ def desired(policy: Policy, groups: set[str], host: str) -> Desired:
                    timer, cron)
 
 
-def observe_script(verify: bool = True) -> str:
+def observe_script(verify: bool = True, snapshots: bool = False) -> str:
     """Read-only commands.  ``verify`` adds snapshots, ``restic check`` and a sample restore
-    (the deploy leaves it out: it only needs the files and the schedule)."""
+    (the deploy leaves it out: it only needs the files and the schedule); ``snapshots`` without
+    ``verify`` lists the snapshots only (``baomi backup status``)."""
     commands = {
         "now": "date -u +%s",
         "init": "if [ -d /run/systemd/system ]; then echo systemd; else echo other; fi",
@@ -172,6 +173,9 @@ def observe_script(verify: bool = True) -> str:
     if verify:
         commands["verify"] = (f"[ -e {CONFIG_FILE} ] || exit 3; "
                               f"python3 -c {shlex.quote(HELPER)} verify")
+    elif snapshots:
+        commands["verify"] = (f"[ -e {CONFIG_FILE} ] || exit 3; "
+                              f"python3 -c {shlex.quote(HELPER)} snapshots")
     return script(commands)
 
 

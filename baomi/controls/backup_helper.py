@@ -247,9 +247,12 @@ def main(argv: list[str]) -> int:
         return verify(cfg)
     if len(argv) > 1 and argv[1] == "init":
         return init(cfg)
+    if len(argv) > 1 and argv[1] == "snapshots":
+        print(json.dumps(snapshots(cfg), sort_keys=True))
+        return 0
     if len(argv) > 1 and argv[1] == "probe":
         return 0 if restic(cfg, "cat", "config").returncode == 0 else 1
-    sys.stderr.write("usage: baomi-backup run|verify|init|probe [CONFIG]\n")
+    sys.stderr.write("usage: baomi-backup run|verify|snapshots|init|probe [CONFIG]\n")
     return 2
 
 

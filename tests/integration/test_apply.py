@@ -18,6 +18,19 @@ from lab.testing import LabHandle, running_lab
 from tests.integration.controls import ROOT, apply, apply_raw, check
 
 FLEET = Request(servers=2, workstations=1)
+# This fleet has no backup host: R-BAK has its own lab (tests/integration/test_backup.py); here
+# the backup control must report "unchanged" with its reason and its check skip.
+BASELINE = (ROOT / "policy.yaml").read_text(encoding="utf-8").replace(
+    "  enabled: true                              # deploy and check the secondary backup",
+    "  enabled: false                             # deploy and check the secondary backup", 1)
+
+
+@pytest.fixture(scope="module")
+def baseline_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("policy") / "policy.yaml"
+    assert (ROOT / "policy.yaml").read_text(encoding="utf-8") != BASELINE
+    path.write_text(BASELINE, encoding="utf-8")
+    return path
 NEEDS_DM_CRYPT = ("disk_encryption",)
 
 
@@ -27,18 +40,19 @@ def fleet() -> Iterator[LabHandle]:
         yield handle
 
 
-def test_baseline_apply_reapply_and_checks(fleet: LabHandle) -> None:
+def test_baseline_apply_reapply_and_checks(fleet: LabHandle, baseline_policy: Path) -> None:
     started = time.monotonic()
-    first = apply(fleet)
+    first = apply(fleet, policy=baseline_policy)
     first_seconds = time.monotonic() - started
     assert first["failed_hosts"] == []
     assert sorted(first["hosts"]) == ["srv1", "srv2", "ws1"]
     for host, result in first["hosts"].items():
         assert set(result["controls"]) == set(ALL_CONTROLS), host
         assert "changed" in result["controls"].values(), (host, result)
+        assert result["controls"]["backup"] == "unchanged", (host, result)
 
     started = time.monotonic()
-    second = apply(fleet)
+    second = apply(fleet, policy=baseline_policy)
     second_seconds = time.monotonic() - started
     for host, result in second["hosts"].items():
         assert set(result["controls"].values()) == {"unchanged"}, (host, result)
@@ -50,8 +64,8 @@ def test_baseline_apply_reapply_and_checks(fleet: LabHandle) -> None:
     audit = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *checks,
          "--hosts=srv1,srv2,ws1", f"--ssh-config={fleet.ssh_config}",
-         f"--inventory={fleet.inventory}"], cwd=ROOT, capture_output=True, text=True,
-        timeout=600)
+         f"--inventory={fleet.inventory}", f"--policy={baseline_policy}"], cwd=ROOT,
+        capture_output=True, text=True, timeout=600)
     assert audit.returncode == 0, audit.stdout[-4000:]
     encryption = check(fleet, "test_disk_encryption", ["srv1", "srv2", "ws1"])
     assert encryption.returncode == 1, encryption.stdout[-4000:]
@@ -63,8 +77,8 @@ def test_baseline_apply_reapply_and_checks(fleet: LabHandle) -> None:
           f"re-apply: {second_seconds:.1f}s")
 
 
-def test_plain_pyinfra_runs_the_same_baseline(fleet: LabHandle) -> None:
-    env = dict(os.environ, BAOMI_POLICY=str(ROOT / "policy.yaml"))
+def test_plain_pyinfra_runs_the_same_baseline(fleet: LabHandle, baseline_policy: Path) -> None:
+    env = dict(os.environ, BAOMI_POLICY=str(baseline_policy))
     result = subprocess.run(
         [sys.executable, "-m", "pyinfra", "-y", "--json", str(fleet.inventory),
          "deploy/baseline.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -16,8 +16,24 @@ POLICY = load(Path(__file__).resolve().parents[2] / "policy.yaml")
 SERVERS = {"servers"}
 
 
-def seen(name: str) -> core.Observed:
+def captured(name: str) -> core.Observed:
     return core.parse((DATA / name).read_text(encoding="utf-8"))
+
+
+def seen(name: str) -> core.Observed:
+    """Captured output, with the installed helper's hash taken as the current helper's (the
+    captures hold the hash of the helper as it was then; helper drift is tested below)."""
+    observed = captured(name)
+    if observed.helper_sha256 is None:
+        return observed
+    return dataclasses.replace(observed, helper_sha256=core.helper_sha256())
+
+
+def test_edited_helper_is_found() -> None:
+    observed = dataclasses.replace(captured("systemd-ok.txt"), helper_sha256="0" * 64)
+    findings = core.compare(core.desired(POLICY, SERVERS, "srv2"), observed)
+    assert [(f.details["check"], f.subject, f.found) for f in findings] == [
+        ("setup", core.HELPER_PATH, "edited content")]
 
 
 def parts(findings: list[Finding]) -> set[str]:

@@ -1,0 +1,111 @@
+"""`baomi backup status -i INVENTORY [--json]`: one line per host (R-BAK 每周二次备份).
+
+Reads each host over SSH with the inventory's own connection data (pinned known_hosts):
+the newest snapshot's age, gaps in the retained chain, the job's last run and restore test.
+It lists snapshots but does not run `restic check` or a restore (that is the check's job).
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import click
+
+from baomi.controls import backup as core
+from baomi.inventory import InventoryError, host_groups
+
+
+def _hosts(inventory: str) -> list[tuple[str, dict[str, Any]]]:
+    try:
+        module = runpy.run_path(inventory)
+    except (OSError, SyntaxError) as exc:
+        raise click.ClickException(f"inventory {inventory}: {exc}") from None
+    out = []
+    for item in module.get("all", []):
+        name, data = (item, {}) if isinstance(item, str) else (item[0], dict(item[1]))
+        out.append((name, data))
+    return out
+
+
+def _ssh(name: str, data: dict[str, Any], script: str) -> subprocess.CompletedProcess[str]:
+    cmd = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+           "-o", "ConnectTimeout=10"]
+    if data.get("ssh_key"):
+        cmd += ["-i", str(data["ssh_key"]), "-o", "IdentitiesOnly=yes"]
+    if data.get("ssh_known_hosts_file"):
+        cmd += ["-o", f"UserKnownHostsFile={data['ssh_known_hosts_file']}"]
+    if data.get("ssh_port"):
+        cmd += ["-p", str(data["ssh_port"])]
+    target = str(data.get("ssh_hostname") or name)
+    if data.get("ssh_user"):
+        target = f"{data['ssh_user']}@{target}"
+    return subprocess.run([*cmd, target, "sh"], input=script, capture_output=True, text=True,
+                          timeout=300)
+
+
+def host_status(name: str, data: dict[str, Any], groups: set[str], policy: Any) -> dict[str, Any]:
+    want = core.desired(policy, groups, name)
+    row: dict[str, Any] = {"host": name, "skipped": "; ".join(core.skipped(want))}
+    if row["skipped"]:
+        return row
+    result = _ssh(name, data, core.observe_script(verify=False, snapshots=True))
+    if result.returncode != 0:
+        row["error"] = (result.stderr.strip().splitlines() or [f"ssh exit {result.returncode}"])[-1]
+        return row
+    seen = core.parse(result.stdout)
+    row["error"] = seen.repo_error
+    newest = seen.snapshots[-1] if seen.snapshots else None
+    row["newest_snapshot"] = newest.id if newest else ""
+    row["age_hours"] = round((seen.now - newest.time).total_seconds() / 3600, 1) if newest else None
+    row["gaps"] = [{"from": a.time.isoformat(), "to": b.time.isoformat(), "start": a.id,
+                    "end": b.id} for a, b in core.gaps(want, seen.snapshots)]
+    row["last_run"] = {k: seen.status.get(k) for k in ("time", "snapshot", "exit", "error",
+                                                       "duration_seconds")}
+    row["restore_test"] = seen.status.get("restore_test", {})
+    return row
+
+
+def _line(row: dict[str, Any]) -> str:
+    if row.get("skipped"):
+        return f"{row['host']:<12} skipped: {row['skipped']}"
+    if row.get("error") and not row.get("newest_snapshot"):
+        return f"{row['host']:<12} ERROR {row['error']}"
+    age = f"{row['age_hours']} h" if row.get("age_hours") is not None else "never"
+    gaps = ", ".join(f"{g['from'][:10]}→{g['to'][:10]}" for g in row["gaps"]) or "none"
+    r = row.get("restore_test") or {}
+    restore = (f"{r.get('matched')}/{r.get('sample')} files ok at {r.get('time')}"
+               if r and not r.get("error") and not r.get("mismatches")
+               else f"FAILED {r.get('error') or r.get('mismatches')}" if r else "never")
+    return (f"{row['host']:<12} newest {row['newest_snapshot'] or '-'} ({age} old)  "
+            f"gaps: {gaps}  last restore test: {restore}")
+
+
+@click.group("backup")
+def backup() -> None:
+    """R-BAK 每周二次备份: backup state of the fleet."""
+
+
+@backup.command("status")
+@click.option("-i", "--inventory", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--policy", "policy_path", default=None, help="policy file (default policy.yaml)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def status(inventory: str, policy_path: str | None, as_json: bool) -> None:
+    """One line per host: newest snapshot age, gaps, last restore test."""
+    from baomi.cli import load_policy_or_exit
+
+    policy = load_policy_or_exit(policy_path)
+    try:
+        groups = host_groups(inventory)
+    except InventoryError as exc:
+        raise click.ClickException(str(exc)) from None
+    rows = [host_status(name, data, groups.get(name, set()), policy)
+            for name, data in _hosts(str(Path(inventory)))]
+    if as_json:
+        click.echo(json.dumps({"hosts": rows}, ensure_ascii=False, indent=1))
+    else:
+        for row in rows:
+            click.echo(_line(row))
