@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from baomi.findings import Finding
 from baomi.observe import cat, script, sections
 from baomi.policy import Policy
 
@@ -521,3 +522,66 @@ def sections_out(output: str, name: str) -> str:
     """The output of one section of an observe script ('' when it failed or is missing)."""
     sec = sections(output).get(name)
     return sec.out if sec is not None and sec.ok else ""
+
+
+# --- verification (the check, later the agent) -----------------------------------------------
+
+def present_script(paths: tuple[str, ...]) -> str:
+    """Read-only: which of PATHS exist (keys files of a frozen user)."""
+    quoted = " ".join(shlex.quote(p) for p in paths)
+    return script({"present": f"for p in {quoted}; do [ -e \"$p\" ] || [ -L \"$p\" ] && "
+                              "echo \"$p\"; done; true"})
+
+
+def parse_present(output: str) -> tuple[str, ...]:
+    return tuple(x for x in sections_out(output, "present").splitlines() if x.strip())
+
+
+def compare(record: dict[str, Any], facts: Facts, present: tuple[str, ...],
+            today: date) -> list[Finding]:
+    """Is a user that this host's record says is frozen (or deleted) really shut out?"""
+    user = str(record.get("user"))
+    state = record.get("state")
+    found: list[Finding] = []
+
+    def finding(subject: str, expected: str, seen: str, severity: str = "high",
+                clauses: tuple[str, ...] = ("R-OFF",)) -> None:
+        found.append(Finding(CONTROL, clauses, severity, f"{user}: {subject}", expected, seen))
+
+    a = facts.account
+    if state == "deleted":
+        if a is not None:
+            finding("account", "deleted (record says so)", f"present (UID {a.uid})")
+        if int(record.get("uid", -1)) not in facts.retired:
+            finding("UID", f"{record.get('uid')} kept retired by {RETIRED_PREFIX}"
+                    f"{record.get('uid')}", "no placeholder (a new account may reuse it)",
+                    "medium")
+        return found
+    if state != "frozen" or a is None:
+        if state == "frozen":
+            finding("account", "frozen", "missing without a deletion record", "medium")
+        return found
+    sh = facts.shadow
+    if sh is None or not sh.locked:
+        finding("password", "locked", f"status {sh.status if sh else 'unknown'}")
+    if sh is None or not sh.expired:
+        finding("account expiry", "0 (expired)", (sh.expire or "never") if sh else "unknown")
+    if a.shell != NOLOGIN:
+        finding("login shell", NOLOGIN, a.shell)
+    for path in present:
+        finding("SSH keys", "none (quarantined)", path, "critical")
+    for where in facts.sudoers:
+        finding("sudoers rule", "none", where, "critical")
+    if facts.groups:
+        finding("groups", "none besides the primary group", ", ".join(facts.groups))
+    for path in facts.crontabs:
+        finding("crontab", "none", path)
+    if facts.at_jobs:
+        finding("at jobs", "none", ", ".join(facts.at_jobs))
+    if facts.processes:
+        finding("processes", "none", f"{len(facts.processes)} running (PIDs "
+                f"{', '.join(str(p) for p in facts.processes[:10])})", "critical")
+    if is_due(record, today):
+        finding("deletion", f"done by {record.get('due')} (次月月底注销)",
+                f"still frozen on {today.isoformat()}", "high", ("R-OFF", "R-RET"))
+    return found

@@ -72,7 +72,7 @@ CONTROLS: tuple[Control, ...] = (
             "accounts"),
     Control("offboarding", ("R-OFF", "R-RET"),
             "freeze at once, archive to custodian, delete at the end of the following month",
-            "offboarding"),
+            "offboard"),
     Control("firewall", ("R-SEC",), "nftables default-deny inbound", "firewall"),
     Control("audit_rules", ("R-LOG",), "kernel audit rules on sensitive paths", "audit_rules"),
     Control("apps", ("R-APP", "R-DEV"),
