@@ -263,7 +263,9 @@ def freeze(inventory: str, policy_path: str, names: list[str], limit: list[str],
            "BAOMI_OFFBOARD_TICKET": ticket, "BAOMI_OFFBOARD_REASON": reason,
            "BAOMI_OFFBOARD_OPERATOR": operator, "BAOMI_OFFBOARD_EFFECTIVE": day.isoformat(),
            "BAOMI_OFFBOARD_TIME": time}
-    result, plans = run_deploy(inventory, policy_path, env, dry=dry, limit=limit, hosts=names)
+    targets = [h for h in names if not limit or h in limit] or names
+    result, plans = run_deploy(inventory, policy_path, env, dry=dry, limit=limit,
+                               hosts=targets)
     outcomes = host_outcomes(result, plans, dry)
     due = core.due_date(day).isoformat()
     events = []
