@@ -224,6 +224,9 @@ def _register_admin_groups() -> None:
     from deploy.offboard_cli import offboard
 
     main.add_command(offboard)
+    from deploy.accounts_cli import account
+
+    main.add_command(account)
     from deploy.backup_cli import backup
 
     main.add_command(backup)

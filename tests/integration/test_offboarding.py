@@ -344,3 +344,40 @@ def test_policy_explain_shows_offboarding_served() -> None:
     rows = {r["clause"]: r for r in json.loads(result.stdout)["clauses"]}
     for clause in ("R-OFF", "R-RET"):
         assert rows[clause]["enforced"] and rows[clause]["verified"], rows[clause]
+
+
+def test_accounts_only_from_approved_requests(olab: LabHandle, state: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """R-PRV: request + approval recorded; the deploy creates only those; the check names
+    an account that no record covers."""
+    monkeypatch.setenv("BAOMI_STATE_DIR", str(state))  # for the check's subprocess too
+    self_approved = baomi(state, "account", "request", "newhire", "--requester", "head.sales",
+                          "--approver", "head.sales")
+    assert self_approved.returncode == 2
+    assert "the requester cannot approve their own request" in self_approved.stderr
+    recorded = baomi(state, "account", "request", "newhire", "--requester", "head.sales",
+                     "--approver", "vp.ops", "--host", "srv1", "--ticket", "IT-55")
+    assert recorded.returncode == 0, recorded.stderr
+    requests = state / "accounts" / "requests.jsonl"
+    assert oct(requests.stat().st_mode & 0o777) == "0o600"
+    assert "newhire\trequested by head.sales\tapproved by vp.ops" in \
+        baomi(state, "account", "list").stdout
+
+    first = baomi(state, "account", "apply", "-i", str(olab.inventory))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert json.loads(first.stdout)["hosts"]["srv1"]["controls"]["accounts"] == "changed"
+    assert olab.ssh("srv1", "getent passwd newhire").returncode == 0
+    assert olab.ssh("srv2", "getent passwd newhire").returncode == 2  # not requested there
+    again = json.loads(baomi(state, "account", "apply", "-i", str(olab.inventory)).stdout)
+    assert again["hosts"]["srv1"]["controls"]["accounts"] == "unchanged"
+
+    uid = olab.ssh("srv1", "useradd stray && id -u stray").stdout.strip()
+    try:
+        audit = check(olab, "test_accounts", ["srv1"])
+        assert audit.returncode != 0
+        assert f"[R-PRV 权限审批] account stray (UID {uid}): expected a recorded request " \
+               "(部门主管) and approval (分管副总), found no record" in audit.stdout, audit.stdout
+        assert "account newhire" not in audit.stdout
+        assert "baomi-retired" not in audit.stdout
+    finally:
+        olab.ssh("srv1", "userdel stray")

@@ -1,0 +1,132 @@
+"""R-PRV 权限审批: an account exists only with a recorded request (部门主管提报) and approval
+(分管副总批准).
+
+The controller keeps the requests, append-only, in ``$BAOMI_STATE_DIR/accounts/requests.jsonl``
+(default state dir /var/lib/baomi; 0600).  The deploy creates only accounts that a request
+covers; the check lists every account on a host (UID at or above ``accounts.min_uid``) that no
+request covers.
+
+>>> r = Request("alice", "head.sales", "vp.ops", "2026-11-23T09:00:00Z")
+>>> covers(r, "srv1")
+True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from baomi.findings import Finding
+from baomi.observe import script, sections
+from baomi.offboarding import RETIRED_PREFIX, valid_name
+from baomi.policy import Policy
+
+CONTROL = "accounts"
+CLAUSES = ("R-PRV",)
+NOBODY = 65534
+
+
+@dataclass(frozen=True)
+class Request:
+    """Who asked for an account and who approved it."""
+
+    user: str
+    requester: str
+    approver: str
+    time: str
+    hosts: tuple[str, ...] = ()  # () = every host of the fleet
+    ticket: str = ""
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "hosts": list(self.hosts)}
+
+
+def problems(request: Request) -> list[str]:
+    """Why a request cannot be recorded (empty: it can)."""
+    found = []
+    if not valid_name(request.user):
+        found.append(f"{request.user!r} is not a valid POSIX user name")
+    if not request.requester.strip():
+        found.append("the requester (the department head, 部门主管) is missing")
+    if not request.approver.strip():
+        found.append("the approver (the senior approval, 分管副总) is missing")
+    if request.requester.strip() and request.requester == request.approver:
+        found.append("the requester cannot approve their own request")
+    return found
+
+
+def covers(request: Request, host: str) -> bool:
+    return not request.hosts or host in request.hosts
+
+
+def requests_path() -> Path:
+    return Path(os.environ.get("BAOMI_STATE_DIR") or "/var/lib/baomi") / "accounts" / \
+        "requests.jsonl"
+
+
+def parse_requests(text: str) -> list[Request]:
+    found = []
+    for line in text.splitlines():
+        try:
+            item = json.loads(line)
+            found.append(Request(str(item["user"]), str(item["requester"]),
+                                 str(item["approver"]), str(item["time"]),
+                                 tuple(item.get("hosts") or ()), str(item.get("ticket", "")),
+                                 str(item.get("reason", ""))))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    return [r for r in found if not problems(r)]
+
+
+def load_requests(path: Path | None = None) -> list[Request]:
+    path = path or requests_path()
+    return parse_requests(path.read_text(encoding="utf-8")) if path.exists() else []
+
+
+@dataclass(frozen=True)
+class Desired:
+    create: tuple[Request, ...]      # accounts this host may have, with their request
+
+
+def desired(policy: Policy, requests: list[Request], host: str) -> Desired:
+    latest: dict[str, Request] = {}
+    for r in requests:
+        if covers(r, host):
+            latest[r.user] = r
+    return Desired(tuple(latest[u] for u in sorted(latest)))
+
+
+@dataclass(frozen=True)
+class Observed:
+    accounts: dict[str, int] = field(default_factory=dict)  # name → UID
+
+
+def observe_script() -> str:
+    # Fields 1 and 3 of passwd only: names and UIDs.
+    return script({"passwd": "getent passwd | cut -d: -f1,3"})
+
+
+def parse(output: str) -> Observed:
+    sec = sections(output).get("passwd")
+    accounts: dict[str, int] = {}
+    for line in (sec.out if sec is not None else "").splitlines():
+        name, _, uid = line.strip().partition(":")
+        if name and uid.isdigit():
+            accounts[name] = int(uid)
+    return Observed(accounts)
+
+
+def compare(policy: Policy, want: Desired, seen: Observed) -> list[Finding]:
+    """Every personal account (UID ≥ min_uid) that no request covers is a finding."""
+    if not policy.accounts.require_approval:
+        return []
+    covered = {r.user for r in want.create}
+    return [Finding(CONTROL, CLAUSES, "high", f"account {name} (UID {uid})",
+                    "a recorded request (部门主管) and approval (分管副总)", "no record")
+            for name, uid in sorted(seen.accounts.items())
+            if uid >= policy.accounts.min_uid and uid != NOBODY
+            and not name.startswith(RETIRED_PREFIX) and name not in covered]

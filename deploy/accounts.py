@@ -1,0 +1,43 @@
+"""R-PRV 权限审批: create only the accounts that a recorded, approved request covers.
+
+Run by ``baomi account apply -i INVENTORY`` (deploy/accounts_cli.py); reads the controller's
+requests (``$BAOMI_STATE_DIR/accounts/requests.jsonl``).  An account without a request is never
+created here; the check (checks/test_accounts.py) lists those that exist anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pyinfra import host
+
+from baomi.controls import accounts as core
+from deploy.common import op_name, policy, shell_if
+
+C = core.CONTROL
+
+
+def apply() -> None:
+    want = core.desired(policy(), core.load_requests(), host.name)
+    if not want.create:
+        shell_if(name=op_name(C, "no approved account request for this host"), check="true",
+                 command="true", reason="no approved account request covers this host")
+    for r in want.create:
+        u = shlex.quote(r.user)
+        # GECOS may not hold ':' (or ',' which separates its fields).
+        comment = "baomi R-PRV " + "".join(c for c in r.ticket if c not in ":,\n")
+        shell_if(name=op_name(C, f"account {r.user} (requested by {r.requester}, approved by "
+                                 f"{r.approver})"),
+                 check=f"getent passwd {u} >/dev/null",
+                 command=f"useradd -m -s /bin/bash -c {shlex.quote(comment.strip())} {u}",
+                 reason=f"{r.user} exists")
+
+
+# `baomi account apply` runs this file on its own (it is not in the baseline yet).
+if os.environ.get("BAOMI_ACCOUNTS_DEPLOY") == "1":
+    apply()

@@ -1,0 +1,76 @@
+"""`baomi account`: record who requested and who approved an account (R-PRV), create them.
+
+    baomi account request USER --requester HEAD --approver VP [--host H] [--ticket T]
+    baomi account list
+    baomi account apply -i INVENTORY      (creates only accounts a request covers)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from baomi.controls import accounts as core
+
+DEPLOY_FILE = Path(__file__).resolve().with_name("accounts.py")
+
+
+@click.group("account")
+def account() -> None:
+    """R-PRV: accounts only with a recorded request (部门主管) and approval (分管副总)."""
+
+
+@account.command("request")
+@click.argument("user")
+@click.option("--requester", required=True, help="Department head who asks (部门主管提报).")
+@click.option("--approver", required=True, help="Senior who approves (分管副总批准).")
+@click.option("--host", "hosts", multiple=True, help="Only on these hosts (default: all).")
+@click.option("--ticket", default="", help="The request's ticket.")
+@click.option("--reason", default="", help="Why the account is needed.")
+def request_cmd(user: str, requester: str, approver: str, hosts: tuple[str, ...], ticket: str,
+                reason: str) -> None:
+    """Record an approved request for USER (append-only, 0600)."""
+    req = core.Request(user, requester, approver,
+                       datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), hosts, ticket, reason)
+    found = core.problems(req)
+    if found:
+        click.echo(f"baomi account request: {'; '.join(found)}; nothing was recorded", err=True)
+        sys.exit(2)
+    path = core.requests_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(req.as_dict(), ensure_ascii=False, sort_keys=True) + "\n")
+    click.echo(f"recorded: {user} requested by {requester}, approved by {approver} "
+               f"({', '.join(hosts) or 'all hosts'}) in {path}")
+
+
+@account.command("list")
+def list_cmd() -> None:
+    """The recorded requests."""
+    for r in core.load_requests():
+        click.echo(f"{r.user}\trequested by {r.requester}\tapproved by {r.approver}\t{r.time}"
+                   f"\t{', '.join(r.hosts) or 'all hosts'}\t{r.ticket}")
+
+
+@account.command("apply")
+@click.option("-i", "--inventory", required=True, help="pyinfra inventory of the fleet.")
+@click.option("--policy", "policy_path", default=None, help="Policy file.")
+@click.option("--dry", is_flag=True, help="Show what would change; change nothing.")
+def apply_cmd(inventory: str, policy_path: str | None, dry: bool) -> None:
+    """Create the accounts that a recorded request covers (and no other)."""
+    from baomi.cli import default_policy_path, load_policy_or_exit
+    from baomi.inventory import host_groups
+    from deploy.runner import run
+
+    path = policy_path or default_policy_path()
+    load_policy_or_exit(path)
+    result = run(inventory, path, dry=dry, known_hosts=list(host_groups(inventory)),
+                 deploy_file=DEPLOY_FILE, extra_env={"BAOMI_ACCOUNTS_DEPLOY": "1"})
+    print(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
+    sys.exit(result.exit_code)

@@ -1,0 +1,62 @@
+"""R-PRV accounts core: request validation, coverage, parser on lab output, compare."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from baomi.controls import accounts as core
+from baomi.controls import explain
+from baomi.policy import load_text
+
+DATA = Path(__file__).parent / "data" / "accounts"
+POLICY = load_text("")
+
+
+def req(user: str, hosts: tuple[str, ...] = ()) -> core.Request:
+    return core.Request(user, "head.sales", "vp.ops", "2026-11-23T09:00:00Z", hosts)
+
+
+def test_request_needs_a_requester_and_another_approver() -> None:
+    assert core.problems(req("dave")) == []
+    assert core.problems(core.Request("dave", "head", "head", "t")) == [
+        "the requester cannot approve their own request"]
+    assert core.problems(core.Request("a;b", "", " ", "t")) == [
+        "'a;b' is not a valid POSIX user name",
+        "the requester (the department head, 部门主管) is missing",
+        "the approver (the senior approval, 分管副总) is missing"]
+
+
+def test_requests_round_trip_and_invalid_lines_are_ignored() -> None:
+    import json
+
+    text = "\n".join([json.dumps(req("dave", ("srv1",)).as_dict()), "not json",
+                      json.dumps({"user": "eve", "requester": "x", "approver": "x",
+                                  "time": "t"})])
+    assert core.parse_requests(text) == [req("dave", ("srv1",))]
+
+
+def test_parse_and_compare_on_a_lab_host() -> None:
+    seen = core.parse((DATA / "srv2.out").read_text(encoding="utf-8"))
+    assert seen.accounts["root"] == 0 and seen.accounts["nobody"] == 65534
+    personal = {n for n, u in seen.accounts.items() if 1000 <= u < 65534
+                and not n.startswith("baomi-retired-")}
+    assert "dave" in personal
+    findings = core.compare(POLICY, core.desired(POLICY, [], "srv2"), seen)
+    subjects = {f.subject.split()[1] for f in findings}
+    assert subjects == personal  # root, system accounts, nobody, placeholders: never listed
+    assert str(next(f for f in findings if "dave" in f.subject)) == (
+        "[R-PRV 权限审批] account dave (UID 1003): expected a recorded request (部门主管) and "
+        "approval (分管副总), found no record")
+    covered = core.desired(POLICY, [req(n) for n in personal], "srv2")
+    assert core.compare(POLICY, covered, seen) == []
+    only_srv1 = core.desired(POLICY, [req("dave", ("srv1",))], "srv2")
+    assert "dave" in {f.subject.split()[1] for f in core.compare(POLICY, only_srv1, seen)}
+    relaxed = load_text("accounts:\n  require_approval: false\n")
+    assert core.compare(relaxed, core.desired(relaxed, [], "srv2"), seen) == []
+
+
+def test_policy_explain_shows_r_prv_served() -> None:
+    row = next(r for r in explain(POLICY) if r["clause"] == "R-PRV")
+    assert row["enforced"] and row["verified"]
+    assert row["controls"][0]["deploy"] == "deploy.accounts"
+    assert row["controls"][0]["check"] == "checks.test_accounts"
