@@ -188,13 +188,14 @@ def apply_cmd(inventory: str, policy_path: str | None, dry: bool, diff: bool,
     if as_json:
         print(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
     else:
-        _print_apply(result)
+        print_apply(result, "baomi apply")
     sys.exit(result.exit_code)
 
 
-def _print_apply(result: Any) -> None:
+def print_apply(result: Any, title: str) -> None:
+    """The host × control table of a pyinfra run (apply, account apply)."""
     controls = sorted({c for r in result.hosts.values() for c in r.controls})
-    table = Table(title="baomi apply" + (" --dry" if result.dry else "")
+    table = Table(title=title + (" --dry" if result.dry else "")
                   + f" ({result.seconds:.1f}s)")
     table.add_column("host")
     for control in controls:

@@ -62,15 +62,23 @@ def list_cmd() -> None:
 @click.option("-i", "--inventory", required=True, help="pyinfra inventory of the fleet.")
 @click.option("--policy", "policy_path", default=None, help="Policy file.")
 @click.option("--dry", is_flag=True, help="Show what would change; change nothing.")
-def apply_cmd(inventory: str, policy_path: str | None, dry: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def apply_cmd(inventory: str, policy_path: str | None, dry: bool, as_json: bool) -> None:
     """Create the accounts that a recorded request covers (and no other)."""
-    from baomi.cli import default_policy_path, load_policy_or_exit
-    from baomi.inventory import host_groups
+    from baomi.cli import default_policy_path, load_policy_or_exit, print_apply
+    from baomi.inventory import InventoryError, host_groups
     from deploy.runner import run
 
     path = policy_path or default_policy_path()
-    load_policy_or_exit(path)
-    result = run(inventory, path, dry=dry, known_hosts=list(host_groups(inventory)),
+    load_policy_or_exit(path, as_json=as_json)
+    try:
+        hosts = list(host_groups(inventory))
+    except InventoryError as exc:
+        raise click.ClickException(str(exc)) from None
+    result = run(inventory, path, dry=dry, known_hosts=hosts,
                  deploy_file=DEPLOY_FILE, extra_env={"BAOMI_ACCOUNTS_DEPLOY": "1"})
-    print(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
+    if as_json:
+        print(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        print_apply(result, "baomi account apply")
     sys.exit(result.exit_code)

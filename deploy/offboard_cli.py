@@ -342,9 +342,12 @@ def purge(inventory: str, policy_path: str, names: list[str], limit: list[str], 
     for host in sorted(result.hosts):
         error = _error(result, host)
         if host not in plans:
-            events.append({"time": time, "action": "purge", "user": None, "host": host,
-                           "state": "unreachable", "error": error or "not reached",
-                           "dry": dry})
+            # A reached host writes a plan only when it holds frozen users: no plan and no
+            # error means nothing to purge there, not an unreachable host.
+            if error or host in result.failed:
+                events.append({"time": time, "action": "purge", "user": None, "host": host,
+                               "state": "unreachable", "error": error or "not reached",
+                               "dry": dry})
             continue
         for user, got in sorted(outcomes.get(host, {}).items()):
             archive = next((w.split(" to ", 1)[1].split(" (", 1)[0] for w in

@@ -236,6 +236,12 @@ def test_freeze_closes_every_door_and_purge_waits_for_the_due_date(
     actions = [json.loads(line) for line in ledger.read_text().splitlines()]
     assert {(a["action"], a["state"]) for a in actions if a["user"] == user} >= {
         ("freeze", "frozen"), ("purge", "waiting"), ("purge", "deleted")}
+    # The next daily run finds nothing frozen: reached hosts are not "unreachable".
+    again = baomi(state, "offboard", "--purge-due", "-i", str(olab.inventory), "--now",
+                  due.isoformat())
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "unreachable" not in again.stdout, again.stdout
+    assert "nothing frozen on these hosts" in again.stdout, again.stdout
 
 
 def test_unreachable_host_is_pending_then_frozen_on_the_next_run(
@@ -363,12 +369,13 @@ def test_accounts_only_from_approved_requests(olab: LabHandle, state: Path,
     assert "newhire\trequested by head.sales\tapproved by vp.ops" in \
         baomi(state, "account", "list").stdout
 
-    first = baomi(state, "account", "apply", "-i", str(olab.inventory))
+    first = baomi(state, "account", "apply", "-i", str(olab.inventory), "--json")
     assert first.returncode == 0, first.stdout + first.stderr
     assert json.loads(first.stdout)["hosts"]["srv1"]["controls"]["accounts"] == "changed"
     assert olab.ssh("srv1", "getent passwd newhire").returncode == 0
     assert olab.ssh("srv2", "getent passwd newhire").returncode == 2  # not requested there
-    again = json.loads(baomi(state, "account", "apply", "-i", str(olab.inventory)).stdout)
+    again = json.loads(baomi(state, "account", "apply", "-i", str(olab.inventory),
+                             "--json").stdout)
     assert again["hosts"]["srv1"]["controls"]["accounts"] == "unchanged"
 
     uid = olab.ssh("srv1", "useradd stray && id -u stray").stdout.strip()
