@@ -89,3 +89,9 @@ def apply() -> None:
                   marking=want.marking)
         modes(name=op_name(C, f"{p.path} modes ≤ {p.max_file_mode:04o}/{p.max_dir_mode:04o}"),
               want=p, marking=want.marking)
+        # setgid directories: files created later inherit the path's group instead of their
+        # creator's, so everyday work keeps the tree compliant (R-ACL).
+        shell_if(name=op_name(C, f"{p.path} new files inherit group {p.group}"),
+                 check=f"[ -z \"$(find {q} ! -type l -type d ! -perm -2000 -print -quit)\" ]",
+                 command=f"find {q} ! -type l -type d ! -perm -2000 -exec chmod g+s {{}} +",
+                 reason=f"every directory under {p.path} is setgid {p.group}")

@@ -60,16 +60,26 @@ def test_sensitive_paths_cycle(lab: LabHandle, tmp_path: Path) -> None:
     first = apply(lab, C, limit=hosts)
     assert outcomes(first, C) == {server: "changed", desktop: "changed"}
     assert check(lab, CHECK, hosts).returncode == 0
-    assert _stat(lab, server, conf.path) == f"{conf.max_dir_mode:o} {conf.owner}:{conf.group}"
-    assert _stat(lab, server, top.path) == f"{top.max_dir_mode:o} {top.owner}:{top.group}"
+    # Directories are setgid (2xxx): what is created later inherits the path's group.
+    assert _stat(lab, server, conf.path) == \
+        f"{0o2000 | conf.max_dir_mode:o} {conf.owner}:{conf.group}"
+    assert _stat(lab, server, top.path) == f"{0o2000 | top.max_dir_mode:o} {top.owner}:{top.group}"
     assert _mark(lab, server, top.path) == top.mark
     assert _mark(lab, desktop, shared.path) == shared.mark
 
     second = apply(lab, C, limit=hosts)
     assert outcomes(second, C) == {server: "unchanged", desktop: "unchanged"}
 
+    # Everyday work: root (or any member) files a record with a sane umask; the setgid
+    # directory gives it the path's group, so the tree stays compliant without an apply.
+    filed = f"{conf.path}/filed.txt"
+    assert lab.ssh(server, f"umask 027 && echo record > {shlex.quote(filed)}").returncode == 0
+    assert _stat(lab, server, filed) == f"640 {conf.owner}:{conf.group}"
+    assert check(lab, CHECK, [server]).returncode == 0
+
     # Users drop data with their usual umask 022, one file kept stricter on purpose; then an
-    # attacker opens things up: world-readable deep file, 0777 directory, foreign owner, no mark.
+    # attacker opens things up: world-readable deep file, 0777 directory (chmod keeps its
+    # setgid bit: 2777), foreign owner, no mark.
     deep = f"{conf.path}/2026/q3/acme/deep.txt"
     strict = f"{conf.path}/2026/strict.txt"
     other = f"{conf.path}/2026/q3/other.txt"
@@ -95,7 +105,7 @@ def test_sensitive_paths_cycle(lab: LabHandle, tmp_path: Path) -> None:
     assert f"{deep}: expected file mode at most {conf.max_file_mode:04o} ({conf.level}), " \
            "found 0644 (too open by 0004, world access)" in drifted.stdout
     assert f"{top.path}: expected directory mode at most {top.max_dir_mode:04o} ({top.level}), " \
-           f"found 0777 (too open by {0o777 & ~top.max_dir_mode:04o}, world access)" \
+           f"found 2777 (too open by {0o777 & ~top.max_dir_mode:04o}, world access)" \
         in drifted.stdout
     assert f"{other}: expected owner {conf.owner}:{conf.group}, found nobody:{conf.group}" \
         in drifted.stdout
@@ -105,7 +115,7 @@ def test_sensitive_paths_cycle(lab: LabHandle, tmp_path: Path) -> None:
     repaired = apply(lab, C, limit=[server])
     assert outcomes(repaired, C) == {server: "changed"}
     assert check(lab, CHECK, [server]).returncode == 0
-    assert _stat(lab, server, top.path) == f"{top.max_dir_mode:o} {top.owner}:{top.group}"
+    assert _stat(lab, server, top.path) == f"{0o2000 | top.max_dir_mode:o} {top.owner}:{top.group}"
     assert _stat(lab, server, other) == f"{conf.max_file_mode:o} {conf.owner}:{conf.group}"
 
     # A stricter policy (机密 files at most 0600) is a change; going back is not (a ceiling).
@@ -144,6 +154,9 @@ def test_sensitive_paths_scale_evidence_is_capped(lab: LabHandle) -> None:
                            "        p = f\"{d}/{i}/{j}.txt\"\n"
                            "        open(p, \"w\").write(\"x\")\n"
                            "        os.chmod(p, 0o644)\n"
+                           "        os.chown(p, 65534, 65534)\n"
+                           "    os.chown(f\"{d}/{i}\", 65534, 65534)\n"
+                           "os.chown(d, 65534, 65534)\n"
                            f"' {shlex.quote(bulk)}", timeout=120)
     assert made.returncode == 0, made.stderr
     started = time.monotonic()
@@ -154,7 +167,8 @@ def test_sensitive_paths_scale_evidence_is_capped(lab: LabHandle) -> None:
     assert f"{conf.path}: expected no entry looser than {conf.max_file_mode:04o}/" \
            f"{conf.max_dir_mode:04o}, found {5051 - core.EVIDENCE_CAP} more entries beyond " \
            f"the first {core.EVIDENCE_CAP} shown" in drifted.stdout
-    # Created by root, so owned root:root too: that list is capped the same way.
+    # Handed to nobody (setgid directories would give root's files the right group): that
+    # list is capped the same way.
     assert f"{conf.path}: expected no entry owned other than {conf.owner}:{conf.group}, found " \
            f"{5051 - core.EVIDENCE_CAP} more entries beyond the first {core.EVIDENCE_CAP} shown" \
         in drifted.stdout
