@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from lab.testing import LabHandle
-from tests.integration.controls import ROOT, apply, check, outcomes
+from tests.integration.controls import ROOT, apply, apply_raw, check, outcomes
 
 C = "screen_lock"
 HOSTS = ["ws1", "srv1"]
@@ -55,11 +56,19 @@ def test_screen_lock_cycle(lab: LabHandle, tmp_path: Path) -> None:
     # A policy change shows up as a change on the next apply, and in the check.
     stricter = tmp_path / "policy.yaml"
     stricter.write_text((ROOT / "policy.yaml").read_text(encoding="utf-8").replace(
-        "idle_seconds: 300", "idle_seconds: 120"), encoding="utf-8")
+        "idle_seconds: 300", "idle_seconds: 120").replace(
+        "shell_tmout_seconds: 900", "shell_tmout_seconds: 600"), encoding="utf-8")
     before = check(lab, "test_screen_lock", ["ws1"], policy=stricter)
     assert "dconf /org/gnome/desktop/session/idle-delay: expected uint32 120, found " \
            "'uint32 300'" in before.stdout
-    changed = apply(lab, C, limit=["ws1"], policy=stricter)
+    # --diff shows the change of each managed file as it is made.
+    diffed = apply_raw(lab, C, limit=["ws1"], policy=stricter, extra=("--diff",))
+    assert diffed.returncode == 0, diffed.stderr[-2000:]
+    assert "Will modify /etc/profile.d/baomi-tmout.sh" in diffed.stderr, diffed.stderr[-3000:]
+    assert "- TMOUT=900" in diffed.stderr and "+ TMOUT=600" in diffed.stderr
+    assert "- idle-delay=uint32 300" in diffed.stderr
+    assert "+ idle-delay=uint32 120" in diffed.stderr
+    changed = json.loads(diffed.stdout)
     assert outcomes(changed, C) == {"ws1": "changed"}
     assert check(lab, "test_screen_lock", ["ws1"], policy=stricter).returncode == 0
     apply(lab, C, limit=["ws1"])  # back to the default policy for other tests
