@@ -103,7 +103,9 @@ def observe_script(user: str = "nobody") -> str:
         "writable": "command -v gsettings >/dev/null && for sk in "
                     + " ".join(f"{schema}:{key}" for _, _, schema, key in _KEYS)
                     + f"; do printf '%s ' \"$sk\"; su -s /bin/sh {user} -c "
-                    "\"gsettings writable ${sk%%:*} ${sk#*:}\" 2>&1 | tail -n1; done",
+                    # dconf warns on stderr that nobody has no cache dir; only stdout answers.
+                    "\"gsettings writable ${sk%%:*} ${sk#*:} 2>/dev/null\" 2>/dev/null "
+                    "| tail -n1; echo; done",
     }
     return script(commands)
 
