@@ -47,8 +47,17 @@ def cat(path: str) -> str:
     return f"if [ -e {quoted} ]; then cat {quoted}; else exit 1; fi"
 
 
-def sections(output: str) -> dict[str, Section]:
-    found: dict[str, Section] = {}
+class Sections(dict[str, Section]):
+    """The sections of one run, by name."""
+
+    def text(self, name: str) -> str | None:
+        """The section's output when its command succeeded, else None (missing or failed)."""
+        s = self.get(name)
+        return s.out if s is not None and s.ok else None
+
+
+def sections(output: str) -> Sections:
+    found = Sections()
     for match in _SECTION.finditer(output):
         found[match["name"]] = Section(match["out"], int(match["rc"]))
     return found

@@ -229,9 +229,7 @@ def _json(text: str | None) -> dict[str, Any]:
 def parse(output: str) -> Observed:
     sec = sections(output)
 
-    def text(name: str) -> str | None:
-        s = sec.get(name)
-        return s.out if s is not None and s.ok else None
+    text = sec.text
 
     now_text = (text("now") or "0").strip()
     state = (sec["timer_state"].out.split() if "timer_state" in sec else []) + ["", ""]

@@ -336,9 +336,7 @@ def _export(text: str) -> dict[str, str]:
 def parse(output: str, want: Desired) -> Observed:
     sec = sections(output)
 
-    def ok(name: str) -> str | None:
-        s = sec.get(name)
-        return s.out if s is not None and s.ok else None
+    ok = sec.text
 
     lsblk = sec.get("lsblk")
     devices = parse_lsblk(lsblk.out) if lsblk is not None else {}

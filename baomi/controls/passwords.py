@@ -236,9 +236,7 @@ def _int(text: str) -> int | None:
 def parse(output: str) -> Observed:
     sec = sections(output)
 
-    def text(name: str) -> str | None:
-        s = sec.get(name)
-        return s.out if s is not None and s.ok else None
+    text = sec.text
 
     files: dict[str, str] = {}
     current: str | None = None

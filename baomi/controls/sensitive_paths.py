@@ -215,9 +215,7 @@ def parse(output: str) -> Observed:
     sec = sections(output)
     count = sum(1 for name in sec if name.startswith("root."))
 
-    def text(name: str) -> str | None:
-        s = sec.get(name)
-        return s.out if s is not None and s.ok else None
+    text = sec.text
 
     seen = []
     for n in range(count):

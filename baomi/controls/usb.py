@@ -250,9 +250,7 @@ class Observed:
 def parse(output: str) -> Observed:
     sec = sections(output)
 
-    def text(name: str) -> str | None:
-        s = sec.get(name)
-        return s.out if s is not None and s.ok else None
+    text = sec.text
 
     def raw(name: str) -> str:
         s = sec.get(name)
