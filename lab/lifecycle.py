@@ -191,7 +191,7 @@ def _start_one(paths: LabPaths, state: LabState, ph: PlannedHost, rec: HostRecor
                lower: Path | None, nspawn: Path | None, hosts_file: str) -> HostRecord:
     """Give one host its identity, start it, wait for its sshd; runs in a worker thread."""
     if ph.flavour == "vm":
-        return _start_vm(paths, state, rec)
+        return _start_vm(paths, state, rec, hosts_file)
     assert lower is not None and rec.netns is not None
     layout = hostlib.HostLayout(lower=lower, host_dir=paths.host_dir(ph.name))
     keys = hostlib.prepare_upper(layout, ph.name, paths.authorized_key(), hosts_file)
@@ -206,7 +206,7 @@ def _start_one(paths: LabPaths, state: LabState, ph: PlannedHost, rec: HostRecor
     return rec
 
 
-def _start_vm(paths: LabPaths, state: LabState, rec: HostRecord) -> HostRecord:
+def _start_vm(paths: LabPaths, state: LabState, rec: HostRecord, hosts_file: str) -> HostRecord:
     """Wire in the VM flavour from lab/vm.py (maintained separately), imported lazily."""
     try:
         from lab import vm as labvm  # type: ignore[attr-defined,unused-ignore]
@@ -220,7 +220,7 @@ def _start_vm(paths: LabPaths, state: LabState, rec: HostRecord) -> HostRecord:
     info = labvm.start_vm(image, name=rec.name, state_dir=vms_dir, bridge=state.bridge,
                           address=rec.address, prefixlen=net.PREFIXLEN,
                           authorized_key=paths.authorized_key(),
-                          tap=net.host_ifname(paths.name, rec.name))
+                          tap=net.host_ifname(paths.name, rec.name), etc_hosts=hosts_file)
     rec.pid = int(info.pid)
     rec.host_key = " ".join(str(info.host_key).split()[:2])
     rec.host_keys = [rec.host_key]

@@ -76,6 +76,13 @@ VM_PACKAGES: tuple[str, ...] = tuple(
             "procps",
             "kmod",
             "dmsetup",
+            # What the rest of the baseline needs on vm1 (a server; see lab/image.py):
+            "nftables",  # R-NET
+            "auditd",  # R-LOG: a real kernel, so the rules really load here
+            "libpam-pwquality",  # R-PWD
+            "cracklib-runtime",  # R-PWD: pam_pwquality's dictionary (a Recommends)
+            "usbguard",  # R-USB/R-DEV (no USB bus in the VM: rules only)
+            "restic",  # R-BAK
         }
     )
 )
@@ -389,6 +396,7 @@ def seed_archive(
     host_key_private: bytes,
     host_key_public: str,
     network: str,
+    etc_hosts: str | None = None,
 ) -> bytes:
     """The seed disk's content: a tar the guest extracts over / (owners and modes set here).
 
@@ -414,6 +422,8 @@ def seed_archive(
         add("etc/ssh/ssh_host_ed25519_key", host_key_private, 0o600)
         add("etc/ssh/ssh_host_ed25519_key.pub", host_key_public.strip().encode() + b"\n", 0o644)
         add("etc/systemd/network/10-baomi-lab.network", network.encode(), 0o644)
+        if etc_hosts is not None:  # the lab's other hosts by name (bak1 for R-BAK's SFTP)
+            add("etc/hosts", etc_hosts.encode(), 0o644)
     data = buf.getvalue()
     return data + b"\0" * (-len(data) % 512)
 
@@ -553,6 +563,7 @@ def start_vm(
     prefixlen: int,
     authorized_key: str,
     tap: str | None = None,
+    etc_hosts: str | None = None,
     memory_mb: int = 1024,
     data_disk_mb: int = 512,
     smp: int = 2,
@@ -601,6 +612,7 @@ def start_vm(
             host_key_private=key_path.read_bytes(),
             host_key_public=host_key,
             network=network_unit(mac, address, prefixlen),
+            etc_hosts=etc_hosts,
         )
         (vm_dir / "seed.tar").write_bytes(seed)
         key_path.unlink()  # the guest has it; the controller only needs the public half

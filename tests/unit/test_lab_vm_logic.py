@@ -50,7 +50,7 @@ def test_cache_key_ignores_order_and_duplicates_but_not_content() -> None:
     key = vm_cache_key(VM_PACKAGES)
     assert key == vm_cache_key(tuple(reversed(VM_PACKAGES)) + VM_PACKAGES[:2])
     assert len(key) == 16 and int(key, 16) >= 0
-    assert key != vm_cache_key((*VM_PACKAGES, "restic"))
+    assert key != vm_cache_key((*VM_PACKAGES, "extra-package-not-in-the-image"))
     assert key != vm_cache_key(VM_PACKAGES, suite="trixie")
 
 
@@ -216,3 +216,19 @@ def test_stop_vm_removes_only_its_own_files(tmp_path: Path) -> None:
     (vm_dir / "rootfs").mkdir()  # e.g. a container host's tree under the same name
     stop_vm(tmp_path, "web1")
     assert [p.name for p in vm_dir.iterdir()] == ["rootfs"]
+
+
+def test_seed_archive_carries_the_labs_hosts_file_only_when_given() -> None:
+    def seed(etc_hosts: str | None = None) -> bytes:
+        return seed_archive(hostname="vm1", machine_id="ab" * 16, authorized_key="k",
+                            host_key_private=b"P\n", host_key_public="ssh-ed25519 H",
+                            network="", etc_hosts=etc_hosts)
+
+    hosts = "127.0.0.1\tlocalhost\n10.0.0.11\tbak1\n"
+    with tarfile.open(fileobj=io.BytesIO(seed(hosts))) as tar:
+        member = tar.getmember("etc/hosts")
+        fh = tar.extractfile(member)
+        assert fh is not None and fh.read() == hosts.encode()
+        assert member.mode == 0o644
+    with tarfile.open(fileobj=io.BytesIO(seed())) as tar:
+        assert "etc/hosts" not in tar.getnames()
