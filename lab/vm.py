@@ -54,7 +54,7 @@ SUITE = "bookworm"
 VARIANT = "minbase"
 SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 # Bump when the build steps below change in a way the package list does not show.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 
 VM_PACKAGES: tuple[str, ...] = tuple(
     sorted(
@@ -162,7 +162,9 @@ _CUSTOMIZE_HOOKS: tuple[str, ...] = (
     # Masked: boot-time work that costs seconds under emulation and nothing to the lab.
     'chroot "$1" systemctl mask systemd-networkd-wait-online.service systemd-firstboot.service'
     " apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer"
-    " dpkg-db-backup.timer getty@tty1.service e2scrub_reap.service getty-static.service",
+    " dpkg-db-backup.timer getty@tty1.service e2scrub_reap.service getty-static.service"
+    # usbguard's D-Bus bridge (baomi manages usbguard.service, not this) costs ~1 s of boot.
+    " usbguard-dbus.service",
     'rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*_Packages',
 )
 
