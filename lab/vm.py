@@ -49,10 +49,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lab.errors import LabError
+from lab.image import SOURCES, SUITE, VARIANT  # one Debian release and mirror for the lab
 
-SUITE = "bookworm"
-VARIANT = "minbase"
-SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 # Bump when the build steps below change in a way the package list does not show.
 RECIPE_VERSION = 3
 
