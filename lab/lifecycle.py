@@ -122,7 +122,8 @@ def plan_hosts(existing: list[str], req: Request) -> list[PlannedHost]:
 def etc_hosts(state: LabState, extra: list[tuple[str, str]], own: str) -> str:
     """/etc/hosts for a new host: itself plus every lab host known at its start."""
     lines = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{own}", "::1\tlocalhost ip6-localhost"]
-    pairs = [(h.address, h.name) for h in state.hosts] + extra
+    # A host being started may already be in the state and in EXTRA: list each name once.
+    pairs = dict.fromkeys([(h.address, h.name) for h in state.hosts] + extra)
     lines += [f"{addr}\t{name}" for addr, name in pairs if name != own]
     return "\n".join(lines) + "\n"
 

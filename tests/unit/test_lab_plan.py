@@ -84,6 +84,16 @@ def test_etc_hosts_lists_other_hosts_not_itself_twice() -> None:
     assert "10.213.1.11" not in text
 
 
+def test_etc_hosts_names_each_host_once_when_state_and_new_hosts_overlap() -> None:
+    from lab.state import HostRecord
+
+    state = LabState(name="x", subnet="10.213.1.0/24", bridge="x-br", gateway="10.213.1.1")
+    state.hosts.append(HostRecord(name="bak1", flavour="plain", groups=["backup"],
+                                  address="10.213.1.14", pid=0))
+    text = etc_hosts(state, [("10.213.1.14", "bak1"), ("10.213.1.11", "srv1")], "srv1")
+    assert text.count("\tbak1\n") == 1, text
+
+
 def test_paths_follow_env(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
     monkeypatch.setenv("BAOMI_LAB_DIR", "/tmp/labs")
     paths = LabPaths.for_lab("demo")
