@@ -11,7 +11,6 @@ import json
 import os
 import sys
 import traceback
-from pathlib import Path
 from typing import Any
 
 import click
@@ -20,20 +19,10 @@ from rich.table import Table
 
 from baomi import __version__
 from baomi.clauses import CLAUSES
-from baomi.policy import Policy, PolicyError, load
+from baomi.policy import Policy, PolicyError, default_policy_path, load
 
 EXIT_POLICY = 2
 out = Console(highlight=False)
-
-
-def default_policy_path() -> str:
-    """``$BAOMI_POLICY``, else ``./policy.yaml``, else ``/etc/baomi/policy.yaml``."""
-    env = os.environ.get("BAOMI_POLICY")
-    if env:
-        return env
-    if Path("policy.yaml").exists():
-        return "policy.yaml"
-    return "/etc/baomi/policy.yaml"
 
 
 def load_policy_or_exit(path: str | None, *, as_json: bool = False) -> Policy:

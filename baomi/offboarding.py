@@ -209,8 +209,7 @@ def parse(user: str, output: str) -> Facts:
     s = sections(output)
 
     def out(name: str) -> str:
-        sec = s.get(name)
-        return sec.out if sec is not None and sec.ok else ""
+        return s.text(name) or ""
 
     account = None
     fields = out("passwd").strip().split(":")
@@ -520,8 +519,7 @@ def purge_steps(policy: Policy, record: dict[str, Any], facts: Facts, now: str) 
 
 def sections_out(output: str, name: str) -> str:
     """The output of one section of an observe script ('' when it failed or is missing)."""
-    sec = sections(output).get(name)
-    return sec.out if sec is not None and sec.ok else ""
+    return sections(output).text(name) or ""
 
 
 # --- verification (the check, later the agent) -----------------------------------------------

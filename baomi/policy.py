@@ -888,6 +888,19 @@ def load_text(content: str, source: str = "<policy>", *, today: dt.date | None =
     return policy
 
 
+def default_policy_path() -> str:
+    """Where every command looks without --policy: ``$BAOMI_POLICY``, else ``./policy.yaml``,
+    else ``/etc/baomi/policy.yaml``."""
+    import os
+
+    env = os.environ.get("BAOMI_POLICY")
+    if env:
+        return env
+    if Path("policy.yaml").exists():
+        return "policy.yaml"
+    return "/etc/baomi/policy.yaml"
+
+
 def load(path: str | Path, *, today: dt.date | None = None) -> Policy:
     """Read a policy file.  A missing or unreadable file is a :class:`PolicyError` too."""
     source = str(path)
@@ -927,4 +940,5 @@ def as_dict(obj: Any) -> Any:
     return obj
 
 
-__all__ = ["Policy", "PolicyError", "Problem", "as_dict", "convert_at", "load", "load_text"]
+__all__ = ["Policy", "PolicyError", "Problem", "as_dict", "convert_at", "default_policy_path",
+           "load", "load_text"]

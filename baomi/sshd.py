@@ -10,6 +10,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+# What a client meets: the effective configuration for a root login from loopback.
+SSHD_T = "sshd -T -C user=root,host=localhost,addr=127.0.0.1"
+
+
+def parse_effective(text: str) -> dict[str, str]:
+    """``sshd -T`` output → {lower-case keyword: value}; a keyword printed on several lines
+    (listenaddress, hostkey, ...) keeps all its values, comma-separated, in order."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.strip().partition(" ")
+        key, value = key.lower(), value.strip()
+        if key and value:
+            out[key] = f"{out[key]},{value}" if key in out else value
+    return out
+
+
 # sshd -T prints some values under older spellings.
 _SYNONYMS = {"prohibit-password": "without-password"}
 

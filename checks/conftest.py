@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from baomi.inventory import host_groups
-from baomi.policy import Policy, PolicyError, load
+from baomi.inventory import InventoryError, host_groups
+from baomi.policy import Policy, PolicyError, default_policy_path, load
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("baomi")
     group.addoption("--policy", default=None,
-                    help="policy file (default: $BAOMI_POLICY or ./policy.yaml)")
+                    help="policy file (default: as the baomi command finds it)")
     group.addoption("--inventory", default=None,
                     help="pyinfra inventory, for each host's groups (default: $BAOMI_INVENTORY)")
 
@@ -30,7 +30,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def policy(pytestconfig: pytest.Config) -> Policy:
-    path = pytestconfig.getoption("policy") or os.environ.get("BAOMI_POLICY") or "policy.yaml"
+    path = pytestconfig.getoption("policy") or default_policy_path()
     try:
         return load(path)
     except PolicyError as exc:
@@ -43,7 +43,10 @@ def inventory_groups(pytestconfig: pytest.Config) -> dict[str, set[str]]:
     if not path:
         pytest.exit("give --inventory (the pyinfra inventory) so checks know each host's groups",
                     returncode=2)
-    return host_groups(path)
+    try:
+        return host_groups(path)
+    except InventoryError as exc:
+        pytest.exit(str(exc), returncode=2)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ It lists snapshots but does not run `restic check` or a restore (that is the che
 from __future__ import annotations
 
 import json
-import runpy
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,19 +15,15 @@ from typing import Any
 import click
 
 from baomi.controls import backup as core
-from baomi.inventory import InventoryError, host_groups
+from baomi.inventory import InventoryError, host_groups, read
 
 
 def _hosts(inventory: str) -> list[tuple[str, dict[str, Any]]]:
     try:
-        module = runpy.run_path(inventory)
-    except (OSError, SyntaxError) as exc:
-        raise click.ClickException(f"inventory {inventory}: {exc}") from None
-    out = []
-    for item in module.get("all", []):
-        name, data = (item, {}) if isinstance(item, str) else (item[0], dict(item[1]))
-        out.append((name, data))
-    return out
+        hosts = read(inventory)
+    except InventoryError as exc:
+        raise click.ClickException(str(exc)) from None
+    return [(h.name, h.data) for h in hosts.values()]
 
 
 def _ssh(name: str, data: dict[str, Any], script: str) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ from pyinfra import host
 from pyinfra.api import FactBase, operation
 from pyinfra.operations import files
 
-from baomi.policy import Policy, PolicyError, load
+from baomi.policy import Policy, PolicyError, default_policy_path, load
 
 ALL_CONTROLS = ("screen_lock", "ssh", "firewall", "disk_encryption", "sensitive_paths",
                 "audit_rules", "passwords", "usb", "backup")
@@ -29,8 +29,8 @@ def _load(path: str) -> Policy:
 
 
 def policy() -> Policy:
-    """The policy named by data ``baomi_policy`` or $BAOMI_POLICY, else ./policy.yaml."""
-    path = host.data.get("baomi_policy") or os.environ.get("BAOMI_POLICY") or "policy.yaml"
+    """The policy named by host data ``baomi_policy``, else as every command finds it."""
+    path = host.data.get("baomi_policy") or default_policy_path()
     return _load(str(path))
 
 

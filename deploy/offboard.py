@@ -66,6 +66,11 @@ def refuse(reason: str):  # type: ignore[no-untyped-def]
     yield  # pragma: no cover  (makes this a generator, as pyinfra expects)
 
 
+def refused(user: str, reason: str) -> None:
+    """The host refuses this user (a clear error in the host's row; named in the ledger)."""
+    planned(refuse(name=name(user, "refused", reason), reason=reason), user, "refused", reason)
+
+
 @operation()
 def note(reason: str):  # type: ignore[no-untyped-def]
     """Nothing to do on this host; say why (shows as 'unchanged', named in the ledger)."""
@@ -95,14 +100,12 @@ def freeze() -> None:
     user = _env("USER")
     reason = core.refusal(pol, user, _connect_user())
     if reason:
-        planned(refuse(name=name(user, "refused", reason), reason=reason), user, "refused",
-                reason)
+        refused(user, reason)
         return
     facts = core.parse(user, host.get_fact(Observation, script=core.observe_script(user)))
     reason = core.host_refusal(pol, user, facts, _connect_user())
     if reason:
-        planned(refuse(name=name(user, "refused", reason), reason=reason), user, "refused",
-                reason)
+        refused(user, reason)
         return
     if facts.account is None:
         planned(note(name=name(user, "absent", "no such account on this host"),
@@ -132,8 +135,7 @@ def purge() -> None:
         facts = core.parse(user, host.get_fact(Observation, script=core.observe_script(user)))
         reason = core.host_refusal(pol, user, facts, _connect_user())
         if reason:
-            planned(refuse(name=name(user, "refused", reason), reason=reason), user, "refused",
-                reason)
+            refused(user, reason)
             continue
         execute(core.purge_steps(pol, record, facts, _env("TIME")))
         # The archive's name is in the step; the CLI records it with the deletion.

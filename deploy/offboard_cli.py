@@ -13,7 +13,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import runpy
 import sys
 import tempfile
 from datetime import UTC, date, datetime
@@ -23,6 +22,8 @@ from typing import Any
 import click
 
 from baomi import offboarding as core
+from baomi.inventory import InventoryError
+from baomi.inventory import read as read_inventory
 
 DEPLOY_FILE = Path(__file__).resolve().with_name("offboard.py")
 EXIT_REFUSED = 2
@@ -90,21 +91,10 @@ def fold(events: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
 def connect_users(inventory: str) -> dict[str, str | None]:
     """{host: the user the deploy connects as} from a pyinfra inventory (data only)."""
     try:
-        namespace = runpy.run_path(inventory)
-    except Exception as exc:  # an inventory is Python: any error in it is the user's to fix
-        raise click.ClickException(f"{inventory}: cannot load the inventory: "
-                                   f"{type(exc).__name__}: {exc}") from None
-    found: dict[str, str | None] = {}
-    for group, members in namespace.items():
-        if group.startswith("_") or not isinstance(members, (list, tuple)):
-            continue
-        for member in members:
-            if isinstance(member, tuple) and isinstance(member[0], str):
-                data = member[1] if len(member) > 1 and isinstance(member[1], dict) else {}
-                found[member[0]] = data.get("ssh_user") or found.get(member[0])
-            elif isinstance(member, str):
-                found.setdefault(member, None)
-    return found
+        hosts = read_inventory(inventory)
+    except InventoryError as exc:
+        raise click.ClickException(str(exc)) from None
+    return {name: h.data.get("ssh_user") for name, h in hosts.items()}
 
 
 def refuse(message: str) -> None:
@@ -212,14 +202,17 @@ def offboard(user: str | None, ticket: str | None, reason: str, effective: str |
     if status:
         show_status(user, as_json)
         return
-    from baomi.cli import default_policy_path, load_policy_or_exit
+    from baomi.cli import load_policy_or_exit
+    from baomi.policy import default_policy_path
 
     if not inventory:
         raise click.UsageError("give -i INVENTORY (the fleet to offboard on)")
     path = policy_path or default_policy_path()
     policy = load_policy_or_exit(path, as_json=as_json)
     hosts = connect_users(inventory)
-    names = [h for h in hosts if not limit or h in limit]
+    groups = read_inventory(inventory)  # readable: connect_users has just read it
+    # --limit takes host and group names, as pyinfra's does.
+    names = [h for h in hosts if not limit or h in limit or groups[h].groups & set(limit)]
     who = operator or os.environ.get("SUDO_USER") or getpass.getuser()
     if purge_due:
         if user:
@@ -263,7 +256,9 @@ def freeze(inventory: str, policy_path: str, names: list[str], limit: list[str],
            "BAOMI_OFFBOARD_TICKET": ticket, "BAOMI_OFFBOARD_REASON": reason,
            "BAOMI_OFFBOARD_OPERATOR": operator, "BAOMI_OFFBOARD_EFFECTIVE": day.isoformat(),
            "BAOMI_OFFBOARD_TIME": time}
-    targets = [h for h in names if not limit or h in limit] or names
+    # The catch-up of --purge-due passes the pending hosts as LIMIT; a user's --limit was
+    # already applied to NAMES (hosts and groups).
+    targets = [h for h in names if h in limit] or names
     result, plans = run_deploy(inventory, policy_path, env, dry=dry, limit=limit,
                                hosts=targets)
     outcomes = host_outcomes(result, plans, dry)

@@ -23,7 +23,11 @@ from lab.errors import LabError
 
 SUITE = "bookworm"
 VARIANT = "minbase"
-SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
+# The machine's own package sources: deb822 on cloud images, one-line sources.list where
+# Debian's installer wrote it (mmdebstrap reads either).
+SOURCES = next((p for p in (Path("/etc/apt/sources.list.d/debian.sources"),
+                            Path("/etc/apt/sources.list")) if p.exists() and p.stat().st_size),
+               Path("/etc/apt/sources.list.d/debian.sources"))
 # Bump when the build steps change in a way the package list does not show.
 RECIPE_VERSION = 1
 
@@ -111,7 +115,7 @@ def build_tarball(out: Path, packages: tuple[str, ...] = PACKAGES) -> None:
     if shutil.which("mmdebstrap") is None:
         raise LabError("mmdebstrap is not installed; run scripts/setup")
     if not SOURCES.exists():
-        raise LabError(f"no package sources at {SOURCES}")
+        raise LabError(f"no package sources at {SOURCES} (nor /etc/apt/sources.list)")
     tmp = out.with_name(out.name + ".part.tar.zst")
     cmd = [
         "mmdebstrap", "--quiet", f"--variant={VARIANT}",

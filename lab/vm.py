@@ -28,7 +28,6 @@ Shape of it:
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import itertools
@@ -43,13 +42,15 @@ import tarfile
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lab.errors import LabError
-from lab.image import SOURCES, SUITE, VARIANT  # one Debian release and mirror for the lab
+
+# One Debian release and mirror, and one build lock, for every lab image.
+from lab.image import SOURCES, SUITE, VARIANT, file_lock
 
 # Bump when the build steps below change in a way the package list does not show.
 RECIPE_VERSION = 3
@@ -221,18 +222,6 @@ def _require_root(what: str) -> None:
         raise VmError(f"{what} needs root (tap devices, mmdebstrap); run it with sudo")
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Serialise image builds across processes (parallel test workers, two CLIs)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def tail(path: Path, lines: int = 15) -> str:
     """The last lines of a (console) log, for error messages; empty if unreadable."""
     try:
@@ -322,7 +311,7 @@ def ensure_vm_image(cache_dir: Path, packages: Sequence[str] = VM_PACKAGES) -> V
     for tool in ("mmdebstrap", "mkfs.ext4"):
         if shutil.which(tool) is None:
             raise VmError(f"building the VM image: {tool} is not installed (run scripts/setup)")
-    with _locked(cache_dir / "vm-image.lock"):
+    with file_lock(cache_dir / "vm-image.lock"):
         if marker.exists():  # another process built it while we waited
             return image
         cache_dir.mkdir(parents=True, exist_ok=True)

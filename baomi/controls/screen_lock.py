@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from baomi.findings import Finding
 from baomi.observe import cat, script, sections
 from baomi.policy import Policy
-from baomi.sshd import SshdSettings
+from baomi.sshd import SSHD_T, SshdSettings, parse_effective
 
 CONTROL = "screen_lock"
 CLAUSES = ("R-LOCK",)
@@ -93,7 +93,7 @@ def observe_script(user: str = "nobody") -> str:
         "tmout_shell": "bash -lc 'echo \"TMOUT=$TMOUT\"; (TMOUT=0) 2>/dev/null "
                        "&& echo writable || echo readonly' 2>/dev/null",
         "sshd_dropin": cat(SSHD_DROPIN),
-        "sshd_T": "sshd -T -C user=root,host=localhost,addr=127.0.0.1 2>&1",
+        "sshd_T": f"{SSHD_T} 2>&1",
         "grub": f"if [ -d {GRUB_DIR} ]; then echo present; grep -E "
                 f"'^[[:space:]]*(set superusers|password_pbkdf2)' {GRUB_DIR}/grub.cfg; "
                 "else echo absent; fi",
@@ -154,7 +154,7 @@ def parse(output: str) -> Observed:
     effective: dict[str, str] = {}
     sshd_error = None
     if sshd_t is not None and sshd_t.ok:
-        effective = parse_sshd_t(sshd_t.out)
+        effective = parse_effective(sshd_t.out)
     elif sshd_t is not None:
         sshd_error = sshd_t.out.strip()[-300:] or f"sshd -T exited {sshd_t.rc}"
     grub = sec.get("grub")
@@ -176,26 +176,8 @@ def parse(output: str) -> Observed:
     )
 
 
-def parse_sshd_t(text: str) -> dict[str, str]:
-    """``sshd -T`` prints lower-case ``key value`` lines; later duplicates are kept as lists."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        key, _, value = line.strip().partition(" ")
-        if key and value:
-            out[key.lower()] = value.strip() if key.lower() not in out else (
-                out[key.lower()] + "," + value.strip())
-    return out
-
-
 def _finding(subject: str, expected: str, found: str, severity: str = "high") -> Finding:
     return Finding(CONTROL, CLAUSES, severity, subject, expected, found)
-
-
-def _shown(value: str | None) -> str:
-    if value is None:
-        return "missing"
-    first = value.strip().splitlines()
-    return repr(first[0] if len(first) == 1 else value.strip()[:120])
 
 
 def compare(want: Desired, seen: Observed) -> list[Finding]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from baomi.findings import Finding
 from baomi.observe import cat, script, sections
 from baomi.policy import Policy
-from baomi.sshd import SshdSettings
+from baomi.sshd import SSHD_T, SshdSettings, parse_effective
 
 CONTROL = "ssh"
 CLAUSES = ("R-TLS",)
@@ -29,7 +29,6 @@ SSHD_CONFIG = "/etc/ssh/sshd_config"
 SSHD_DIR = "/etc/ssh/sshd_config.d"
 DROPIN = f"{SSHD_DIR}/40-baomi-ssh.conf"
 # The effective config root meets when it logs in (Match blocks are evaluated for it).
-SSHD_T = "sshd -T -C user=root,host=localhost,addr=127.0.0.1"
 # A keyword-interactive login through PAM is a password prompt too.
 KEYWORDS = ("PasswordAuthentication", "KbdInteractiveAuthentication", "PermitRootLogin",
             "Ciphers", "MACs", "KexAlgorithms")
@@ -100,7 +99,7 @@ def parse(output: str) -> Observed:
     effective: dict[str, str] = {}
     sshd_error = None
     if sshd_t is not None and sshd_t.ok:
-        effective = parse_sshd_t(sshd_t.out)
+        effective = parse_effective(sshd_t.out)
     else:
         out = sshd_t.out.strip() if sshd_t is not None else ""
         sshd_error = out[-300:] or ("sshd -T did not run" if sshd_t is None
@@ -122,16 +121,6 @@ def parse(output: str) -> Observed:
         settings=tuple(settings),
         include_line=include_line,
     )
-
-
-def parse_sshd_t(text: str) -> dict[str, str]:
-    """``sshd -T`` prints lower-case ``key value`` lines."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        key, _, value = line.strip().partition(" ")
-        if key and value and key.lower() not in out:
-            out[key.lower()] = value.strip()
-    return out
 
 
 def overriding(seen: Observed, keyword: str) -> list[Setting]:

@@ -87,3 +87,11 @@ def test_main_file_lines_before_the_include_override() -> None:
         core.Setting(core.DROPIN, 3, "PermitRootLogin", "prohibit-password")))
     assert [(s.path, s.line) for s in core.overriding(seen, "permitrootlogin")] == \
         [("/etc/ssh/sshd_config", 3)]
+
+
+def test_effective_config_parser_is_shared_and_keeps_repeated_keywords() -> None:
+    from baomi.sshd import parse_effective
+
+    text = "Port 22\nlistenaddress [::]:22\nlistenaddress 0.0.0.0:22\nciphers a,b\n\n"
+    assert parse_effective(text) == {"port": "22", "listenaddress": "[::]:22,0.0.0.0:22",
+                                     "ciphers": "a,b"}
