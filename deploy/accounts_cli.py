@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import click
 
 from baomi.controls import accounts as core
+from baomi.records import RecordError, append_jsonl
 
 DEPLOY_FILE = Path(__file__).resolve().with_name("accounts.py")
 
@@ -42,10 +42,7 @@ def request_cmd(user: str, requester: str, approver: str, hosts: tuple[str, ...]
         click.echo(f"baomi account request: {'; '.join(found)}; nothing was recorded", err=True)
         sys.exit(2)
     path = core.requests_path()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(req.as_dict(), ensure_ascii=False, sort_keys=True) + "\n")
+    append_jsonl(path, [req.as_dict()])
     click.echo(f"recorded: {user} requested by {requester}, approved by {approver} "
                f"({', '.join(hosts) or 'all hosts'}) in {path}")
 
@@ -53,7 +50,11 @@ def request_cmd(user: str, requester: str, approver: str, hosts: tuple[str, ...]
 @account.command("list")
 def list_cmd() -> None:
     """The recorded requests."""
-    for r in core.load_requests():
+    try:
+        requests = core.load_requests()
+    except RecordError as exc:
+        raise click.ClickException(str(exc)) from None
+    for r in requests:
         click.echo(f"{r.user}\trequested by {r.requester}\tapproved by {r.approver}\t{r.time}"
                    f"\t{', '.join(r.hosts) or 'all hosts'}\t{r.ticket}")
 

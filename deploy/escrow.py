@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import json
 import os
 import uuid
 from dataclasses import dataclass
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
+
+from baomi.records import RecordError, append_jsonl, read_jsonl
 
 DEFAULT_DIR = "/var/lib/baomi/escrow"
 
@@ -79,14 +80,13 @@ class EscrowStore:
         mode = key_file.stat().st_mode & 0o777
         if mode & 0o077:
             raise EscrowError(f"{key_file} has mode {mode:04o}; it must be 0600 (chmod 0600)")
-        return Fernet(key_file.read_bytes().strip())
+        try:
+            return Fernet(key_file.read_bytes().strip())
+        except ValueError:
+            raise EscrowError(f"{key_file}: not an escrow key (a Fernet key)") from None
 
     def _append(self, path: Path, record: dict[str, Any]) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "a", encoding="utf-8") as out:
-            out.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
+        append_jsonl(path, [record])
 
     def put(self, kind: str, host: str, subject: str, secret: str,
             meta: dict[str, Any] | None = None) -> str:
@@ -99,16 +99,15 @@ class EscrowStore:
         return entry_id
 
     def _records(self) -> list[dict[str, Any]]:
-        if not self.entries_file.exists():
-            return []
-        records = []
-        for number, line in enumerate(self.entries_file.read_text("utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise EscrowError(f"{self.entries_file}:{number}: not a JSON record") from None
+        try:
+            records = read_jsonl(self.entries_file, strict=True)
+        except RecordError as exc:
+            raise EscrowError(str(exc)) from None
+        for number, record in enumerate(records, 1):
+            missing = {"id", "kind", "host", "subject", "created", "token"} - set(record)
+            if missing:
+                raise EscrowError(f"{self.entries_file}: record {number} lacks "
+                                  f"{', '.join(sorted(missing))}")
         return records
 
     def entries(self) -> list[dict[str, Any]]:
@@ -148,7 +147,7 @@ class EscrowStore:
         return self._open(record)
 
     def retrievals(self) -> list[dict[str, Any]]:
-        if not self.retrievals_file.exists():
-            return []
-        return [json.loads(line) for line in
-                self.retrievals_file.read_text("utf-8").splitlines() if line.strip()]
+        try:
+            return read_jsonl(self.retrievals_file, strict=True)
+        except RecordError as exc:
+            raise EscrowError(str(exc)) from None

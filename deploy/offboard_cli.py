@@ -24,13 +24,10 @@ import click
 from baomi import offboarding as core
 from baomi.inventory import InventoryError
 from baomi.inventory import read as read_inventory
+from baomi.records import RecordError, append_jsonl, read_jsonl, state_dir
 
 DEPLOY_FILE = Path(__file__).resolve().with_name("offboard.py")
 EXIT_REFUSED = 2
-
-
-def state_dir() -> Path:
-    return Path(os.environ.get("BAOMI_STATE_DIR") or "/var/lib/baomi")
 
 
 def ledger_path() -> Path:
@@ -39,27 +36,14 @@ def ledger_path() -> Path:
 
 def append(events: list[dict[str, Any]]) -> None:
     """Append events to the ledger (0600; the folder 0700); never rewrites a line."""
-    path = ledger_path()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "a", encoding="utf-8") as handle:
-        for event in events:
-            handle.write(json.dumps(event, ensure_ascii=False, sort_keys=True) + "\n")
+    append_jsonl(ledger_path(), events)
 
 
 def read_ledger() -> list[dict[str, Any]]:
-    path = ledger_path()
-    if not path.exists():
-        return []
-    events = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(item, dict):
-            events.append(item)
-    return events
+    try:
+        return read_jsonl(ledger_path())
+    except RecordError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def fold(events: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -67,7 +51,8 @@ def fold(events: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     table: dict[str, dict[str, dict[str, Any]]] = {}
     for event in events:
         user, host, state = event.get("user"), event.get("host"), event.get("state")
-        if not user or not host or not state or event.get("dry"):
+        if not user or not host or not state or event.get("dry") \
+                or not isinstance(event.get("time"), str):
             continue
         row = table.setdefault(user, {}).setdefault(host, {})
         if state == "frozen" and row.get("state") == "frozen":

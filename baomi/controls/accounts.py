@@ -14,7 +14,6 @@ True
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from baomi.findings import Finding
 from baomi.observe import script, sections
 from baomi.offboarding import RETIRED_PREFIX, valid_name
 from baomi.policy import Policy
+from baomi.records import RecordError, state_dir
 
 CONTROL = "accounts"
 CLAUSES = ("R-PRV",)
@@ -64,8 +64,7 @@ def covers(request: Request, host: str) -> bool:
 
 
 def requests_path() -> Path:
-    return Path(os.environ.get("BAOMI_STATE_DIR") or "/var/lib/baomi") / "accounts" / \
-        "requests.jsonl"
+    return state_dir() / "accounts" / "requests.jsonl"
 
 
 def parse_requests(text: str) -> list[Request]:
@@ -84,7 +83,12 @@ def parse_requests(text: str) -> list[Request]:
 
 def load_requests(path: Path | None = None) -> list[Request]:
     path = path or requests_path()
-    return parse_requests(path.read_text(encoding="utf-8")) if path.exists() else []
+    if not path.exists():
+        return []
+    try:
+        return parse_requests(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{path}: cannot read the account requests: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -344,6 +344,17 @@ def test_refusals(olab: LabHandle, state: Path, tmp_path: Path) -> None:
                            "/var/lib/baomi/offboarding/daemon.json").returncode != 0
 
 
+def test_limit_takes_groups_as_well_as_hosts(olab: LabHandle, state: Path) -> None:
+    servers = sorted(olab.group("servers"))
+    assert servers, olab.names
+    dry = baomi(state, "offboard", "nobody-here", "--ticket", "HR-1", "-i", str(olab.inventory),
+                "--limit", "servers", "--dry", "--json")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    report = json.loads(dry.stdout)
+    assert sorted(report["hosts"]) == servers
+    assert {h["state"] for h in report["hosts"].values()} == {"absent"}
+
+
 def test_policy_explain_shows_offboarding_served() -> None:
     result = subprocess.run([sys.executable, "-m", "baomi", "policy", "explain", "--json"],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -1,0 +1,56 @@
+"""The controller's record files: append-only 0600 JSON lines, damaged files named clearly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from baomi.records import RecordError, append_jsonl, read_jsonl
+from deploy.escrow import EscrowError, EscrowStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_append_and_read(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "log.jsonl"
+    append_jsonl(path, [{"a": 1}, {"b": "秘密"}])
+    append_jsonl(path, [{"c": 3}])
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert read_jsonl(path) == [{"a": 1}, {"b": "秘密"}, {"c": 3}]
+    with path.open("a") as out:
+        out.write("[1, 2]\nnot json\n")
+    assert read_jsonl(path) == [{"a": 1}, {"b": "秘密"}, {"c": 3}]
+    with pytest.raises(RecordError, match=r"log.jsonl:4: not a JSON record"):
+        read_jsonl(path, strict=True)
+    path.write_bytes(b'{"a": "\xff"}\n')
+    with pytest.raises(RecordError, match="cannot read the records"):
+        read_jsonl(path)
+
+
+def test_damaged_escrow_files_are_named(tmp_path: Path) -> None:
+    store = EscrowStore(tmp_path / "escrow")
+    store.put("luks-recovery", "vm1", "/dev/vdb", "s")
+    with (tmp_path / "escrow" / "entries.jsonl").open("a") as out:
+        out.write(json.dumps({"id": "x", "kind": "luks-recovery"}) + "\n")
+    with pytest.raises(EscrowError, match="record 2 lacks created, host, subject, token"):
+        store.entries()
+    (tmp_path / "escrow" / "escrow.key").write_bytes(b"short")
+    with pytest.raises(EscrowError, match="not an escrow key"):
+        store.put("luks-recovery", "vm2", "/dev/vdb", "t")
+
+
+def test_unreadable_ledger_is_a_clear_line(tmp_path: Path) -> None:
+    ledger = tmp_path / "offboarding" / "ledger.jsonl"
+    ledger.parent.mkdir()
+    ledger.write_bytes(b'{"user": "\xff"}\n')
+    result = subprocess.run([sys.executable, "-m", "baomi", "offboard", "--status"], cwd=ROOT,
+                            env={"BAOMI_STATE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{ledger}: cannot read the records" in result.stderr
+    assert "internal error" not in result.stderr
