@@ -6,8 +6,8 @@ Pure functions only: ``desired`` (policy + host groups + host name → files and
 and ``compare`` (→ findings, each tagged with the part of R-BAK it serves: ``setup``,
 ``schedule``, ``freshness``, ``continuity``, ``repository``, ``restore``).
 
-The job itself is ``backup_helper.py`` (installed as HELPER_PATH); the check runs the same text
-with ``python3 -c``, so a tampered installed copy cannot vouch for itself.
+The job itself is ``baomi/hostside/backup_job.py`` (installed as HELPER_PATH); the check runs
+the same text with ``python3 -c``, so a tampered installed copy cannot vouch for itself.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ CRON_FILE = "/etc/cron.d/baomi-backup"
 ESCROW_KIND = "restic-password"
 CHECKS = ("setup", "schedule", "freshness", "continuity", "repository", "restore")
 
-HELPER = (Path(__file__).with_name("backup_helper.py")).read_text(encoding="utf-8")
+HELPER = (Path(__file__).parents[1] / "hostside" / "backup_job.py").read_text(encoding="utf-8")
 _CRON_DAYS = {"Sun": 0, "Mon": 1, "Tue": 2, "Wed": 3, "Thu": 4, "Fri": 5, "Sat": 6}
 
 
