@@ -143,9 +143,9 @@ def policy_explain(file: str | None, as_json: bool) -> None:
 def apply_cmd(inventory: str, policy_path: str | None, dry: bool, diff: bool,
               limit: tuple[str, ...], only: tuple[str, ...], as_json: bool) -> None:
     """Apply the baseline (every control of the policy) to the inventory's hosts."""
+    from baomi.deploy.common import ALL_CONTROLS
+    from baomi.deploy.runner import run
     from baomi.inventory import InventoryError, host_groups
-    from deploy.common import ALL_CONTROLS
-    from deploy.runner import run
 
     path = policy_path or default_policy_path()
     load_policy_or_exit(path, as_json=as_json)
@@ -208,19 +208,19 @@ def print_apply(result: Any, title: str) -> None:
 
 def _register_admin_groups() -> None:
     # The lab is the administrator's tooling; it needs only the stdlib and click.
-    from lab.cli import lab
+    from baomi.lab.cli import lab
 
     main.add_command(lab)
-    from deploy.offboard_cli import offboard
+    from baomi.deploy.offboard_cli import offboard
 
     main.add_command(offboard)
-    from deploy.accounts_cli import account
+    from baomi.deploy.accounts_cli import account
 
     main.add_command(account)
-    from deploy.backup_cli import backup
+    from baomi.deploy.backup_cli import backup
 
     main.add_command(backup)
-    from deploy.escrow_cli import escrow
+    from baomi.deploy.escrow_cli import escrow
 
     main.add_command(escrow)
 

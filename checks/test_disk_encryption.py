@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from baomi.checks.conftest import observe
 from baomi.controls import disk_encryption as core
 from baomi.findings import report
 from baomi.policy import Policy
-from checks.conftest import observe
 
 
 def _seen(host: Any, want: core.Desired) -> core.Observed:

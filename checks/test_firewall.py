@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
+from baomi.checks.conftest import observe
 from baomi.controls import firewall as core
 from baomi.findings import report
 from baomi.policy import Policy
-from checks.conftest import observe
 
 
 @pytest.mark.clause("R-SEC")

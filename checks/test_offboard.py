@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from baomi import offboarding as core
+from baomi.checks.conftest import observe
 from baomi.findings import report
-from checks.conftest import observe
 
 
 @pytest.mark.clause("R-OFF")

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from baomi.checks.conftest import observe
 from baomi.controls import passwords as core
 from baomi.findings import report
 from baomi.policy import Policy
-from checks.conftest import observe
 
 
 @pytest.mark.clause("R-PWD")

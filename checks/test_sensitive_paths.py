@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
+from baomi.checks.conftest import observe
 from baomi.controls import sensitive_paths as core
 from baomi.findings import Finding, report
 from baomi.policy import Policy
-from checks.conftest import observe
 
 
 def _findings(host: Any, policy: Policy, groups: set[str]) -> list[Finding]:

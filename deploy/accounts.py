@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pyinfra import host
 
 from baomi.controls import accounts as core
-from deploy.common import op_name, policy, shell_if
+from baomi.deploy.common import op_name, policy, shell_if
 
 C = core.CONTROL
 

@@ -67,9 +67,9 @@ def list_cmd() -> None:
 def apply_cmd(inventory: str, policy_path: str | None, dry: bool, as_json: bool) -> None:
     """Create the accounts that a recorded request covers (and no other)."""
     from baomi.cli import load_policy_or_exit, print_apply
+    from baomi.deploy.runner import run
     from baomi.inventory import InventoryError, host_groups
     from baomi.policy import default_policy_path
-    from deploy.runner import run
 
     path = policy_path or default_policy_path()
     load_policy_or_exit(path, as_json=as_json)

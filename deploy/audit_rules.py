@@ -9,7 +9,7 @@ from pyinfra.api import operation
 from pyinfra.operations import files
 
 from baomi.controls import audit_rules as core
-from deploy.common import Observation, groups, op_name, policy, put_text
+from baomi.deploy.common import Observation, groups, op_name, policy, put_text
 
 C = core.CONTROL
 

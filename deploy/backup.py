@@ -27,8 +27,8 @@ from pyinfra.api.host import Host
 from pyinfra.operations import files
 
 from baomi.controls import backup as core
-from deploy.common import CommandSucceeds, groups, op_name, policy, put_text, shell_if
-from deploy.escrow import EscrowStore
+from baomi.deploy.common import CommandSucceeds, groups, op_name, policy, put_text, shell_if
+from baomi.deploy.escrow import EscrowStore
 
 C = core.CONTROL
 _CLIENT_KEYS: dict[str, dict[str, str]] = {}  # backup host → {client: "type key"}

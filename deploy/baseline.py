@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyinfra import host
 
-from deploy.common import ALL_CONTROLS, policy, selected
+from baomi.deploy.common import ALL_CONTROLS, policy, selected
 
 policy()  # a bad policy stops here, before any operation is added
 # pyinfra identifies an operation by the line numbers of its call stack, not the file names:

@@ -23,8 +23,8 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, OperationError, operation
 
 from baomi.controls import disk_encryption as core
-from deploy.common import Observation, groups, op_name, policy
-from deploy.escrow import EscrowError, EscrowStore
+from baomi.deploy.common import Observation, groups, op_name, policy
+from baomi.deploy.escrow import EscrowError, EscrowStore
 
 C = core.CONTROL
 

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from deploy.escrow import EscrowStore
+    from baomi.deploy.escrow import EscrowStore
 
 LUKS_RECOVERY = "luks-recovery"
 
 
 def _store() -> EscrowStore:
     # Imported here: the store needs `cryptography` (baomi[admin]); `baomi --help` must not.
-    from deploy.escrow import EscrowStore
+    from baomi.deploy.escrow import EscrowStore
 
     return EscrowStore.default()
 
@@ -36,7 +36,7 @@ def escrow() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def escrow_list(as_json: bool) -> None:
     """Every escrowed entry (host, device, kind, date, LUKS UUID), without secrets."""
-    from deploy.escrow import EscrowError
+    from baomi.deploy.escrow import EscrowError
 
     store = _store()
     try:
@@ -67,7 +67,7 @@ def escrow_show(host: str, device: str, reason: str, kind: str, as_json: bool) -
     """Print the latest secret escrowed for HOST and DEVICE (records the retrieval first)."""
     if not reason.strip():
         raise click.BadParameter("give a reason; it is recorded", param_hint="--reason")
-    from deploy.escrow import EscrowError
+    from baomi.deploy.escrow import EscrowError
 
     store = _store()
     try:

@@ -9,7 +9,7 @@ from pyinfra import host
 from pyinfra.api import OperationError, operation
 
 from baomi.controls import firewall as core
-from deploy.common import Observation, groups, op_name, policy
+from baomi.deploy.common import Observation, groups, op_name, policy
 
 C = core.CONTROL
 

@@ -28,7 +28,7 @@ from pyinfra import host
 from pyinfra.api import OperationError, operation
 
 from baomi import offboarding as core
-from deploy.common import CommandSucceeds, Observation, policy
+from baomi.deploy.common import CommandSucceeds, Observation, policy
 
 C = core.CONTROL
 

@@ -102,7 +102,7 @@ def _date(value: str, option: str) -> date:
 def run_deploy(inventory: str, policy_path: str, env: dict[str, str], *, dry: bool,
                limit: list[str], hosts: list[str]) -> tuple[Any, dict[str, list[dict[str, Any]]]]:
     """Run deploy/offboard.py; return the runner's result and each host's planned steps."""
-    from deploy.runner import run
+    from baomi.deploy.runner import run
 
     with tempfile.TemporaryDirectory(prefix="baomi-offboard-") as folder:
         result = run(inventory, policy_path, dry=dry, limit=limit, known_hosts=hosts,

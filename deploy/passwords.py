@@ -8,7 +8,7 @@ from pyinfra.api import OperationError, operation
 from pyinfra.operations import apt
 
 from baomi.controls import passwords as core
-from deploy.common import Observation, groups, op_name, policy, put_text
+from baomi.deploy.common import Observation, groups, op_name, policy, put_text
 
 C = core.CONTROL
 

@@ -8,8 +8,8 @@ from pyinfra import host
 from pyinfra.api import OperationError, operation
 
 from baomi.controls import screen_lock as core
+from baomi.deploy.common import Observation, groups, install_file_script, op_name, policy, put_text
 from baomi.sshd import install_dropin_script
-from deploy.common import Observation, groups, install_file_script, op_name, policy, put_text
 
 C = core.CONTROL
 

@@ -13,7 +13,7 @@ from pyinfra import host
 from pyinfra.api import operation
 
 from baomi.controls import sensitive_paths as core
-from deploy.common import Observation, groups, op_name, policy, shell_if
+from baomi.deploy.common import Observation, groups, op_name, policy, shell_if
 
 C = core.CONTROL
 

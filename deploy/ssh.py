@@ -6,8 +6,8 @@ from pyinfra import host
 from pyinfra.api import operation
 
 from baomi.controls import ssh as core
+from baomi.deploy.common import Observation, groups, op_name, policy
 from baomi.sshd import install_dropin_script
-from deploy.common import Observation, groups, op_name, policy
 
 C = core.CONTROL
 

@@ -11,7 +11,7 @@ from pyinfra.operations import apt, files
 from pyinfra.operations.util import any_changed
 
 from baomi.controls import usb as core
-from deploy.common import Observation, groups, install_file_script, op_name, policy, put_text
+from baomi.deploy.common import Observation, groups, install_file_script, op_name, policy, put_text
 
 C = core.CONTROL
 

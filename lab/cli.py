@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import click
 
-from lab.errors import LabError, NotRootError
-from lab.state import default_lab_name
+from baomi.lab.errors import LabError, NotRootError
+from baomi.lab.state import default_lab_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -85,8 +85,8 @@ def up(name: str, servers: int, systemd_servers: int, workstations: int,
       baomi lab up --servers 2 --systemd-servers 1 --workstations 1 --backup 1
       baomi lab up --name t1 --servers 3 --vm
     """
-    from lab.lifecycle import Request
-    from lab.lifecycle import up as lab_up
+    from baomi.lab.lifecycle import Request
+    from baomi.lab.lifecycle import up as lab_up
 
     req = Request(servers=servers, workstations=workstations, backup=backup,
                   systemd_servers=systemd_servers,
@@ -108,7 +108,7 @@ def up(name: str, servers: int, systemd_servers: int, workstations: int,
 @_one_line_errors
 def status(name: str, as_json: bool) -> None:
     """Show each host (groups, flavour, address) and whether its sshd answers."""
-    from lab.lifecycle import status as lab_status
+    from baomi.lab.lifecycle import status as lab_status
 
     st = lab_status(name)
     if as_json:
@@ -141,7 +141,7 @@ def down(name: str) -> None:
 
     Idempotent; also clears what a crashed run left (anything with the lab's prefix).
     """
-    from lab.lifecycle import down as lab_down
+    from baomi.lab.lifecycle import down as lab_down
 
     res = lab_down(name, log=_log)
     click.echo(f"lab {name}: down in {res.seconds:.1f}s"

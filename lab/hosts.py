@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.errors import LabError
+from baomi.lab.errors import LabError
 
 # A minimal, predictable environment for everything run inside a host.
 HOST_ENV = {

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.errors import LabError
+from baomi.lab.errors import LabError
 
 SUITE = "bookworm"
 VARIANT = "minbase"

@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from lab import hosts as hostlib
-from lab import net, render
-from lab.errors import LabError
-from lab.image import ensure_image, file_lock
-from lab.state import (
+from baomi.lab import hosts as hostlib
+from baomi.lab import net, render
+from baomi.lab.errors import LabError
+from baomi.lab.image import ensure_image, file_lock
+from baomi.lab.state import (
     HostRecord,
     LabPaths,
     LabState,
@@ -210,7 +210,7 @@ def _start_one(paths: LabPaths, state: LabState, ph: PlannedHost, rec: HostRecor
 def _start_vm(paths: LabPaths, state: LabState, rec: HostRecord, hosts_file: str) -> HostRecord:
     """Wire in the VM flavour from lab/vm.py (maintained separately), imported lazily."""
     try:
-        from lab import vm as labvm  # type: ignore[attr-defined,unused-ignore]
+        from baomi.lab import vm as labvm  # type: ignore[attr-defined,unused-ignore]
     except ImportError as exc:
         raise LabError(f"--vm needs lab/vm.py, which is not available: {exc}") from exc
     image = labvm.ensure_vm_image(cache_dir())
@@ -373,7 +373,7 @@ def _stop_host(paths: LabPaths, rec: HostRecord) -> None:
                 hostlib.remove_cgroup_tree(cg)
     elif rec.flavour == "vm":
         try:
-            from lab import vm as labvm  # type: ignore[attr-defined,unused-ignore]
+            from baomi.lab import vm as labvm  # type: ignore[attr-defined,unused-ignore]
 
             labvm.stop_vm(paths.host_dir(rec.name).parent, rec.name)
         except ImportError:
@@ -479,7 +479,7 @@ def _clear_vms(paths: LabPaths) -> list[str]:
     """VMs lab/vm.py still knows under the lab's hosts dir (its own crash sweep)."""
     hosts_dir = paths.state_dir / "hosts"
     try:
-        from lab import vm as labvm  # type: ignore[attr-defined,unused-ignore]
+        from baomi.lab import vm as labvm  # type: ignore[attr-defined,unused-ignore]
     except ImportError:
         return []
     return [f"vm {n}" for n in labvm.cleanup_vms(hosts_dir)] if hosts_dir.is_dir() else []

@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from lab.errors import LabError
+from baomi.lab.errors import LabError
 
 NET_PREFIX = "10.213"
 PREFIXLEN = 24

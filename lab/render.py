@@ -7,7 +7,7 @@ tests should never trust on first use.
 
 from __future__ import annotations
 
-from lab.state import LabPaths, LabState
+from baomi.lab.state import LabPaths, LabState
 
 ROLE_GROUPS = ("servers", "workstations", "backup", "vm")
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.errors import LabError, NotRootError
+from baomi.lab.errors import LabError, NotRootError
 
 DEFAULT_LAB = "baomi"
 DEFAULT_BASE = Path("/var/lib/baomi-lab")

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import lifecycle
-from lab.state import HostRecord, LabPaths
+from baomi.lab import lifecycle
+from baomi.lab.state import HostRecord, LabPaths
 
 
 @dataclass(frozen=True)

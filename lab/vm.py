@@ -47,10 +47,10 @@ from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lab.errors import LabError
+from baomi.lab.errors import LabError
 
 # One Debian release and mirror, and one build lock, for every lab image.
-from lab.image import SOURCES, SUITE, VARIANT, file_lock
+from baomi.lab.image import SOURCES, SUITE, VARIANT, file_lock
 
 # Bump when the build steps below change in a way the package list does not show.
 RECIPE_VERSION = 3

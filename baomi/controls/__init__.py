@@ -27,10 +27,10 @@ class Control:
     module: str
 
     def deploy_module(self) -> str | None:
-        return _existing(f"deploy.{self.module}")
+        return _existing(f"baomi.deploy.{self.module}")
 
     def check_module(self) -> str | None:
-        return _existing(f"checks.test_{self.module}")
+        return _existing(f"baomi.checks.test_{self.module}")
 
     def agent_rules(self) -> tuple[str, ...]:
         """Agent rules watching this control, from the agent's own registry when installed."""

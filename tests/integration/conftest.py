@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.lifecycle import Request
-from lab.testing import LabHandle, running_lab
+from baomi.lab.lifecycle import Request
+from baomi.lab.testing import LabHandle, running_lab
 
 HERE = Path(__file__).parent
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from lab.testing import LabHandle
+from baomi.lab.testing import LabHandle
 
 ROOT = Path(__file__).resolve().parents[2]
 BAOMI = [sys.executable, "-m", "baomi"]

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from deploy.common import ALL_CONTROLS
-from lab.lifecycle import Request
-from lab.testing import LabHandle, running_lab
+from baomi.deploy.common import ALL_CONTROLS
+from baomi.lab.lifecycle import Request
+from baomi.lab.testing import LabHandle, running_lab
 from tests.integration.controls import ROOT, apply, apply_raw, check
 
 FLEET = Request(servers=2, workstations=1)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from baomi.controls import audit_rules as core
+from baomi.lab.testing import LabHandle
 from baomi.policy import load
-from lab.testing import LabHandle
 from tests.integration.controls import ROOT, apply, apply_raw, check, outcomes
 
 C = "audit_rules"

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 import pytest
 
 from baomi.controls import backup as core
+from baomi.deploy.escrow import EscrowStore
+from baomi.lab.lifecycle import Request
+from baomi.lab.testing import LabHandle, running_lab
 from baomi.policy import load
-from deploy.escrow import EscrowStore
-from lab.lifecycle import Request
-from lab.testing import LabHandle, running_lab
 from tests.integration.controls import BAOMI, ROOT, apply, check, outcomes
 
 CLIENTS = ["srv1", "srv2"]

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from deploy.escrow import EscrowStore
-from lab.lifecycle import Request
-from lab.testing import LabHandle, running_lab
+from baomi.deploy.escrow import EscrowStore
+from baomi.lab.lifecycle import Request
+from baomi.lab.testing import LabHandle, running_lab
 from tests.integration.controls import BAOMI, ROOT, apply, apply_raw, check, outcomes
 
 C = "disk_encryption"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from lab.testing import LabHandle
+from baomi.lab.testing import LabHandle
 from tests.integration.controls import ROOT, apply, check, outcomes
 
 C = "firewall"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import net
-from lab.hosts import CGROUP_GROUP, cgroup_hierarchies, pid_alive
-from lab.state import LabPaths
+from baomi.lab import net
+from baomi.lab.hosts import CGROUP_GROUP, cgroup_hierarchies, pid_alive
+from baomi.lab.state import LabPaths
 
 BAOMI = str(Path(sys.executable).parent / "baomi")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.testing import LabHandle
+from baomi.lab.testing import LabHandle
 
 DATA = Path(__file__).parent / "data"
 VENV_BIN = Path(sys.executable).parent

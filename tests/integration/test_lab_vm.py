@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.vm import (
+from baomi.lab.vm import (
     VmError,
     VmInfo,
     cleanup_vms,

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from baomi.lab.lifecycle import Request
+from baomi.lab.testing import LabHandle, running_lab
 from baomi.offboarding import due_date
-from lab.lifecycle import Request
-from lab.testing import LabHandle, running_lab
 from tests.integration.controls import ROOT, check
 
 HOSTS = ["srv1", "srv2"]  # srv1 plain, srv2 systemd

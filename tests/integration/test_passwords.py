@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.testing import LabHandle
+from baomi.lab.testing import LabHandle
 from tests.integration.controls import ROOT, apply, apply_raw, check, outcomes
 
 C = "passwords"

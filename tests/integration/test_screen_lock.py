@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lab.testing import LabHandle
+from baomi.lab.testing import LabHandle
 from tests.integration.controls import ROOT, apply, apply_raw, check, outcomes
 
 C = "screen_lock"

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from baomi.controls import sensitive_paths as core
+from baomi.lab.testing import LabHandle
 from baomi.policy import load
-from lab.testing import LabHandle
 from tests.integration.controls import ROOT, apply, check, outcomes
 
 C = "sensitive_paths"

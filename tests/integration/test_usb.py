@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from baomi.controls import usb as core
+from baomi.lab.testing import LabHandle
 from baomi.policy import Policy, load
-from lab.testing import LabHandle
 from tests.integration.controls import ROOT, apply, check, outcomes
 
 C = "usb"

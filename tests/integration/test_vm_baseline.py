@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from deploy.common import ALL_CONTROLS
-from lab.lifecycle import Request
-from lab.testing import LabHandle, running_lab
+from baomi.deploy.common import ALL_CONTROLS
+from baomi.lab.lifecycle import Request
+from baomi.lab.testing import LabHandle, running_lab
 from tests.integration.controls import ROOT, apply
 
 DEVICE = "/dev/disk/by-id/virtio-baomi-data"

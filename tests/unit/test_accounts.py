@@ -58,5 +58,5 @@ def test_parse_and_compare_on_a_lab_host() -> None:
 def test_policy_explain_shows_r_prv_served() -> None:
     row = next(r for r in explain(POLICY) if r["clause"] == "R-PRV")
     assert row["enforced"] and row["verified"]
-    assert row["controls"][0]["deploy"] == "deploy.accounts"
-    assert row["controls"][0]["check"] == "checks.test_accounts"
+    assert row["controls"][0]["deploy"] == "baomi.deploy.accounts"
+    assert row["controls"][0]["check"] == "baomi.checks.test_accounts"

@@ -219,7 +219,7 @@ def test_lsblk_chain_through_lvm_on_luks_and_btrfs_subvolume() -> None:
 
 
 def test_format_script_carries_no_secret_and_removes_the_recovery_file() -> None:
-    from deploy.disk_encryption import recovery_passphrase
+    from baomi.deploy.disk_encryption import recovery_passphrase
 
     want = vm_want()
     v = want.volumes[0]
@@ -258,7 +258,7 @@ def test_table_lines() -> None:
 def test_escrow_cli_show_records_the_retrieval_list_shows_no_secret(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from baomi.cli import main
-    from deploy.escrow import EscrowStore
+    from baomi.deploy.escrow import EscrowStore
 
     monkeypatch.setenv("BAOMI_ESCROW_DIR", str(tmp_path / "escrow"))
     monkeypatch.setenv("USER", "auditor")

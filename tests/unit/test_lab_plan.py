@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from lab import net
-from lab.errors import LabError
-from lab.lifecycle import DEFAULT_REQUEST, Request, etc_hosts, plan_hosts
-from lab.state import LabPaths, LabState, check_lab_name
+from baomi.lab import net
+from baomi.lab.errors import LabError
+from baomi.lab.lifecycle import DEFAULT_REQUEST, Request, etc_hosts, plan_hosts
+from baomi.lab.state import LabPaths, LabState, check_lab_name
 
 
 def test_default_demo_lab_has_srv2_as_the_systemd_server() -> None:
@@ -85,7 +85,7 @@ def test_etc_hosts_lists_other_hosts_not_itself_twice() -> None:
 
 
 def test_etc_hosts_names_each_host_once_when_state_and_new_hosts_overlap() -> None:
-    from lab.state import HostRecord
+    from baomi.lab.state import HostRecord
 
     state = LabState(name="x", subnet="10.213.1.0/24", bridge="x-br", gateway="10.213.1.1")
     state.hosts.append(HostRecord(name="bak1", flavour="plain", groups=["backup"],

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import image, render
-from lab.state import HostRecord, LabPaths, LabState, load_state, save_state
+from baomi.lab import image, render
+from baomi.lab.state import HostRecord, LabPaths, LabState, load_state, save_state
 
 
 @pytest.fixture

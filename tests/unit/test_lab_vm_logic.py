@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import vm
-from lab.image import SOURCES
-from lab.vm import (
+from baomi.lab import vm
+from baomi.lab.image import SOURCES
+from baomi.lab.vm import (
     VM_PACKAGES,
     VmError,
     VmImage,

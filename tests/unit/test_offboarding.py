@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from baomi import offboarding as core
 from baomi.controls import explain
+from baomi.deploy.offboard_cli import fold, host_outcomes
 from baomi.policy import load, load_text
-from deploy.offboard_cli import fold, host_outcomes
 
 DATA = Path(__file__).parent / "data" / "offboarding"
 POLICY = load_text("")
@@ -273,5 +273,5 @@ def test_policy_explain_shows_offboarding_served() -> None:
     rows = {r["clause"]: r for r in explain(POLICY)}
     for clause in ("R-OFF", "R-RET"):
         assert rows[clause]["enforced"] and rows[clause]["verified"], rows[clause]
-        assert rows[clause]["controls"][0]["deploy"] == "deploy.offboard"
-        assert rows[clause]["controls"][0]["check"] == "checks.test_offboard"
+        assert rows[clause]["controls"][0]["deploy"] == "baomi.deploy.offboard"
+        assert rows[clause]["controls"][0]["check"] == "baomi.checks.test_offboard"

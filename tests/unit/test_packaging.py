@@ -1,24 +1,39 @@
-"""The rooms' import rules and the dependency groups (DESIGN.md: an endpoint never gets pyinfra)."""
+"""The rooms' import rules and the dependency groups (DESIGN.md: an endpoint never gets pyinfra).
+
+The rooms are top-level folders of the repository (``deploy/``, ``checks/``, ``lab/``) that
+install under one name, ``baomi`` (``baomi.deploy``...): imports name them so, never bare.
+"""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_STACK = ("pyinfra", "testinfra", "pytest-testinfra", "paramiko", "gevent", "cryptography")
+ROOMS = ("deploy", "checks", "lab")
 
 
 def imports(folder: str) -> dict[str, set[str]]:
+    """{file: imported names}; ``baomi.X`` counts as ``baomi.X`` (the room), others by top name."""
     found: dict[str, set[str]] = {}
     for path in (ROOT / folder).rglob("*.py"):
         names: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            modules: list[str] = []
             if isinstance(node, ast.Import):
-                names |= {a.name.split(".")[0] for a in node.names}
+                modules = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names.add(node.module.split(".")[0])
+                modules = [node.module]
+            for module in modules:
+                parts = module.split(".")
+                names.add(".".join(parts[:2]) if parts[0] == "baomi" else parts[0])
         found[str(path.relative_to(ROOT))] = names
     return found
 
@@ -32,18 +47,39 @@ def test_base_install_carries_no_admin_stack() -> None:
     assert "pyinfra>=3" in admin and "pytest-testinfra" in admin
 
 
+def test_rooms_are_imported_under_the_baomi_name() -> None:
+    for folder in ("baomi", "tests", *ROOMS):
+        for path, names in imports(folder).items():
+            bare = names & set(ROOMS)
+            assert not bare, f"{path} imports {sorted(bare)}: write baomi.{sorted(bare)[0]}"
+
+
 def test_core_imports_only_stdlib_yaml_and_its_front_door() -> None:
     """baomi/ may import the stdlib and PyYAML; the CLI adds click and rich and dispatches to
     the admin rooms lazily (inside functions), never at import time of a core module."""
     allowed_third_party = {"yaml", "click", "rich"}
-    rooms = {"baomi", "lab", "deploy", "checks"}
-    import sys
-
+    admin_rooms = {f"baomi.{room}" for room in ROOMS}
     stdlib = set(sys.stdlib_module_names)
     for path, names in imports("baomi").items():
-        third = names - stdlib - rooms - {"__future__"}
+        if any(path.startswith(f"baomi/{room}/") for room in ROOMS):
+            continue  # the links to the rooms; checked below under their own folders
+        third = {n for n in names if not n.startswith("baomi")} - stdlib - {"__future__"}
         assert third <= allowed_third_party, f"{path} imports {sorted(third)}"
         if not path.endswith("cli.py"):
-            assert not names & {"deploy", "checks", "lab"}, f"{path} imports an admin room"
+            assert not names & admin_rooms, f"{path} imports an admin room"
     for path, names in imports("lab").items():
-        assert not names & {"pyinfra", "testinfra", "deploy", "checks"}, path
+        assert not names & {"pyinfra", "testinfra", "baomi.deploy", "baomi.checks"}, path
+
+
+@pytest.mark.timeout(300)
+def test_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
+    """``pip install baomi[admin]`` adds one name to site-packages, with every room under it."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                    "-q", "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("baomi-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert top == {"baomi"}, f"top-level names in the wheel: {sorted(top)}"
+    for module in ("baomi/deploy/baseline.py", "baomi/checks/conftest.py", "baomi/lab/cli.py",
+                   "baomi/controls/ssh.py"):
+        assert module in names, f"{module} missing from the wheel"

@@ -280,8 +280,8 @@ def test_explain_json_lists_all_19_clauses() -> None:
     lock = next(r for r in data["clauses"] if r["clause"] == "R-LOCK")
     assert lock["title"] == "开机与屏保密码"
     assert lock["controls"][0]["settings"]["idle_seconds"] == 300
-    assert lock["controls"][0]["deploy"] == "deploy.screen_lock"
-    assert lock["controls"][0]["check"] == "checks.test_screen_lock"
+    assert lock["controls"][0]["deploy"] == "baomi.deploy.screen_lock"
+    assert lock["controls"][0]["check"] == "baomi.checks.test_screen_lock"
     assert lock["enforced"] and lock["verified"]
     unserved = next(r for r in data["clauses"] if r["clause"] == "R-AUD")
     assert not (unserved["enforced"] or unserved["verified"] or unserved["watched"])

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from baomi.deploy.escrow import EscrowError, EscrowStore
 from baomi.records import RecordError, append_jsonl, read_jsonl
-from deploy.escrow import EscrowError, EscrowStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
