@@ -23,5 +23,5 @@ policy()  # a bad policy stops here, before any operation is added
 # could order the DAG in a cycle.  host.loop adds the control's position to every identity.
 for control in host.loop(ALL_CONTROLS):  # type: ignore[no-untyped-call]
     if selected(control):
-        module = importlib.import_module(f"deploy.{control}")
+        module = importlib.import_module(f"baomi.deploy.{control}")
         module.apply()
