@@ -48,29 +48,3 @@ class SshdSettings:
             got = effective.get(key.lower(), "")
             if _norm(got) != _norm(want):
                 yield key, want, got
-
-
-def install_dropin_script(path: str, content: str) -> str:
-    """Shell that installs an sshd drop-in only if the whole config still validates.
-
-    The old file is kept until ``sshd -t`` accepts the new one; on failure it is put back and
-    the script exits non-zero, so a bad setting can never lock IT out at the next reload.
-    The running sshd is then reloaded (systemd, or SIGHUP to the pid in /run/sshd.pid).
-    """
-    import base64
-    import shlex
-
-    q = shlex.quote(path)
-    data = base64.b64encode(content.encode()).decode()
-    return (
-        f"set -e; mkdir -p \"$(dirname {q})\"; "
-        f"if [ -e {q} ]; then cp -p {q} {q}.baomi-prev; fi; "
-        f"printf %s {data} | base64 -d > {q}.baomi-new; chmod 0644 {q}.baomi-new; "
-        f"mv -f {q}.baomi-new {q}; "
-        f"if ! err=$(sshd -t 2>&1); then "
-        f"  if [ -e {q}.baomi-prev ]; then mv -f {q}.baomi-prev {q}; else rm -f {q}; fi; "
-        f"  echo \"sshd -t rejected {path}: $err\" >&2; exit 1; fi; "
-        f"rm -f {q}.baomi-prev; "
-        "if [ -d /run/systemd/system ]; then systemctl reload ssh; "
-        "elif [ -s /run/sshd.pid ]; then kill -HUP \"$(cat /run/sshd.pid)\"; fi"
-    )

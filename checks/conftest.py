@@ -1,13 +1,24 @@
-"""The checks' shared fixtures: the policy, each host's inventory groups, the observe runner."""
+"""The checks' shared fixtures and the one generic check runner.
+
+Each ``checks/test_<control>.py`` is one line, ``test_check = control_checks("<control>")``:
+a test per (host, check ID) of the control, tagged with the check's clauses.  The control runs
+once per host through :func:`baomi.controls.contract.run` (desired → observe over testinfra →
+parse → compare); each test then reports its own check: failed with the findings' evidence,
+skipped with the reason when not applicable, passed otherwise.
+"""
 
 from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from baomi.controls import get
+from baomi.controls.contract import HostContext, Result, run
+from baomi.findings import report
 from baomi.inventory import InventoryError, host_groups
 from baomi.policy import Policy, PolicyError, default_policy_path, load
 
@@ -57,6 +68,11 @@ def groups(host: Any, inventory_groups: dict[str, set[str]]) -> set[str]:
     return inventory_groups[name]
 
 
+@pytest.fixture
+def context(host: Any, policy: Policy, groups: set[str]) -> HostContext:
+    return HostContext.of(policy, groups, host.backend.hostname)
+
+
 def observe(host: Any, script: str) -> str:
     """Run a control's read-only observe script on the host and return its output."""
     result = host.run(f"sh -c {shlex.quote(script)}")
@@ -64,3 +80,39 @@ def observe(host: Any, script: str) -> str:
         pytest.fail(f"observe script failed on {host.backend.hostname} (rc {result.rc}): "
                     f"{result.stderr.strip()[-300:]}")
     return str(result.stdout)
+
+
+@pytest.fixture(scope="session")
+def _results() -> dict[tuple[str, str], Result]:
+    """Each control is observed once per host in a session (its checks share the reading)."""
+    return {}
+
+
+def control_checks(name: str, inputs: Callable[[HostContext], HostContext] | None = None,
+                   ) -> Callable[..., None]:
+    """The test function of one control: parametrised over its check IDs, with their clauses.
+
+    ``inputs`` adds controller records to the host's context (the accounts control's requests).
+    """
+    control = get(name)
+    params = [pytest.param(c.id, id=c.id, marks=[pytest.mark.clause(x) for x in c.clauses])
+              for c in control.checks]
+
+    def test_check(check_id: str, host: Any, context: HostContext,
+                   _results: dict[tuple[str, str], Result], record_property: Any) -> None:
+        key = (host.backend.hostname, name)
+        if key not in _results:
+            ctx = inputs(context) if inputs else context
+            _results[key] = run(control, ctx, lambda script: observe(host, script))
+        result = _results[key]
+        status = result.status(check_id)
+        record_property("check", check_id)
+        record_property("status", status)
+        if check_id in result.not_applicable:
+            pytest.skip(f"{check_id}: not applicable: {result.not_applicable[check_id]}")
+        findings = result.findings_of(check_id)
+        assert not findings, report(findings)
+
+    test_check.__doc__ = f"Each check of the {name} control, per host."
+    parametrised: Callable[..., None] = pytest.mark.parametrize("check_id", params)(test_check)
+    return parametrised

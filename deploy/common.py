@@ -12,10 +12,12 @@ from pyinfra import host
 from pyinfra.api import FactBase, operation
 from pyinfra.operations import files
 
+from baomi.controls.contract import HostContext
+from baomi.controls.registry import BASELINE
+from baomi.fixes.install import install_file
 from baomi.policy import Policy, PolicyError, default_policy_path, load
 
-ALL_CONTROLS = ("screen_lock", "ssh", "firewall", "disk_encryption", "sensitive_paths",
-                "audit_rules", "passwords", "usb", "backup")
+ALL_CONTROLS = BASELINE
 
 
 @cache
@@ -42,6 +44,11 @@ def selected(control: str) -> bool:
 
 def groups() -> set[str]:
     return set(host.groups)
+
+
+def context(**inputs: object) -> HostContext:
+    """The control contract's view of the host pyinfra is preparing."""
+    return HostContext.of(policy(), host.groups, host.name, **inputs)
 
 
 def op_name(control: str, what: str) -> str:
@@ -85,10 +92,5 @@ class CommandSucceeds(FactBase[bool]):
 
 
 def install_file_script(path: str, content: str, mode: str) -> str:
-    """Shell that writes exact content atomically (temp file + rename), root-owned."""
-    import base64
-
-    q = shlex.quote(path)
-    data = base64.b64encode(content.encode()).decode()
-    return (f"printf %s {data} | base64 -d > {q}.baomi-new && chmod {mode} {q}.baomi-new "
-            f"&& chown root:root {q}.baomi-new && mv -f {q}.baomi-new {q}")
+    """Exact content written atomically, root-owned (:func:`baomi.fixes.install.install_file`)."""
+    return install_file(path, content, mode=mode)

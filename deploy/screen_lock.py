@@ -9,7 +9,7 @@ from pyinfra.api import OperationError, operation
 
 from baomi.controls import screen_lock as core
 from baomi.deploy.common import Observation, groups, install_file_script, op_name, policy, put_text
-from baomi.sshd import install_dropin_script
+from baomi.fixes.sshd import install_dropin_script
 
 C = core.CONTROL
 

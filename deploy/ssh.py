@@ -6,24 +6,25 @@ from pyinfra import host
 from pyinfra.api import operation
 
 from baomi.controls import ssh as core
-from baomi.deploy.common import Observation, groups, op_name, policy
-from baomi.sshd import install_dropin_script
+from baomi.deploy.common import Observation, context, op_name
+from baomi.fixes.ssh import neutralise_script
+from baomi.fixes.sshd import install_dropin_script
 
-C = core.CONTROL
+C = core.CONTROL.name
 
 
 @operation()
 def sshd_settings(want: core.Desired):  # type: ignore[no-untyped-def]
     """Install the drop-in and neutralise earlier overrides, only if `sshd -t` accepts it all."""
-    seen = core.parse(host.get_fact(Observation, script=core.observe_script()))
+    seen = core.parse(host.get_fact(Observation, script=core.observe_script(want)), want)
     if not core.compare(want, seen):
         host.noop(f"{core.DROPIN} is in place and sshd -T shows the policy's values")
         return
-    neutralise = core.neutralise_script(seen, want)
+    neutralise = neutralise_script(seen, want)
     install = install_dropin_script(core.DROPIN, want.dropin)
     yield f"{neutralise}; {install}" if neutralise else install
 
 
 def apply() -> None:
-    want = core.desired(policy(), groups())
+    want = core.desired(context())
     sshd_settings(name=op_name(C, f"{core.DROPIN} (sshd -t, reload)"), want=want)

@@ -1,8 +1,9 @@
 """R-TLS 加密传输 for administrative access: sshd keys only, root at most by key, approved crypto.
 
-Pure functions only: ``desired`` (policy → the drop-in and the sshd settings), ``observe_script``
-(read-only commands) and ``parse`` (their output → :class:`Observed`), ``compare`` (→ findings).
-``deploy/ssh.py``, ``checks/test_ssh.py`` and the agent run them.
+The control contract (:mod:`baomi.controls.contract`): ``desired`` (the drop-in and the sshd
+settings), ``observe_script`` (read-only commands), ``parse`` (→ :class:`Observed`), ``compare``
+(→ findings of the checks below).  ``deploy/ssh.py``, ``checks/test_ssh.py`` and the agent run
+them; the fix (neutralising earlier lines) is in :mod:`baomi.fixes.ssh`.
 
 sshd takes the *first* value of a keyword across the main file and its includes.  Debian's
 ``sshd_config`` includes ``sshd_config.d/*.conf`` at its top, so our drop-in wins over the main
@@ -16,13 +17,25 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from baomi.controls.contract import Control, HostContext, check
 from baomi.findings import Finding
 from baomi.observe import cat, script, sections
-from baomi.policy import Policy
 from baomi.sshd import SSHD_T, SshdSettings, parse_effective
 
-CONTROL = "ssh"
-CLAUSES = ("R-TLS",)
+CONFIG_VALID = check("ssh.config_valid", "sshd accepts its whole configuration (sshd -T)")
+PASSWORD_AUTHENTICATION = check("ssh.password_authentication",
+                                "no password or keyboard-interactive login")
+PERMIT_ROOT_LOGIN = check("ssh.permit_root_login", "root logs in at most by key")
+CIPHERS = check("ssh.ciphers", "only approved ciphers")
+MACS = check("ssh.macs", "only approved MACs")
+KEX = check("ssh.kex", "only approved key exchange algorithms")
+DROPIN_FILE = check("ssh.dropin", "baomi's drop-in is in place, unedited")
+CHECKS = (CONFIG_VALID, PASSWORD_AUTHENTICATION, PERMIT_ROOT_LOGIN, CIPHERS, MACS, KEX,
+          DROPIN_FILE)
+BY_KEYWORD = {"PasswordAuthentication": PASSWORD_AUTHENTICATION,
+              "KbdInteractiveAuthentication": PASSWORD_AUTHENTICATION,
+              "PermitRootLogin": PERMIT_ROOT_LOGIN, "Ciphers": CIPHERS, "MACs": MACS,
+              "KexAlgorithms": KEX}
 HEADER = "# Managed by baomi: R-TLS 加密传输. Local edits are reverted.\n"
 
 SSHD_CONFIG = "/etc/ssh/sshd_config"
@@ -42,8 +55,8 @@ class Desired:
     dropin: str
 
 
-def desired(policy: Policy, groups: set[str]) -> Desired:
-    s = policy.ssh
+def desired(ctx: HostContext) -> Desired:
+    s = ctx.policy.ssh
     sshd = SshdSettings({
         "PasswordAuthentication": "yes" if s.password_authentication else "no",
         "KbdInteractiveAuthentication": "yes" if s.password_authentication else "no",
@@ -55,7 +68,7 @@ def desired(policy: Policy, groups: set[str]) -> Desired:
     return Desired(sshd=sshd, dropin=HEADER + sshd.render())
 
 
-def observe_script() -> str:
+def observe_script(want: Desired | None = None) -> str:
     """Read-only: the drop-in, the effective config, and every file line setting our keywords."""
     pattern = "|".join(KEYWORDS)
     commands = {
@@ -92,7 +105,7 @@ _SETTING = re.compile(r"^(?P<path>/[^:]+):(?P<line>\d+):\s*(?P<key>\w+)"
                       r"(?:\s*=\s*|\s+)(?P<value>.*)$")
 
 
-def parse(output: str) -> Observed:
+def parse(output: str, want: Desired | None = None) -> Observed:
     sec = sections(output)
     dropin = sec.get("dropin")
     sshd_t = sec.get("sshd_T")
@@ -142,37 +155,23 @@ def overriding(seen: Observed, keyword: str) -> list[Setting]:
     return found
 
 
-def _finding(subject: str, expected: str, found: str, severity: str = "high") -> Finding:
-    return Finding(CONTROL, CLAUSES, severity, subject, expected, found)
-
-
 def compare(want: Desired, seen: Observed) -> list[Finding]:
     if seen.sshd_error:
-        return [_finding("sshd -T", "a valid sshd configuration", seen.sshd_error, "critical")]
+        return [CONFIG_VALID.finding("sshd -T", "a valid sshd configuration", seen.sshd_error,
+                                     "critical")]
     findings = []
     for key, want_v, got in want.sshd.differences(seen.effective):
         where = ", ".join(f"{s.path}:{s.line} '{s.keyword} {s.value}'"
                           for s in overriding(seen, key))
         found = (got or "unset") + (f" (set earlier in {where})" if where else "")
         severity = "critical" if key in ("PasswordAuthentication", "PermitRootLogin") else "high"
-        findings.append(_finding(f"sshd {key}", want_v, found, severity))
+        findings.append(BY_KEYWORD[key].finding(f"sshd {key}", want_v, found, severity))
     if seen.dropin != want.dropin:
-        findings.append(_finding(DROPIN, "the baomi content",
-                                 "missing" if seen.dropin is None else "edited content", "medium"))
+        findings.append(DROPIN_FILE.finding(
+            DROPIN, "the baomi content", "missing" if seen.dropin is None else "edited content",
+            "medium"))
     return findings
 
 
-def neutralise_script(seen: Observed, want: Desired) -> str:
-    """Comment out the lines read before our drop-in that set one of our keywords.
-
-    Nothing else in those files changes; the caller validates the whole config with ``sshd -t``
-    before any reload.
-    """
-    import shlex
-
-    commands = []
-    for key in want.sshd.values:
-        for s in overriding(seen, key):
-            commands.append(f"sed -i '{s.line}s/^/# disabled by baomi (R-TLS): /' "
-                            f"{shlex.quote(s.path)}")
-    return "; ".join(dict.fromkeys(commands))
+CONTROL: Control[Desired, Observed] = Control(
+    "ssh", CHECKS, desired, observe_script, parse, compare)

@@ -7,9 +7,9 @@ import shlex
 from pathlib import Path
 
 from baomi.controls import ssh as core
+from baomi.fixes.sshd import install_dropin_script
 from baomi.lab.testing import LabHandle
 from baomi.policy import load
-from baomi.sshd import install_dropin_script
 from tests.integration.controls import ROOT, apply, check, outcomes
 
 C = "ssh"

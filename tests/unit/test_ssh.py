@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from baomi.controls import ssh as core
+from baomi.controls.contract import HostContext
 from baomi.findings import Finding
+from baomi.fixes.ssh import neutralise_script
 from baomi.policy import load_text
 
 DATA = Path(__file__).parent / "data" / "ssh"
 POLICY = load_text("")
-WANT = core.desired(POLICY, {"servers"})
+WANT = core.desired(HostContext.of(POLICY, {"servers"}))
 
 
 def observed(name: str) -> core.Observed:
@@ -26,8 +28,8 @@ def test_desired_comes_from_the_policy() -> None:
     assert WANT.sshd.values["KexAlgorithms"] == ",".join(POLICY.ssh.kex)
     assert WANT.sshd.values["PermitRootLogin"] == POLICY.ssh.permit_root_login
     assert "PasswordAuthentication no\n" in WANT.dropin
-    strict = core.desired(load_text("ssh: {permit_root_login: 'no', macs: [hmac-sha2-512]}"),
-                          set())
+    strict = core.desired(HostContext.of(
+        load_text("ssh: {permit_root_login: 'no', macs: [hmac-sha2-512]}"), set()))
     assert "PermitRootLogin no\nCiphers" in strict.dropin
     assert "MACs hmac-sha2-512\n" in strict.dropin
 
@@ -46,7 +48,7 @@ def test_fresh_debian_sshd_is_reported_with_evidence() -> None:
     # Debian's own setting sits after the Include: it does not override the drop-in.
     assert "KbdInteractiveAuthentication" not in found
     assert "40-baomi-ssh.conf: expected the baomi content, found missing" in found
-    assert core.neutralise_script(seen, WANT) == ""
+    assert neutralise_script(seen, WANT) == ""
 
 
 def test_applied_host_is_compliant() -> None:
@@ -63,7 +65,7 @@ def test_an_earlier_dropin_wins_and_is_named_and_neutralised() -> None:
            "/etc/ssh/sshd_config.d/10-foo.conf:1 'PasswordAuthentication yes')" in text(findings)
     assert [f.severity for f in findings if f.subject == "sshd PasswordAuthentication"] == \
         ["critical"]
-    script = core.neutralise_script(seen, WANT)
+    script = neutralise_script(seen, WANT)
     assert "sed -i '1s/^/# disabled by baomi (R-TLS): /' /etc/ssh/sshd_config.d/10-foo.conf" \
         in script
     assert "sed -i '2s/^/# disabled by baomi (R-TLS): /' /etc/ssh/sshd_config.d/10-foo.conf" \
