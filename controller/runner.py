@@ -1,4 +1,4 @@
-"""`baomi apply`: run ``deploy/baseline.py`` through pyinfra and report host × control.
+"""Run a deploy of ``baomi.deploy`` through pyinfra and report host × control (`baomi apply`).
 
 pyinfra runs as a child process (``python -m pyinfra --json``): its machine-readable plan and
 results give, per operation, which hosts changed, failed or stayed as they were; every
@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BASELINE = Path(__file__).resolve().with_name("baseline.py")
+# The deploy files, as installed: baomi/deploy beside this room (a link to deploy/ in a checkout).
+DEPLOYS = Path(__file__).resolve().parents[1] / "deploy"
+BASELINE = DEPLOYS / "baseline.py"
 _OP = re.compile(r"^\[(?P<control>[a-z_]+)\] ")
 _HOST_LINE = re.compile(r"^\s*\[(?P<host>[^\]]+)\]\s+(?P<text>.*)$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

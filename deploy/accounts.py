@@ -1,8 +1,9 @@
 """R-PRV 权限审批: create only the accounts that a recorded, approved request covers.
 
-Run by ``baomi account apply -i INVENTORY`` (deploy/accounts_cli.py); reads the controller's
-requests (``$BAOMI_STATE_DIR/accounts/requests.jsonl``).  An account without a request is never
-created here; the check (checks/test_accounts.py) lists those that exist anyway.
+Run by ``baomi account apply -i INVENTORY`` (baomi/controller/commands/accounts.py); reads
+the controller's requests (``$BAOMI_STATE_DIR/accounts/requests.jsonl``).  An account without a
+request is never created here; the check (checks/test_accounts.py) lists those that exist
+anyway.
 """
 
 from __future__ import annotations

@@ -26,9 +26,9 @@ from pyinfra.api.command import FileUploadCommand, FunctionCommand
 from pyinfra.api.host import Host
 from pyinfra.operations import files
 
+from baomi.controller.escrow import EscrowStore
 from baomi.controls import backup as core
 from baomi.deploy.common import CommandSucceeds, groups, op_name, policy, put_text, shell_if
-from baomi.deploy.escrow import EscrowStore
 
 C = core.CONTROL
 _CLIENT_KEYS: dict[str, dict[str, str]] = {}  # backup host → {client: "type key"}

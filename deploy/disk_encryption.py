@@ -22,9 +22,9 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, OperationError, operation
 
+from baomi.controller.escrow import EscrowError, EscrowStore
 from baomi.controls import disk_encryption as core
 from baomi.deploy.common import Observation, groups, op_name, policy
-from baomi.deploy.escrow import EscrowError, EscrowStore
 
 C = core.CONTROL
 

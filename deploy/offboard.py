@@ -1,7 +1,7 @@
 """R-OFF 离职帐号冻结与注销, R-RET 清退客户资料: run the core's freeze or purge steps per host.
 
-Run by ``baomi offboard`` (deploy/offboard_cli.py) through deploy/runner.py; parameters come
-from the environment:
+Run by ``baomi offboard`` (baomi/controller/commands/offboard.py) through the runner;
+parameters come from the environment:
 
     BAOMI_OFFBOARD_ACTION   freeze | purge
     BAOMI_OFFBOARD_USER     the departed user (freeze)

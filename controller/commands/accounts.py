@@ -7,17 +7,20 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 import click
 
+from baomi.controller.commands.apply import print_apply
+from baomi.controller.runner import DEPLOYS, run
 from baomi.controls import accounts as core
+from baomi.inventory import InventoryError, host_groups
+from baomi.policy import default_policy_path
 from baomi.records import RecordError, append_jsonl
+from baomi.ui import fail, json_option, load_policy_or_exit, policy_option, print_json
 
-DEPLOY_FILE = Path(__file__).resolve().with_name("accounts.py")
+DEPLOY_FILE = DEPLOYS / "accounts.py"
 
 
 @click.group("account")
@@ -39,8 +42,7 @@ def request_cmd(user: str, requester: str, approver: str, hosts: tuple[str, ...]
                        datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), hosts, ticket, reason)
     found = core.problems(req)
     if found:
-        click.echo(f"baomi account request: {'; '.join(found)}; nothing was recorded", err=True)
-        sys.exit(2)
+        fail(f"baomi account request: {'; '.join(found)}; nothing was recorded")
     path = core.requests_path()
     append_jsonl(path, [req.as_dict()])
     click.echo(f"recorded: {user} requested by {requester}, approved by {approver} "
@@ -61,16 +63,11 @@ def list_cmd() -> None:
 
 @account.command("apply")
 @click.option("-i", "--inventory", required=True, help="pyinfra inventory of the fleet.")
-@click.option("--policy", "policy_path", default=None, help="Policy file.")
+@policy_option
 @click.option("--dry", is_flag=True, help="Show what would change; change nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def apply_cmd(inventory: str, policy_path: str | None, dry: bool, as_json: bool) -> None:
     """Create the accounts that a recorded request covers (and no other)."""
-    from baomi.cli import load_policy_or_exit, print_apply
-    from baomi.deploy.runner import run
-    from baomi.inventory import InventoryError, host_groups
-    from baomi.policy import default_policy_path
-
     path = policy_path or default_policy_path()
     load_policy_or_exit(path, as_json=as_json)
     try:
@@ -80,7 +77,7 @@ def apply_cmd(inventory: str, policy_path: str | None, dry: bool, as_json: bool)
     result = run(inventory, path, dry=dry, known_hosts=hosts,
                  deploy_file=DEPLOY_FILE, extra_env={"BAOMI_ACCOUNTS_DEPLOY": "1"})
     if as_json:
-        print(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
+        print_json(result.as_dict())
     else:
         print_apply(result, "baomi account apply")
     sys.exit(result.exit_code)

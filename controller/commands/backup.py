@@ -7,7 +7,6 @@ It lists snapshots but does not run `restic check` or a restore (that is the che
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import click
 
 from baomi.controls import backup as core
 from baomi.inventory import InventoryError, host_groups, read
+from baomi.ui import json_option, load_policy_or_exit, policy_option, print_json
 
 
 def _hosts(inventory: str) -> list[tuple[str, dict[str, Any]]]:
@@ -86,13 +86,11 @@ def backup() -> None:
 
 @backup.command("status")
 @click.option("-i", "--inventory", required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--policy", "policy_path", default=None, help="policy file (default policy.yaml)")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@policy_option
+@json_option
 def status(inventory: str, policy_path: str | None, as_json: bool) -> None:
     """One line per host: newest snapshot age, gaps, last restore test."""
-    from baomi.cli import load_policy_or_exit
-
-    policy = load_policy_or_exit(policy_path)
+    policy = load_policy_or_exit(policy_path, as_json=as_json)
     try:
         groups = host_groups(inventory)
     except InventoryError as exc:
@@ -100,7 +98,7 @@ def status(inventory: str, policy_path: str | None, as_json: bool) -> None:
     rows = [host_status(name, data, groups.get(name, set()), policy)
             for name, data in _hosts(str(Path(inventory)))]
     if as_json:
-        click.echo(json.dumps({"hosts": rows}, ensure_ascii=False, indent=1))
+        print_json({"hosts": rows}, indent=1)
     else:
         for row in rows:
             click.echo(_line(row))

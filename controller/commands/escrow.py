@@ -4,25 +4,26 @@
     baomi escrow show HOST DEVICE [--reason TEXT] [--kind K] [--json]
                                                      the latest secret; the retrieval is recorded
 
-The store is ``$BAOMI_ESCROW_DIR`` or /var/lib/baomi/escrow (deploy/escrow.py).
+The store is ``$BAOMI_ESCROW_DIR`` or /var/lib/baomi/escrow (baomi/controller/escrow.py).
 """
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 import click
 
+from baomi.ui import json_option, print_json
+
 if TYPE_CHECKING:
-    from baomi.deploy.escrow import EscrowStore
+    from baomi.controller.escrow import EscrowStore
 
 LUKS_RECOVERY = "luks-recovery"
 
 
 def _store() -> EscrowStore:
     # Imported here: the store needs `cryptography` (baomi[admin]); `baomi --help` must not.
-    from baomi.deploy.escrow import EscrowStore
+    from baomi.controller.escrow import EscrowStore
 
     return EscrowStore.default()
 
@@ -33,10 +34,10 @@ def escrow() -> None:
 
 
 @escrow.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def escrow_list(as_json: bool) -> None:
     """Every escrowed entry (host, device, kind, date, LUKS UUID), without secrets."""
-    from baomi.deploy.escrow import EscrowError
+    from baomi.controller.escrow import EscrowError
 
     store = _store()
     try:
@@ -44,8 +45,7 @@ def escrow_list(as_json: bool) -> None:
     except EscrowError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
-        click.echo(json.dumps({"store": str(store.dir), "entries": entries},
-                              ensure_ascii=False, indent=2))
+        print_json({"store": str(store.dir), "entries": entries})
         return
     if not entries:
         click.echo(f"{store.dir}: no escrowed secrets")
@@ -62,12 +62,12 @@ def escrow_list(as_json: bool) -> None:
 @click.option("--reason", default="recovery", show_default=True,
               help="Why the secret is retrieved (recorded with who and when).")
 @click.option("--kind", default=LUKS_RECOVERY, show_default=True, help="Kind of secret.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def escrow_show(host: str, device: str, reason: str, kind: str, as_json: bool) -> None:
     """Print the latest secret escrowed for HOST and DEVICE (records the retrieval first)."""
     if not reason.strip():
         raise click.BadParameter("give a reason; it is recorded", param_hint="--reason")
-    from baomi.deploy.escrow import EscrowError
+    from baomi.controller.escrow import EscrowError
 
     store = _store()
     try:
@@ -75,10 +75,9 @@ def escrow_show(host: str, device: str, reason: str, kind: str, as_json: bool) -
     except EscrowError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
-        click.echo(json.dumps({"id": entry.id, "kind": entry.kind, "host": entry.host,
-                               "subject": entry.subject, "created": entry.created,
-                               "meta": entry.meta, "secret": entry.secret},
-                              ensure_ascii=False, indent=2))
+        print_json({"id": entry.id, "kind": entry.kind, "host": entry.host,
+                    "subject": entry.subject, "created": entry.created, "meta": entry.meta,
+                    "secret": entry.secret})
         return
     uuid = entry.meta.get("luks_uuid", "?")
     click.echo(f"# {entry.kind} for {entry.host} {entry.subject} (LUKS UUID {uuid}, "

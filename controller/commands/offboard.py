@@ -1,11 +1,11 @@
 """`baomi offboard`: freeze a departed user everywhere, purge what is due, show the status.
 
 The steps come from baomi/offboarding.py and run through deploy/offboard.py (pyinfra, via
-deploy/runner.py).  This module keeps the controller's evidence: an append-only ledger of JSON
-lines (``$BAOMI_STATE_DIR/offboarding/ledger.jsonl``, default state dir /var/lib/baomi, mode
-0600), one line per user and host and run, from which ``--status`` is folded.  A host that
-could not be reached is *pending*; the next ``baomi offboard USER`` or ``--purge-due`` run
-freezes it.
+baomi/controller/runner.py).  This module keeps the controller's evidence: an append-only
+ledger of JSON lines (``$BAOMI_STATE_DIR/offboarding/ledger.jsonl``, default state dir
+/var/lib/baomi, mode 0600), one line per user and host and run, from which ``--status`` is
+folded.  A host that could not be reached is *pending*; the next ``baomi offboard USER`` or
+``--purge-due`` run freezes it.
 """
 
 from __future__ import annotations
@@ -22,12 +22,15 @@ from typing import Any
 import click
 
 from baomi import offboarding as core
+from baomi.controller.runner import DEPLOYS, run
 from baomi.inventory import InventoryError
 from baomi.inventory import read as read_inventory
+from baomi.policy import default_policy_path
 from baomi.records import RecordError, append_jsonl, read_jsonl, state_dir
+from baomi.ui import EXIT_USAGE, fail, json_option, load_policy_or_exit, policy_option, print_json
 
-DEPLOY_FILE = Path(__file__).resolve().with_name("offboard.py")
-EXIT_REFUSED = 2
+DEPLOY_FILE = DEPLOYS / "offboard.py"
+EXIT_REFUSED = EXIT_USAGE
 
 
 def ledger_path() -> Path:
@@ -83,8 +86,7 @@ def connect_users(inventory: str) -> dict[str, str | None]:
 
 
 def refuse(message: str) -> None:
-    click.echo(f"baomi offboard: refused: {message}; nothing was run", err=True)
-    sys.exit(EXIT_REFUSED)
+    fail(f"baomi offboard: refused: {message}; nothing was run", EXIT_REFUSED)
 
 
 def now_utc() -> str:
@@ -102,8 +104,6 @@ def _date(value: str, option: str) -> date:
 def run_deploy(inventory: str, policy_path: str, env: dict[str, str], *, dry: bool,
                limit: list[str], hosts: list[str]) -> tuple[Any, dict[str, list[dict[str, Any]]]]:
     """Run deploy/offboard.py; return the runner's result and each host's planned steps."""
-    from baomi.deploy.runner import run
-
     with tempfile.TemporaryDirectory(prefix="baomi-offboard-") as folder:
         result = run(inventory, policy_path, dry=dry, limit=limit, known_hosts=hosts,
                      deploy_file=DEPLOY_FILE,
@@ -163,7 +163,7 @@ def _error(result: Any, host: str) -> str | None:
               help="Departure date the deletion is counted from (default: now, or the date "
                    "of an earlier freeze of this user).")
 @click.option("-i", "--inventory", help="pyinfra inventory of the fleet.")
-@click.option("--policy", "policy_path", default=None, help="Policy file.")
+@policy_option
 @click.option("--limit", multiple=True, help="Only these hosts or groups (repeatable).")
 @click.option("--operator", default=None, help="Who runs this (default: $SUDO_USER or you).")
 @click.option("--dry", is_flag=True, help="Show exactly what would be done per host.")
@@ -172,7 +172,7 @@ def _error(result: Any, host: str) -> str | None:
 @click.option("--now", "now_date", default=None, metavar="DATE",
               help="With --purge-due: the date to judge 'due' by (default: today, UTC).")
 @click.option("--status", is_flag=True, help="Per user and host: frozen / deleted / pending.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 def offboard(user: str | None, ticket: str | None, reason: str, effective: str | None,
              inventory: str | None, policy_path: str | None, limit: tuple[str, ...],
              operator: str | None, dry: bool, purge_due: bool, now_date: str | None,
@@ -187,9 +187,6 @@ def offboard(user: str | None, ticket: str | None, reason: str, effective: str |
     if status:
         show_status(user, as_json)
         return
-    from baomi.cli import load_policy_or_exit
-    from baomi.policy import default_policy_path
-
     if not inventory:
         raise click.UsageError("give -i INVENTORY (the fleet to offboard on)")
     path = policy_path or default_policy_path()
@@ -278,7 +275,7 @@ def freeze(inventory: str, policy_path: str, names: list[str], limit: list[str],
     summary = {"user": user, "ticket": ticket, "due": due, "dry": dry,
                "seconds": round(result.seconds, 2), "hosts": {e["host"]: e for e in events}}
     if as_json:
-        print(json.dumps(summary, ensure_ascii=False, indent=2))
+        print_json(summary)
     else:
         verb = "would freeze" if dry else "freeze"
         click.echo(f"{verb} {user} (ticket {ticket}); deletion due {due}; "
@@ -351,8 +348,7 @@ def purge(inventory: str, policy_path: str, names: list[str], limit: list[str], 
     if not dry:
         append(events)
     if as_json:
-        print(json.dumps({"now": today.isoformat(), "dry": dry, "events": events},
-                         ensure_ascii=False, indent=2))
+        print_json({"now": today.isoformat(), "dry": dry, "events": events})
     else:
         for e in events:
             if e["state"] == "waiting":

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from baomi.controller.escrow import EscrowStore
 from baomi.controls import backup as core
-from baomi.deploy.escrow import EscrowStore
 from baomi.lab.lifecycle import Request
 from baomi.lab.testing import LabHandle, running_lab
 from baomi.policy import load

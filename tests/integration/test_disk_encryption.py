@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from baomi.deploy.escrow import EscrowStore
+from baomi.controller.escrow import EscrowStore
 from baomi.lab.lifecycle import Request
 from baomi.lab.testing import LabHandle, running_lab
 from tests.integration.controls import BAOMI, ROOT, apply, apply_raw, check, outcomes
@@ -69,7 +69,7 @@ class Env:
     def check(self, policy: Path | None = None) -> subprocess.CompletedProcess[str]:
         return check(self.lab, "test_disk_encryption", ["vm1"], policy=policy or self.policy)
 
-    def escrow_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def escrow_cmd(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*BAOMI, "escrow", *args], cwd=ROOT, capture_output=True,
                               text=True, timeout=60, env=dict(os.environ))
 
@@ -112,7 +112,7 @@ def test_apply_formats_escrows_first_and_the_check_passes(env: Env) -> None:
     secret = EscrowStore(env.escrow).peek("luks-recovery", "vm1", DEVICE).secret
     assert secret not in raw.stdout + raw.stderr  # never echoed by pyinfra or baomi
     luks_uuid = env.run(f"blkid -p -o value -s UUID {DEVICE}").strip()
-    entries = json.loads(env.escrow_cli("list", "--json").stdout)["entries"]
+    entries = json.loads(env.escrow_cmd("list", "--json").stdout)["entries"]
     assert [(e["host"], e["subject"], e["meta"]["luks_uuid"], e["meta"]["key_slot"])
             for e in entries] == [("vm1", DEVICE, luks_uuid, 1)]
     assert (env.escrow / "entries.jsonl").stat().st_mode & 0o777 == 0o600
@@ -130,7 +130,7 @@ def test_apply_formats_escrows_first_and_the_check_passes(env: Env) -> None:
     started = time.monotonic()
     assert outcomes(env.apply(), C) == {"vm1": "unchanged"}
     TIMES["re-apply"] = time.monotonic() - started
-    assert len(json.loads(env.escrow_cli("list", "--json").stdout)["entries"]) == 1
+    assert len(json.loads(env.escrow_cmd("list", "--json").stdout)["entries"]) == 1
 
 
 def test_closed_volume_is_named_and_unlocks_from_crypttab_with_data(env: Env) -> None:
@@ -153,7 +153,7 @@ def test_closed_volume_is_named_and_unlocks_from_crypttab_with_data(env: Env) ->
 
 
 def test_escrowed_passphrase_opens_the_volume_and_the_retrieval_is_recorded(env: Env) -> None:
-    shown = env.escrow_cli("show", "vm1", DEVICE, "--reason", "R-ENC recovery drill", "--json")
+    shown = env.escrow_cmd("show", "vm1", DEVICE, "--reason", "R-ENC recovery drill", "--json")
     assert shown.returncode == 0, shown.stderr
     secret = json.loads(shown.stdout)["secret"]
     assert len(secret) == 47
@@ -190,7 +190,7 @@ def test_a_disk_holding_data_is_refused_until_the_policy_allows_wiping_it(env: E
     assert env.run(f"blkid -p -o value -s TYPE {loop}").strip() == "crypto_LUKS"
     result = env.check(wipe)
     assert result.returncode == 0, result.stdout[-3000:]
-    assert {e["subject"] for e in json.loads(env.escrow_cli("list", "--json").stdout)[
+    assert {e["subject"] for e in json.loads(env.escrow_cmd("list", "--json").stdout)[
         "entries"]} == {DEVICE, loop}
 
 

@@ -255,10 +255,10 @@ def test_table_lines() -> None:
     assert core.table_line(None, "x") is None
 
 
-def test_escrow_cli_show_records_the_retrieval_list_shows_no_secret(
+def test_escrow_command_show_records_the_retrieval_list_shows_no_secret(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from baomi.cli import main
-    from baomi.deploy.escrow import EscrowStore
+    from baomi.controller.escrow import EscrowStore
 
     monkeypatch.setenv("BAOMI_ESCROW_DIR", str(tmp_path / "escrow"))
     monkeypatch.setenv("USER", "auditor")

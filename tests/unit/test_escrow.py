@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from baomi.deploy.escrow import EscrowError, EscrowStore
+from baomi.controller.escrow import EscrowError, EscrowStore
 
 
 def test_put_retrieve_and_evidence(tmp_path: Path) -> None:

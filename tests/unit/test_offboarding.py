@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from baomi import offboarding as core
+from baomi.controller.commands.offboard import fold, host_outcomes
 from baomi.controls import explain
-from baomi.deploy.offboard_cli import fold, host_outcomes
 from baomi.policy import load, load_text
 
 DATA = Path(__file__).parent / "data" / "offboarding"

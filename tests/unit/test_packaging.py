@@ -1,7 +1,8 @@
 """The rooms' import rules and the dependency groups (DESIGN.md: an endpoint never gets pyinfra).
 
-The rooms are top-level folders of the repository (``deploy/``, ``checks/``, ``lab/``) that
-install under one name, ``baomi`` (``baomi.deploy``...): imports name them so, never bare.
+The rooms are top-level folders of the repository (``deploy/``, ``checks/``, ``lab/``,
+``controller/``) that install under one name, ``baomi`` (``baomi.deploy``...): imports name them
+so, never bare.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_STACK = ("pyinfra", "testinfra", "pytest-testinfra", "paramiko", "gevent", "cryptography")
-ROOMS = ("deploy", "checks", "lab")
+ROOMS = ("deploy", "checks", "lab", "controller")
 
 
 def imports(folder: str) -> dict[str, set[str]]:
@@ -71,6 +72,15 @@ def test_core_imports_only_stdlib_yaml_and_its_front_door() -> None:
         assert not names & {"pyinfra", "testinfra", "baomi.deploy", "baomi.checks"}, path
 
 
+def test_no_command_module_imports_the_front_door() -> None:
+    """The circle stays gone: the front door loads the controller's commands, never the reverse;
+    what commands share comes from the leaf ``baomi.ui``, which imports no room and no CLI."""
+    for path, names in imports("controller").items():
+        assert "baomi.cli" not in names, f"{path} imports baomi.cli: use baomi.ui"
+    ui = imports("baomi")["baomi/ui.py"]
+    assert not ui & {"baomi.cli", *(f"baomi.{room}" for room in ROOMS)}, sorted(ui)
+
+
 @pytest.mark.timeout(300)
 def test_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
     """``pip install baomi[admin]`` adds one name to site-packages, with every room under it."""
@@ -81,5 +91,5 @@ def test_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"baomi"}, f"top-level names in the wheel: {sorted(top)}"
     for module in ("baomi/deploy/baseline.py", "baomi/checks/conftest.py", "baomi/lab/cli.py",
-                   "baomi/controls/ssh.py"):
+                   "baomi/controller/commands/offboard.py", "baomi/controls/ssh.py"):
         assert module in names, f"{module} missing from the wheel"
