@@ -1,21 +1,37 @@
 """R-LOCK 开机与屏保密码: desktop idle lock, shell TMOUT, SSH idle probes, bootloader password.
 
-Pure functions only: ``desired`` (policy + host groups → files and settings), ``OBSERVE``
-(the read-only commands) and ``parse`` (their output → :class:`Observed`), ``compare``
-(→ findings).  ``deploy/screen_lock.py``, ``checks/test_screen_lock.py`` and the agent run them.
+The control contract (:mod:`baomi.controls.contract`): ``desired`` (host context → files and
+settings), ``observe_script`` (read-only commands), ``parse`` (→ :class:`Observed`), ``compare``
+(→ findings of the checks below), ``skipped`` (desktop checks on hosts without a desktop, the
+bootloader where there is no GRUB or the policy does not ask).  ``deploy/screen_lock.py``,
+``checks/test_screen_lock.py`` and the agent run them; the GRUB password script is in
+:mod:`baomi.fixes.screen_lock`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from baomi.controls.contract import Control, HostContext, check
 from baomi.findings import Finding
 from baomi.observe import cat, script, sections
-from baomi.policy import Policy
 from baomi.sshd import SSHD_T, SshdSettings, parse_effective
 
-CONTROL = "screen_lock"
-CLAUSES = ("R-LOCK",)
+DCONF_FILES = check("screen_lock.dconf_files", "baomi's dconf profile, keys and locks, unedited")
+DCONF_VALUES = check("screen_lock.dconf_values", "the compiled dconf database holds the policy's "
+                     "idle lock values")
+USER_OVERRIDE = check("screen_lock.user_override", "a normal user cannot change the idle lock "
+                      "(gsettings writable is false)")
+TMOUT_FILE_CHECK = check("screen_lock.tmout_file", "baomi's TMOUT profile script, unedited")
+SHELL_TMOUT = check("screen_lock.shell_tmout", "a login shell gets the policy's TMOUT, readonly")
+SSH_IDLE = check("screen_lock.ssh_idle", "sshd probes idle sessions (ClientAlive*, sshd -T)")
+BOOTLOADER = check("screen_lock.bootloader_password",
+                   "GRUB asks for a superuser password (开机密码)")
+CHECKS = (DCONF_FILES, DCONF_VALUES, USER_OVERRIDE, TMOUT_FILE_CHECK, SHELL_TMOUT, SSH_IDLE,
+          BOOTLOADER)
+DESKTOP_CHECKS = (DCONF_FILES, DCONF_VALUES, USER_OVERRIDE)
+# The unprivileged account that tries to override the lock.
+PROBE_USER = "nobody"
 HEADER = "# Managed by baomi: R-LOCK 开机与屏保密码. Local edits are reverted.\n"
 
 DCONF_PROFILE = "/etc/dconf/profile/user"
@@ -43,6 +59,7 @@ class Desired:
     """Everything the host must have for R-LOCK, as exact file contents and values."""
 
     desktop: bool
+    bootloader_password: bool
     dconf_profile: str
     dconf_keys: str
     dconf_locks: str
@@ -53,12 +70,12 @@ class Desired:
     sshd_dropin: str
 
 
-def is_desktop(groups: set[str]) -> bool:
+def is_desktop(groups: frozenset[str] | set[str]) -> bool:
     return "workstations" in groups
 
 
-def desired(policy: Policy, groups: set[str]) -> Desired:
-    s = policy.screen_lock
+def desired(ctx: HostContext) -> Desired:
+    s = ctx.policy.screen_lock
     values = {path: value.format(idle=s.idle_seconds, delay=s.lock_delay_seconds)
               for path, value, _, _ in _KEYS}
     sections_: dict[str, list[str]] = {}
@@ -70,7 +87,8 @@ def desired(policy: Policy, groups: set[str]) -> Desired:
     sshd = SshdSettings({"ClientAliveInterval": str(s.ssh_client_alive_interval),
                          "ClientAliveCountMax": str(s.ssh_client_alive_count_max)})
     return Desired(
-        desktop=is_desktop(groups),
+        desktop=is_desktop(ctx.groups),
+        bootloader_password=s.bootloader_password,
         dconf_profile="user-db:user\nsystem-db:local\n",
         dconf_keys=keys,
         dconf_locks=HEADER + "".join(f"{path}\n" for path in values),
@@ -82,8 +100,9 @@ def desired(policy: Policy, groups: set[str]) -> Desired:
     )
 
 
-def observe_script(user: str = "nobody") -> str:
-    """Read-only commands; ``user`` is the unprivileged account that tries to override."""
+def observe_script(want: Desired) -> str:
+    """Read-only commands; :data:`PROBE_USER` is the unprivileged account that tries to
+    override the lock."""
     commands = {
         "profile": cat(DCONF_PROFILE),
         "keys": cat(DCONF_KEYS),
@@ -102,7 +121,7 @@ def observe_script(user: str = "nobody") -> str:
                  + "; do printf '%s ' \"$k\"; dconf read \"$k\"; echo; done",
         "writable": "command -v gsettings >/dev/null && for sk in "
                     + " ".join(f"{schema}:{key}" for _, _, schema, key in _KEYS)
-                    + f"; do printf '%s ' \"$sk\"; su -s /bin/sh {user} -c "
+                    + f"; do printf '%s ' \"$sk\"; su -s /bin/sh {PROBE_USER} -c "
                     # dconf warns on stderr that nobody has no cache dir; only stdout answers.
                     "\"gsettings writable ${sk%%:*} ${sk#*:} 2>/dev/null\" 2>/dev/null "
                     "| tail -n1; echo; done",
@@ -127,7 +146,7 @@ class Observed:
     grub_password: bool
 
 
-def parse(output: str) -> Observed:
+def parse(output: str, want: Desired) -> Observed:
     sec = sections(output)
 
     text = sec.text
@@ -176,10 +195,6 @@ def parse(output: str) -> Observed:
     )
 
 
-def _finding(subject: str, expected: str, found: str, severity: str = "high") -> Finding:
-    return Finding(CONTROL, CLAUSES, severity, subject, expected, found)
-
-
 def compare(want: Desired, seen: Observed) -> list[Finding]:
     findings: list[Finding] = []
     if want.desktop:
@@ -187,60 +202,54 @@ def compare(want: Desired, seen: Observed) -> list[Finding]:
                                      (DCONF_KEYS, seen.dconf_keys, want.dconf_keys),
                                      (DCONF_LOCKS, seen.dconf_locks, want.dconf_locks)):
             if content != label:
-                findings.append(_finding(path, "the baomi content",
-                                         "missing" if content is None else "edited content"))
+                findings.append(DCONF_FILES.finding(
+                    path, "the baomi content", "missing" if content is None else "edited content"))
         for path, value in want.dconf_values.items():
             got = seen.dconf_values.get(path, "")
             if got != value:
-                findings.append(_finding(f"dconf {path}", value, repr(got) if got else "unset"))
+                findings.append(DCONF_VALUES.finding(f"dconf {path}", value,
+                                                     repr(got) if got else "unset"))
         for _, _, schema, key in _KEYS:
             got = seen.writable.get(f"{schema} {key}", "")
             if got != "false":
-                findings.append(_finding(f"gsettings writable {schema} {key} (as a normal user)",
-                                         "false (locked)", got or "no answer"))
+                findings.append(USER_OVERRIDE.finding(
+                    f"gsettings writable {schema} {key} (as a normal user)", "false (locked)",
+                    got or "no answer"))
     if seen.tmout_file != want.tmout_file:
-        findings.append(_finding(TMOUT_FILE, f"TMOUT={want.tmout} readonly",
-                                 "missing" if seen.tmout_file is None else "edited content"))
+        findings.append(TMOUT_FILE_CHECK.finding(
+            TMOUT_FILE, f"TMOUT={want.tmout} readonly",
+            "missing" if seen.tmout_file is None else "edited content"))
     if seen.tmout_shell != str(want.tmout):
-        findings.append(_finding("TMOUT in a login shell", str(want.tmout),
-                                 repr(seen.tmout_shell or "")))
+        findings.append(SHELL_TMOUT.finding("TMOUT in a login shell", str(want.tmout),
+                                            repr(seen.tmout_shell or "")))
     elif not seen.tmout_readonly:
-        findings.append(_finding("TMOUT in a login shell", "readonly", "writable by the user"))
+        findings.append(SHELL_TMOUT.finding("TMOUT in a login shell", "readonly",
+                                            "writable by the user"))
     if seen.sshd_error:
-        findings.append(_finding("sshd -T", "a valid sshd configuration", seen.sshd_error,
-                                 "critical"))
+        findings.append(SSH_IDLE.finding("sshd -T", "a valid sshd configuration",
+                                         seen.sshd_error, "critical"))
     else:
-        findings.extend(_finding(f"sshd {key}", want_v, got or "unset")
+        findings.extend(SSH_IDLE.finding(f"sshd {key}", want_v, got or "unset")
                         for key, want_v, got in want.sshd.differences(seen.sshd_effective))
+    if want.bootloader_password and seen.grub_present and not seen.grub_password:
+        findings.append(BOOTLOADER.finding(f"{GRUB_DIR}/grub.cfg",
+                                           "a superuser with a PBKDF2 password",
+                                           "no superusers/password_pbkdf2 lines"))
     return findings
 
 
-def compare_bootloader(seen: Observed) -> list[Finding]:
-    """The boot password half of R-LOCK (开机密码); only meaningful where GRUB is present."""
-    if seen.grub_present and not seen.grub_password:
-        return [_finding(f"{GRUB_DIR}/grub.cfg", "a superuser with a PBKDF2 password",
-                         "no superusers/password_pbkdf2 lines")]
-    return []
-
-
-GRUB_SCRIPT = "/etc/grub.d/01_baomi_password"
-_PBKDF2 = "grub.pbkdf2.sha512."
-
-
-def grub_password_script(pbkdf2_hash: str, superuser: str = "root") -> str:
-    """The /etc/grub.d script that makes GRUB ask for a password (R-LOCK 开机密码).
-
-    ``pbkdf2_hash`` is the output of ``grub-mkpasswd-pbkdf2`` (never the password itself).
-    """
-    if not pbkdf2_hash.startswith(_PBKDF2) or any(c.isspace() for c in pbkdf2_hash):
-        raise ValueError("not a grub-mkpasswd-pbkdf2 hash (grub.pbkdf2.sha512.N.SALT.HASH)")
-    return ("#!/bin/sh\n" + HEADER + "cat <<'EOF'\n"
-            f'set superusers="{superuser}"\npassword_pbkdf2 {superuser} {pbkdf2_hash}\nEOF\n')
-
-
-def skipped(seen: Observed) -> list[str]:
-    """Parts of R-LOCK that do not apply to this host, with the reason (shown in reports)."""
-    reasons = []
-    if not seen.grub_present:
-        reasons.append(f"bootloader password: no GRUB on this host ({GRUB_DIR} absent)")
+def skipped(want: Desired, seen: Observed) -> dict[str, str]:
+    """Checks of R-LOCK with nothing to look at on this host, with the reason."""
+    reasons = {}
+    if not want.desktop:
+        reasons.update({c.id: "not a workstation (no desktop session to lock)"
+                        for c in DESKTOP_CHECKS})
+    if not want.bootloader_password:
+        reasons[BOOTLOADER.id] = "policy: screen_lock.bootloader_password is false"
+    elif not seen.grub_present:
+        reasons[BOOTLOADER.id] = f"no GRUB on this host ({GRUB_DIR} absent)"
     return reasons
+
+
+CONTROL: Control[Desired, Observed] = Control(
+    "screen_lock", CHECKS, desired, observe_script, parse, compare, skipped=skipped)
