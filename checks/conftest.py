@@ -108,6 +108,9 @@ def control_checks(name: str, inputs: Callable[[HostContext], HostContext] | Non
         status = result.status(check_id)
         record_property("check", check_id)
         record_property("status", status)
+        if check_id in result.evidence:
+            record_property("evidence", result.evidence[check_id])
+            print(f"{result.host} {check_id}: {result.evidence[check_id]}")
         if check_id in result.not_applicable:
             pytest.skip(f"{check_id}: not applicable: {result.not_applicable[check_id]}")
         findings = result.findings_of(check_id)

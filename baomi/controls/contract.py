@@ -11,7 +11,9 @@ A control is a pure module in ``baomi/controls/`` ending with ``CONTROL = Contro
   :class:`Check` s, so it carries a stable check ID and its clauses;
 - ``not_applicable(want) -> str | None``: the whole control does not apply here (policy turns
   it off, nothing of it concerns this host's groups), decided before observing;
-- ``skipped(want, seen) -> {check ID: reason}``: checks that cannot be looked at on this host.
+- ``skipped(want, seen) -> {check ID: reason}``: checks that cannot be looked at on this host;
+- ``evidence(want, seen) -> {check ID: text}`` (optional): what a check looked at, shown with
+  passing checks too (backup's snapshot ids, dates and restore sample).
 
 The deploy (pyinfra), the checks (testinfra), the agent (locally) and the audit all go through
 :func:`run`, so apply, audit and watch cannot disagree.  Host-changing shell ("fix" scripts)
@@ -84,6 +86,10 @@ def _nothing_skipped(want: Any, seen: Any) -> dict[str, str]:
     return {}
 
 
+def _no_evidence(want: Any, seen: Any) -> dict[str, str]:
+    return {}
+
+
 @dataclass(frozen=True)
 class Control(Generic[D, O]):
     """A control's functions, called blindly by deploys, checks, the agent and the audit."""
@@ -96,6 +102,7 @@ class Control(Generic[D, O]):
     compare: Callable[[D, O], list[Finding]]
     not_applicable: Callable[[D], str | None] = _always
     skipped: Callable[[D, O], dict[str, str]] = _nothing_skipped
+    evidence: Callable[[D, O], dict[str, str]] = _no_evidence
 
     def __post_init__(self) -> None:
         ids = [c.id for c in self.checks]
@@ -130,6 +137,7 @@ class Result:
     checks: tuple[Check, ...]
     findings: tuple[Finding, ...]
     not_applicable: Mapping[str, str]  # check ID → reason
+    evidence: Mapping[str, str] = field(default_factory=dict)  # check ID → what was looked at
 
     def status(self, check_id: str) -> str:
         if check_id in self.not_applicable:
@@ -166,4 +174,5 @@ def evaluate(control: Control[D, O], host: str, want: D, seen: O) -> Result:
     # A check that produced a finding is not "not applicable", whatever skipped() says.
     for f in findings:
         skipped.pop(f.check, None)
-    return Result(control.name, host, control.checks, tuple(findings), skipped)
+    return Result(control.name, host, control.checks, tuple(findings), skipped,
+                  control.evidence(want, seen))
