@@ -2,36 +2,29 @@
 
 from __future__ import annotations
 
-import base64
-import shlex
-
 from pyinfra import host
 from pyinfra.api import OperationError, operation
 
 from baomi.controls import firewall as core
-from baomi.deploy.common import Observation, groups, op_name, policy
+from baomi.deploy.common import Observation, context, op_name
+from baomi.fixes.firewall import ENABLE_BOOT_SERVICE, load_script
 
-C = core.CONTROL
+C = core.CONTROL.name
+# What a reload of the ruleset file mends.
+RULESET_CHECKS = {core.LOADED.id, core.OPEN_PORTS.id, core.RULES.id, core.CONF_FILE.id}
 
 
-def load_script(conf: str) -> str:
-    """Install the ruleset file only if `nft -c` accepts it, then load it in one transaction."""
-    q = shlex.quote(core.CONF)
-    new = shlex.quote(core.CONF + ".baomi-new")
-    data = base64.b64encode(conf.encode()).decode()
-    return (
-        f"set -e; printf %s {data} | base64 -d > {new}; chmod 0755 {new}; "
-        f"if ! err=$(nft -c -f {new} 2>&1); then rm -f {new}; "
-        f"  echo \"nft -c rejected the ruleset: $err\" >&2; exit 1; fi; "
-        f"mv -f {new} {q}; nft -f {q}"
-    )
+def _failing(want: core.Desired) -> tuple[core.Observed, set[str]]:
+    """The host as it is when the operation runs, and the IDs of the checks it fails."""
+    seen = core.parse(host.get_fact(Observation, script=core.observe_script(want)), want)
+    return seen, {f.check for f in core.compare(want, seen)}
 
 
 @operation()
 def ruleset(want: core.Desired):  # type: ignore[no-untyped-def]
     """Write /etc/nftables.conf and load it when the file or the loaded table differ."""
-    seen = core.parse(host.get_fact(Observation, script=core.observe_script()))
-    if not core.ruleset_findings(want, seen) and not core.conf_findings(want, seen):
+    seen, failing = _failing(want)
+    if not failing & RULESET_CHECKS:
         host.noop(f"table {core.FAMILY} {core.TABLE} holds the policy's rules")
         return
     risk = core.lockout_risk(want, seen)
@@ -43,16 +36,16 @@ def ruleset(want: core.Desired):  # type: ignore[no-untyped-def]
 @operation()
 def boot_service(want: core.Desired):  # type: ignore[no-untyped-def]
     """Enable nftables.service where systemd runs, so the ruleset is loaded at boot."""
-    seen = core.parse(host.get_fact(Observation, script=core.observe_script()))
-    if not core.service_findings(want, seen):
+    seen, failing = _failing(want)
+    if core.BOOT_SERVICE.id not in failing:
         host.noop(f"{core.SERVICE}: {seen.service or 'not applicable'}")
         return
-    yield f"systemctl enable {core.SERVICE}"
+    yield ENABLE_BOOT_SERVICE
 
 
 def apply() -> None:
-    want = core.desired(policy(), groups())
-    if not want.enabled:
+    want = core.desired(context())
+    if core.not_applicable(want):
         return
     ruleset(name=op_name(C, f"{core.CONF} (nft -c, nft -f)"), want=want)
     boot_service(name=op_name(C, f"enable {core.SERVICE}"), want=want)

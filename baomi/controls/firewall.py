@@ -1,9 +1,10 @@
 """R-SEC 防火墙: nftables default-deny inbound, except SSH and the policy's allowed services.
 
-Pure functions only: ``desired`` (policy + host groups → the ruleset file and the input chain's
-rules), ``observe_script`` (read-only commands) and ``parse`` (their output → :class:`Observed`,
-from ``nft -j list ruleset``), ``compare`` (→ findings).  ``deploy/firewall.py``,
-``checks/test_firewall.py`` and the agent run them.
+The control contract (:mod:`baomi.controls.contract`): ``desired`` (host context → the ruleset
+file and the input chain's rules), ``observe_script`` (read-only commands), ``parse`` (→
+:class:`Observed`, from ``nft -j list ruleset``), ``compare`` (→ findings of the checks below).
+``deploy/firewall.py``, ``checks/test_firewall.py`` and the agent run them; the validated load is
+in :mod:`baomi.fixes.firewall`.
 
 baomi owns one table, ``inet baomi_filter``.  Its file declares, deletes and redefines the table,
 so ``nft -f`` replaces it in one transaction (never a moment without rules, never half a
@@ -19,12 +20,16 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from baomi.controls.contract import Control, HostContext, check
 from baomi.findings import Finding
 from baomi.observe import cat, script, sections
-from baomi.policy import Policy
 
-CONTROL = "firewall"
-CLAUSES = ("R-SEC",)
+LOADED = check("firewall.loaded", "baomi's table is loaded: input hook, policy drop")
+OPEN_PORTS = check("firewall.open_ports", "inbound ports accepted exactly as the policy allows")
+RULES = check("firewall.rules", "the input chain holds exactly the policy's rules, in order")
+CONF_FILE = check("firewall.conf", "the ruleset file loaded at boot is baomi's, unedited")
+BOOT_SERVICE = check("firewall.boot_service", "nftables.service loads the ruleset at boot")
+CHECKS = (LOADED, OPEN_PORTS, RULES, CONF_FILE, BOOT_SERVICE)
 TABLE = "baomi_filter"
 FAMILY = "inet"
 CHAIN = "input"
@@ -103,11 +108,12 @@ def _comment(text: str) -> str:
     return "# " + re.sub(r"\s+", " ", text).strip() if text.strip() else ""
 
 
-def desired(policy: Policy, groups: set[str]) -> Desired:
+def desired(ctx: HostContext) -> Desired:
+    policy = ctx.policy
     f = policy.firewall
     labelled: list[tuple[Service, str]] = [
         (Service("tcp", f.ssh_port, f.ssh_sources), "SSH: IT's administrative access")]
-    if COLLECTOR_GROUP in groups:
+    if COLLECTOR_GROUP in ctx.groups:
         labelled.append((Service("tcp", policy.collector.listen_port),
                          "baomi collector: agents ship here"))
     labelled += [(Service(r.proto, r.port, r.sources), r.comment) for r in f.allow]
@@ -139,7 +145,7 @@ def desired(policy: Policy, groups: set[str]) -> Desired:
                    ssh_port=f.ssh_port, ssh_sources=f.ssh_sources)
 
 
-def observe_script() -> str:
+def observe_script(want: Desired) -> str:
     commands = {
         "nft": "nft -j list ruleset",
         "conf": cat(CONF),
@@ -253,7 +259,7 @@ def _service(exprs: list[dict[str, Any]]) -> Service | None:
                                                   key=_sort_key)))
 
 
-def parse(output: str) -> Observed:
+def parse(output: str, want: Desired) -> Observed:
     sec = sections(output)
     nft = sec.get("nft")
     error = None
@@ -301,26 +307,20 @@ def parse(output: str) -> Observed:
     )
 
 
-def _finding(subject: str, expected: str, found: str, severity: str = "high") -> Finding:
-    return Finding(CONTROL, CLAUSES, severity, subject, expected, found)
-
-
-def ruleset_findings(want: Desired, seen: Observed) -> list[Finding]:
-    """How the loaded ruleset differs from the policy (the deploy reloads when this is not [])."""
-    if not want.enabled:
-        return []
+def _ruleset(want: Desired, seen: Observed) -> list[Finding]:
+    """How the loaded ruleset differs from the policy."""
     where = f"{FAMILY} {TABLE} {CHAIN}"
     if seen.nft_error:
-        return [_finding("nftables ruleset", "readable with nft (nf_tables in the kernel)",
-                         seen.nft_error, "critical")]
+        return [LOADED.finding("nftables ruleset", "readable with nft (nf_tables in the kernel)",
+                               seen.nft_error, "critical")]
     if not seen.table:
-        return [_finding(f"table {FAMILY} {TABLE}", "loaded, default-deny inbound",
-                         "not loaded: nothing filters inbound connections", "critical")]
+        return [LOADED.finding(f"table {FAMILY} {TABLE}", "loaded, default-deny inbound",
+                               "not loaded: nothing filters inbound connections", "critical")]
     findings = []
     if seen.hook != "input" or seen.policy != "drop":
-        findings.append(_finding(f"chain {where}", "hook input, policy drop",
-                                 f"hook {seen.hook or 'none'}, policy {seen.policy or 'none'}",
-                                 "critical"))
+        findings.append(LOADED.finding(
+            f"chain {where}", "hook input, policy drop",
+            f"hook {seen.hook or 'none'}, policy {seen.policy or 'none'}", "critical"))
     seen_texts = [r.text for r in seen.rules]
     by_port = {(s.proto, s.port): s for s in want.services}
     for rule in seen.rules:
@@ -331,42 +331,39 @@ def ruleset_findings(want: Desired, seen: Observed) -> list[Finding]:
             expected = (f"accepted only from {', '.join(allowed.sources) or 'anywhere'}"
                         if allowed else f"{_DENIED[want.default_inbound]} (the policy "
                         "allows no such port)")
-            findings.append(_finding(f"inbound {rule.service.proto}/{rule.service.port}",
-                                     expected, f"accepted from "
-                                     f"{', '.join(rule.service.sources) or 'anywhere'} "
-                                     f"by rule '{rule.text}'", "critical"))
+            findings.append(OPEN_PORTS.finding(
+                f"inbound {rule.service.proto}/{rule.service.port}", expected,
+                f"accepted from {', '.join(rule.service.sources) or 'anywhere'} "
+                f"by rule '{rule.text}'", "critical"))
         else:
-            findings.append(_finding(f"rule in {where}", "absent (not in the policy)",
-                                     f"'{rule.text}'", "critical"))
+            findings.append(RULES.finding(f"rule in {where}", "absent (not in the policy)",
+                                          f"'{rule.text}'", "critical"))
     for text in want.rules:
         if text not in seen_texts:
-            subject = f"rule in {where}"
-            for service in want.services:
-                if text in service_rules(service):
-                    subject = f"inbound {service.proto}/{service.port}"
-            findings.append(_finding(subject, f"'{text}'", "missing"))
+            services = [s for s in want.services if text in service_rules(s)]
+            if services:
+                findings.append(OPEN_PORTS.finding(
+                    f"inbound {services[-1].proto}/{services[-1].port}", f"'{text}'", "missing"))
+            else:
+                findings.append(RULES.finding(f"rule in {where}", f"'{text}'", "missing"))
     if not findings and tuple(seen_texts) != want.rules:
-        findings.append(_finding(f"rule order in {where}", " | ".join(want.rules),
-                                 " | ".join(seen_texts)))
+        findings.append(RULES.finding(f"rule order in {where}", " | ".join(want.rules),
+                                      " | ".join(seen_texts)))
     return findings
 
 
-def conf_findings(want: Desired, seen: Observed) -> list[Finding]:
-    if not want.enabled or seen.conf == want.conf:
-        return []
-    return [_finding(CONF, "the baomi ruleset (loaded at boot)",
-                     "missing" if seen.conf is None else "edited content", "medium")]
-
-
-def service_findings(want: Desired, seen: Observed) -> list[Finding]:
-    if not want.enabled or seen.service in (None, "no-systemd", "enabled"):
-        return []
-    return [_finding(SERVICE, "enabled (loads the ruleset at boot)", seen.service or "unknown",
-                     "medium")]
-
-
 def compare(want: Desired, seen: Observed) -> list[Finding]:
-    return ruleset_findings(want, seen) + conf_findings(want, seen) + service_findings(want, seen)
+    if not want.enabled:
+        return []
+    findings = _ruleset(want, seen)
+    if seen.conf != want.conf:
+        findings.append(CONF_FILE.finding(CONF, "the baomi ruleset (loaded at boot)",
+                                          "missing" if seen.conf is None else "edited content",
+                                          "medium"))
+    if seen.service not in (None, "no-systemd", "enabled"):
+        findings.append(BOOT_SERVICE.finding(SERVICE, "enabled (loads the ruleset at boot)",
+                                             seen.service, "medium"))
+    return findings
 
 
 def lockout_risk(want: Desired, seen: Observed) -> str | None:
@@ -385,7 +382,21 @@ def lockout_risk(want: Desired, seen: Observed) -> str | None:
     return None
 
 
-def skipped(seen: Observed, want: Desired | None = None) -> list[str]:
-    if want is not None and not want.enabled:
-        return ["firewall.enabled is false in the policy"]
-    return []
+def not_applicable(want: Desired) -> str | None:
+    return None if want.enabled else "policy: firewall.enabled is false"
+
+
+def skipped(want: Desired, seen: Observed) -> dict[str, str]:
+    """The rule checks cannot be judged without our table; the boot unit without systemd."""
+    reasons = {}
+    if seen.nft_error or not seen.table:
+        why = f"the ruleset could not be read or {FAMILY} {TABLE} is not loaded (see {LOADED.id})"
+        reasons.update({OPEN_PORTS.id: why, RULES.id: why})
+    if seen.service in (None, "no-systemd"):
+        reasons[BOOT_SERVICE.id] = ("no systemd on this host: no nftables.service to enable"
+                                    if seen.service else "systemctl gave no answer")
+    return reasons
+
+
+CONTROL: Control[Desired, Observed] = Control(
+    "firewall", CHECKS, desired, observe_script, parse, compare, not_applicable, skipped)

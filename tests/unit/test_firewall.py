@@ -5,12 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from baomi.controls import firewall as core
+from baomi.controls.contract import HostContext, evaluate
 from baomi.findings import Finding
-from baomi.policy import load_text
+from baomi.fixes.firewall import load_script
+from baomi.policy import Policy, load_text
 
 DATA = Path(__file__).parent / "data" / "firewall"
 POLICY = load_text("")
-WANT = core.desired(POLICY, {"servers"})
+
+
+def desired(policy: Policy, groups: set[str]) -> core.Desired:
+    return core.desired(HostContext.of(policy, groups, "srv1"))
+
+
+WANT = desired(POLICY, {"servers"})
 RICH = load_text("""
 firewall:
   default_inbound: reject
@@ -22,7 +30,13 @@ firewall:
 
 
 def observed(name: str) -> core.Observed:
-    return core.parse((DATA / name).read_text(encoding="utf-8"))
+    return core.parse((DATA / name).read_text(encoding="utf-8"), WANT)
+
+
+def ruleset_findings(want: core.Desired, seen: core.Observed) -> list[Finding]:
+    """The findings a reload of the ruleset mends (the loaded table and its rules)."""
+    return [f for f in core.compare(want, seen)
+            if f.check in (core.LOADED.id, core.OPEN_PORTS.id, core.RULES.id)]
 
 
 def text(findings: list[Finding]) -> str:
@@ -36,16 +50,19 @@ def test_default_policy_allows_only_ssh() -> None:
     # Declare, delete, define: one nft -f transaction on a fresh host and on a re-run.
     assert "table inet baomi_filter\ndelete table inet baomi_filter\n" in WANT.conf
     assert "flush ruleset" not in WANT.conf
+    # Installed only if nft -c accepts the new file alone, then loaded in one transaction.
+    script = load_script(WANT.conf)
+    assert "nft -c -f \"$new\"" in script and script.endswith("nft -f /etc/nftables.conf")
 
 
 def test_collector_port_only_in_the_collector_group() -> None:
     port = POLICY.collector.listen_port
-    assert core.Service("tcp", port) in core.desired(POLICY, {"collector"}).services
-    assert core.Service("tcp", port) not in core.desired(POLICY, {"servers", "backup"}).services
+    assert core.Service("tcp", port) in desired(POLICY, {"collector"}).services
+    assert core.Service("tcp", port) not in desired(POLICY, {"servers", "backup"}).services
 
 
 def test_sources_split_by_family_and_hosts_lose_their_prefix() -> None:
-    want = core.desired(RICH, {"collector"})
+    want = desired(RICH, {"collector"})
     assert want.rules[4:] == (
         "ip saddr 10.213.0.0/16 tcp dport 22 accept",
         "ip6 saddr fd00::/8 tcp dport 22 accept",
@@ -66,6 +83,13 @@ def test_fresh_host_without_our_table() -> None:
         "inbound, found not loaded: nothing filters inbound connections\n"
         "[R-SEC 防火墙与入侵检测] /etc/nftables.conf: expected the baomi ruleset (loaded at "
         "boot), found edited content")
+    result = evaluate(core.CONTROL, "srv1", WANT, seen)
+    assert result.statuses() == {
+        "firewall.loaded": "fail", "firewall.open_ports": "not applicable",
+        "firewall.rules": "not applicable", "firewall.conf": "fail",
+        "firewall.boot_service": "not applicable"}
+    assert result.not_applicable["firewall.boot_service"] == \
+        "no systemd on this host: no nftables.service to enable"
 
 
 def test_systemd_container_without_net_admin() -> None:
@@ -73,7 +97,8 @@ def test_systemd_container_without_net_admin() -> None:
     assert seen.nft_error is not None and "Operation not permitted" in seen.nft_error
     assert seen.service == "disabled"
     found = core.compare(WANT, seen)
-    assert found[0].subject == "nftables ruleset" and found[0].severity == "critical"
+    assert (found[0].check, found[0].subject, found[0].severity) == (
+        "firewall.loaded", "nftables ruleset", "critical")
     assert "nftables.service: expected enabled (loads the ruleset at boot), found disabled" \
         in text(found)
 
@@ -90,11 +115,11 @@ def test_applied_host_is_compliant() -> None:
 
 def test_rich_ruleset_as_loaded_matches_its_policy() -> None:
     seen = observed("rich_srv1.out")
-    want = core.desired(RICH, {"collector"})
+    want = desired(RICH, {"collector"})
     assert core.compare(want, seen) == []
     assert core.Service("udp", 514, ("10.0.0.0/8", "192.0.2.7")) in seen.accepted
     # The same host judged against the default policy: every extra port is named.
-    found = text(core.ruleset_findings(WANT, seen))
+    found = text(ruleset_findings(WANT, seen))
     assert "inbound udp/514: expected dropped (the policy allows no such port), found " \
            "accepted from 10.0.0.0/8, 192.0.2.7 by rule 'ip saddr { 10.0.0.0/8, 192.0.2.7 } " \
            "udp dport 514 accept'" in found
@@ -112,25 +137,27 @@ def test_tampered_rules_are_named() -> None:
         "[R-SEC 防火墙与入侵检测] inbound tcp/8080: expected dropped (the policy allows no "
         "such port), found accepted from anywhere by rule 'tcp dport 8080 accept'")
     assert {f.severity for f in found} == {"critical"}
+    assert [f.check for f in found] == ["firewall.rules", "firewall.open_ports"]
 
 
 def test_flushed_ruleset() -> None:
-    found = core.ruleset_findings(WANT, observed("flushed_srv1.out"))
+    found = ruleset_findings(WANT, observed("flushed_srv1.out"))
     assert [f.subject for f in found] == ["table inet baomi_filter"]
 
 
 def test_lockout_guard() -> None:
     seen = observed("applied_srv1.out")
-    far = core.desired(load_text("firewall: {ssh_from: [192.0.2.0/24]}"), set())
+    far = desired(load_text("firewall: {ssh_from: [192.0.2.0/24]}"), set())
     assert core.lockout_risk(far, seen) == (
         "this SSH session comes from 10.213.7.1, outside firewall.ssh_from (192.0.2.0/24): "
         "the next login would be dropped")
-    other_port = core.desired(load_text("firewall: {ssh_port: 2222}"), set())
+    other_port = desired(load_text("firewall: {ssh_port: 2222}"), set())
     assert "sshd listens on 22" in (core.lockout_risk(other_port, seen) or "")
 
 
 def test_disabled_firewall_is_not_enforced() -> None:
-    off = core.desired(load_text("firewall: {enabled: false}"), set())
+    off = desired(load_text("firewall: {enabled: false}"), set())
     seen = observed("fresh_srv1.out")
     assert core.compare(off, seen) == []
-    assert core.skipped(seen, off) == ["firewall.enabled is false in the policy"]
+    assert core.not_applicable(off) == "policy: firewall.enabled is false"
+    assert core.not_applicable(WANT) is None
