@@ -14,13 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from baomi import pwquality as pwq
 from baomi.controls import passwords as core
+from baomi.controls.contract import HostContext, evaluate
+from baomi.fixes import passwords as fix
 from baomi.observe import sections
 from baomi.policy import load_text
 
 DATA = Path(__file__).parent / "data" / "passwords"
 POLICY = load_text("")
-WANT = core.desired(POLICY, {"servers"})
+WANT = core.desired(HostContext.of(POLICY, {"servers"}, "srv3"))
 
 
 def text(name: str) -> str:
@@ -28,7 +31,7 @@ def text(name: str) -> str:
 
 
 def observed(name: str) -> core.Observed:
-    return core.parse(text(name))
+    return core.parse(text(name), WANT)
 
 
 def report(seen: core.Observed, want: core.Desired = WANT) -> str:
@@ -79,20 +82,26 @@ def test_fresh_host_is_reported_with_evidence() -> None:
     assert "account alice (uid 1000): expected password ageing min 1, max 90, warn 7 days, " \
            "found min 0, max 99999, warn 7 days" in text_
     empty = [f for f in core.compare(WANT, seen) if "empty password" in f.found]
-    assert [(f.subject, f.severity) for f in empty] == [("account eve (uid 1007)", "critical")]
+    assert [(f.subject, f.severity, f.check) for f in empty] == [
+        ("account eve (uid 1007)", "critical", "passwords.empty_password")]
+    assert {f.check for f in core.compare(WANT, seen)} == {
+        "passwords.dropin", "passwords.min_length", "passwords.min_classes",
+        "passwords.login_defs", "passwords.account_ageing", "passwords.empty_password"}
+    # Accounts out of scope are listed, but the ageing checks still apply (alice, eve).
+    assert core.skipped(WANT, seen) == {}
     for name in ("bob", "carol", "svc", "dave", "nobody", "root"):
         assert f"account {name} " not in text_
-    assert core.skipped(WANT, seen) == [
+    assert core.out_of_scope(WANT, seen) == [
         "nobody (uid 65534): the unprivileged placeholder account",
         "bob (uid 1001): no password (key-only or never set); password ageing does not apply",
         "carol (uid 1002): password locked",
         "svc (uid 1005): no login shell (/usr/sbin/nologin)",
         "dave (uid 1006): account expired (frozen) on 1970-01-01",
     ]
-    assert core.ageing_commands(WANT, seen) == ["chage -m 1 -M 90 -W 7 alice",
+    assert fix.ageing_commands(WANT, seen) == ["chage -m 1 -M 90 -W 7 alice",
                                                 "chage -m 1 -M 90 -W 7 eve"]
-    assert core.neutralise_script(seen, WANT) == ""
-    assert not core.pam_needs_change(WANT, seen)
+    assert fix.neutralise_script(seen, WANT) == ""
+    assert not fix.pam_needs_change(WANT, seen)
 
 
 def test_applied_host_is_compliant() -> None:
@@ -101,9 +110,9 @@ def test_applied_host_is_compliant() -> None:
     assert core.compare(WANT, seen) == []
     alice = next(a for a in seen.accounts if a.name == "alice")
     assert (alice.min_days, alice.max_days, alice.warn_days) == (1, 90, 7)
-    assert core.ageing_commands(WANT, seen) == []
-    assert core.login_defs_script(WANT, seen) == ""
-    assert core.effective(seen)["minlen"] == core.Effective(12, f"{core.DROPIN}:2")
+    assert fix.ageing_commands(WANT, seen) == []
+    assert fix.login_defs_script(WANT, seen) == ""
+    assert core.effective(seen)["minlen"] == pwq.Effective(12, f"{core.DROPIN}:2")
 
 
 def test_tampering_is_named_file_line_and_argument() -> None:
@@ -122,13 +131,13 @@ def test_tampering_is_named_file_line_and_argument() -> None:
     assert "/etc/login.defs PASS_MAX_DAYS: expected 90, found 99999 (line 403)" in text_
     assert "account alice (uid 1000): expected password ageing min 1, max 90, warn 7 days, " \
            "found min 1, max 99999, warn 7 days" in text_
-    assert core.neutralise_script(seen, WANT) == "; ".join(
+    assert fix.neutralise_script(seen, WANT) == "; ".join(
         f"sed -i '{n}s/^/# disabled by baomi (R-PWD): /' {path}" for n, path in (
             (1, "/etc/security/pwquality.conf.d/90-local.conf"),
             (2, "/etc/security/pwquality.conf.d/90-local.conf"),
             (80, "/etc/security/pwquality.conf")))
-    assert core.pam_weak_args(WANT, seen) == ["enforcing"]
-    assert core.ageing_commands(WANT, seen) == ["chage -m 1 -M 90 -W 7 alice"]
+    assert fix.pam_weak_args(WANT, seen) == ["enforcing"]
+    assert fix.ageing_commands(WANT, seen) == ["chage -m 1 -M 90 -W 7 alice"]
 
 
 def test_library_reading_wins_and_files_are_the_fallback() -> None:
@@ -136,7 +145,7 @@ def test_library_reading_wins_and_files_are_the_fallback() -> None:
     body = text("tampered_srv3.out")
     start = body.index("==> pwq_lib\n")
     end = body.index("<== pwq_lib rc=0") + len("<== pwq_lib rc=0")
-    without = core.parse(body[:start] + "==> pwq_lib\n\n<== pwq_lib rc=3" + body[end:])
+    without = core.parse(body[:start] + "==> pwq_lib\n\n<== pwq_lib rc=3" + body[end:], WANT)
     assert without.lib_values is None
     with_lib = core.effective(observed("tampered_srv3.out"))
     assert core.effective(without) == with_lib
@@ -158,12 +167,12 @@ def test_a_malformed_line_stops_the_reading() -> None:
            "user is refused" in text_
     assert "/etc/pam.d/common-password: expected an active 'password requisite " \
            "pam_pwquality.so' line before pam_unix.so, found no pam_pwquality.so line" in text_
-    assert core.neutralise_script(seen, WANT) == \
+    assert fix.neutralise_script(seen, WANT) == \
         "sed -i '1s/^/# disabled by baomi (R-PWD): /' " \
         "/etc/security/pwquality.conf.d/10-bad.conf"
-    assert core.pam_script(WANT, seen).startswith("set -e; pam-auth-update --enable pwquality;")
+    assert fix.pam_script(WANT, seen).startswith("set -e; pam-auth-update --enable pwquality;")
     assert core.dictionary_missing(seen)
-    assert core.dictionary_script(seen).startswith("update-cracklib; ")
+    assert fix.dictionary_script(seen).startswith("update-cracklib; ")
 
 
 @pytest.mark.parametrize(("line", "key", "value"), [
@@ -181,7 +190,7 @@ def test_a_malformed_line_stops_the_reading() -> None:
     ("minlen", None, None),
 ])
 def test_pwquality_line_syntax(line: str, key: str | None, value: str | None) -> None:
-    reading = core.read_pwquality({core.PWQ_CONF: line + "\nminclass = 2\n"})
+    reading = pwq.read_pwquality({pwq.PWQ_CONF: line + "\nminclass = 2\n"})
     if key is None:
         assert reading.error is not None and reading.settings == ()
     else:
@@ -191,16 +200,16 @@ def test_pwquality_line_syntax(line: str, key: str | None, value: str | None) ->
 
 
 def test_read_order_is_dropins_by_bytes_then_main_file() -> None:
-    d = core.PWQ_DIR
-    files = {core.PWQ_CONF: "minlen = 14\n", f"{d}/90-z.conf": "minlen = 9\n",
+    d = pwq.PWQ_DIR
+    files = {pwq.PWQ_CONF: "minlen = 14\n", f"{d}/90-z.conf": "minlen = 9\n",
              f"{d}/50-baomi.conf": WANT.dropin, f"{d}/A.conf": "minlen = 7\n",
              f"{d}/x.conf.conf": "minlen = 6\n", f"{d}/.conf": "minclass = 4\n"}
-    assert core.read_order(files) == [f"{d}/.conf", f"{d}/50-baomi.conf", f"{d}/90-z.conf",
-                                      f"{d}/A.conf", core.PWQ_CONF]
+    assert pwq.read_order(files) == [f"{d}/.conf", f"{d}/50-baomi.conf", f"{d}/90-z.conf",
+                                      f"{d}/A.conf", pwq.PWQ_CONF]
     seen = observed("applied_srv3.out")
     stricter = core.Observed(**{**seen.__dict__, "pwq_files": files, "lib_values": None})
     # The main file is read last: its stricter minlen is compliant (the policy is a minimum).
-    assert core.effective(stricter)["minlen"] == core.Effective(14, f"{core.PWQ_CONF}:1")
+    assert core.effective(stricter)["minlen"] == pwq.Effective(14, f"{pwq.PWQ_CONF}:1")
     assert core.compare(WANT, stricter) == []
 
 
@@ -222,7 +231,7 @@ def test_pam_control_and_order() -> None:
         broken = core.Observed(**{**seen.__dict__, "pam": pam})
         findings = core.pam_findings(broken)
         assert [(f.found, f.severity) for f in findings] == [(found, "critical")]
-        assert core.pam_needs_change(WANT, broken)
+        assert fix.pam_needs_change(WANT, broken)
 
 
 def _run_on_copy(script: str, path: str, content: str, tmp_path: Path) -> tuple[int, str]:
@@ -243,17 +252,17 @@ def test_pam_script_repairs_a_copy(tmp_path: Path) -> None:
     broken = core.Observed(**{**seen.__dict__, "pam": weak})
     assert "conf=/tmp/x: /etc/security/pwquality.conf.d/50-baomi.conf is not read" in \
         report(broken)
-    rc, fixed = _run_on_copy(core.pam_script(WANT, broken), core.COMMON_PASSWORD, weak,
+    rc, fixed = _run_on_copy(fix.pam_script(WANT, broken), pwq.COMMON_PASSWORD, weak,
                              tmp_path)
     assert rc == 0
     assert "password\trequisite\tpam_pwquality.so retry=3\n" in fixed
     repaired = core.Observed(**{**seen.__dict__, "pam": fixed})
-    assert not core.pam_needs_change(WANT, repaired)
+    assert not fix.pam_needs_change(WANT, repaired)
     # After pam_unix: the script cannot fix the order and says so.
     swapped = after_unix(seen.pam)
-    rc, _ = _run_on_copy(core.pam_script(WANT, core.Observed(**{**seen.__dict__,
+    rc, _ = _run_on_copy(fix.pam_script(WANT, core.Observed(**{**seen.__dict__,
                                                                 "pam": swapped})),
-                         core.COMMON_PASSWORD, swapped, tmp_path)
+                         pwq.COMMON_PASSWORD, swapped, tmp_path)
     assert rc == 1
 
 
@@ -261,13 +270,13 @@ def test_login_defs_script_repairs_a_copy(tmp_path: Path) -> None:
     lines = ["# comment PASS_MAX_DAYS 5", "PASS_MAX_DAYS\t99999", "PASS_MIN_DAYS 0",
              "  PASS_MAX_DAYS   30", "UMASK 022"]
     content = "\n".join(lines) + "\n"
-    grep = [core.Line(core.LOGIN_DEFS, n, ln) for n, ln in enumerate(lines, 1)
+    grep = [pwq.Line(core.LOGIN_DEFS, n, ln) for n, ln in enumerate(lines, 1)
             if re.match(r"^\s*PASS_", ln)]
     seen = core.Observed(**{**observed("applied_srv3.out").__dict__, "login_defs": tuple(grep)})
     assert [f.subject for f in core.login_defs_findings(WANT, seen)] == [
         "/etc/login.defs PASS_MAX_DAYS", "/etc/login.defs PASS_MIN_DAYS",
         "/etc/login.defs PASS_WARN_AGE"]
-    rc, fixed = _run_on_copy(core.login_defs_script(WANT, seen), core.LOGIN_DEFS, content,
+    rc, fixed = _run_on_copy(fix.login_defs_script(WANT, seen), core.LOGIN_DEFS, content,
                              tmp_path)
     assert rc == 0
     assert fixed == ("# comment PASS_MAX_DAYS 5\nPASS_MAX_DAYS\t90\nPASS_MIN_DAYS\t1\n"
@@ -277,7 +286,7 @@ def test_login_defs_script_repairs_a_copy(tmp_path: Path) -> None:
 def test_policy_values_reach_dropin_defs_and_accounts() -> None:
     policy = load_text("passwords:\n  min_length: 16\n  min_classes: 4\n  max_days: 60\n"
                        "  min_days: 2\n  warn_days: 14\naccounts:\n  min_uid: 1001\n")
-    want = core.desired(policy, {"servers"})
+    want = core.desired(HostContext.of(policy, {"servers"}))
     assert "minlen = 16\nminclass = 4\n" in want.dropin
     assert want.login_defs == {"PASS_MAX_DAYS": "60", "PASS_MIN_DAYS": "2",
                                "PASS_WARN_AGE": "14"}
@@ -287,7 +296,7 @@ def test_policy_values_reach_dropin_defs_and_accounts() -> None:
             "/etc/login.defs PASS_MAX_DAYS", "/etc/login.defs PASS_WARN_AGE"} <= subjects
     # alice is uid 1000: below min_uid 1001 she is a system account, neither aged nor listed.
     assert "account alice (uid 1000)" not in subjects
-    assert not any(r.startswith("alice") for r in core.skipped(want, seen))
+    assert not any(r.startswith("alice") for r in core.out_of_scope(want, seen))
 
 
 def test_stricter_ageing_is_still_reset_and_missing_last_change_is_found() -> None:
@@ -296,14 +305,14 @@ def test_stricter_ageing_is_still_reset_and_missing_last_change_is_found() -> No
         core.Account(**{**a.__dict__, "max_days": 30}) if a.name == "alice" else a
         for a in seen.accounts)
     stricter = core.Observed(**{**seen.__dict__, "accounts": accounts})
-    assert core.ageing_commands(WANT, stricter) == ["chage -m 1 -M 90 -W 7 alice"]
+    assert fix.ageing_commands(WANT, stricter) == ["chage -m 1 -M 90 -W 7 alice"]
     accounts = tuple(
         core.Account(**{**a.__dict__, "last_change": None}) if a.name == "alice" else a
         for a in seen.accounts)
     off = core.Observed(**{**seen.__dict__, "accounts": accounts})
     assert [f.found for f in core.compare(WANT, off)] == [
         "min 1, max 90, warn 7 days, no last-change date: ageing is off"]
-    assert core.ageing_commands(WANT, off) == [
+    assert fix.ageing_commands(WANT, off) == [
         'chage -m 1 -M 90 -W 7 -d "$(date +%F)" alice']
 
 
@@ -312,7 +321,29 @@ def test_unreadable_shadow_is_a_finding_not_a_pass() -> None:
     start = body.index("==> shadow\n")
     end = body.index("<== shadow rc=0") + len("<== shadow rc=0")
     seen = core.parse(body[:start] + "==> shadow\ncannot read /etc/shadow\n<== shadow rc=77"
-                      + body[end:])
+                      + body[end:], WANT)
     assert [str(f) for f in core.account_findings(WANT, seen)] == [
         "[R-PWD 密码策略] /etc/shadow: expected readable (the check runs as root), found "
         "cannot read /etc/shadow"]
+
+
+def test_a_check_with_nothing_to_look_at_is_not_applicable_with_its_reason() -> None:
+    """No human account in scope: the ageing checks are not applicable, naming who is out of
+    scope; dictcheck = 0: the dictionary check is not applicable."""
+    policy = load_text("accounts:\n  min_uid: 1001\n")
+    want = core.desired(HostContext.of(policy, {"servers"}, "srv3"))
+    seen = core.parse(text("applied_srv3.out"), want)
+    result = evaluate(core.CONTROL, "srv3", want, seen)
+    reason = result.not_applicable["passwords.account_ageing"]
+    assert reason.startswith("no human account (uid ≥ 1001 with a login shell and a password)"
+                             "; out of scope: ")
+    assert "bob (uid 1001): no password (key-only or never set)" in reason
+    assert result.status("passwords.empty_password") == "not applicable"
+    assert result.status("passwords.min_length") == "pass"
+    assert result.status("passwords.dictionary") == "pass"
+    off = core.Observed(**{**seen.__dict__, "lib_values": None, "dict_present": False,
+                           "pwq_files": {**seen.pwq_files, pwq.PWQ_CONF: "dictcheck = 0\n"}})
+    assert core.skipped(WANT, off) == {
+        "passwords.dictionary": "dictcheck = 0 (/etc/security/pwquality.conf:1): no "
+                                "dictionary is loaded"}
+    assert not core.dictionary_missing(off)
