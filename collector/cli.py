@@ -1,0 +1,149 @@
+"""``baomi collector init|serve|backup``: make the collector's folder, run it, copy its data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from baomi.collector.config import Config, ConfigError, load
+
+
+def _load(folder: str) -> Config:
+    try:
+        return load(Path(folder))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+def collector() -> None:
+    """The central collector: where every host's findings end up."""
+
+
+@collector.command("init")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--name", "names", multiple=True,
+              help="DNS name clients use for the collector (repeatable).")
+@click.option("--address", "addresses", multiple=True,
+              help="IP address clients use for the collector (repeatable).")
+@click.option("--listen", default="0.0.0.0:8443", show_default=True, help="ADDR:PORT to serve.")
+@click.option("--db", "database", default=None,
+              help="Database URL (default: sqlite:///FOLDER/collector.db).")
+@click.option("--admin", "admin_user", default="admin", show_default=True,
+              help="Name of the first `it` user.")
+def init_cmd(folder: str, names: tuple[str, ...], addresses: tuple[str, ...], listen: str,
+             database: str | None, admin_user: str) -> None:
+    """Make FOLDER: configuration, a private CA and server certificate, the first admin.
+
+    The admin's password is printed once, here; it is stored only as a scrypt digest.
+    """
+    import secrets
+
+    from baomi.collector import credentials
+    from baomi.collector.config import CONFIG, render, split_listen
+    from baomi.collector.db import dialect_of
+    from baomi.collector.tls import check_address, make_ca_and_server, write_private
+    from baomi.collector.validate import HOST, USER
+
+    path = Path(folder).absolute()
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise click.ClickException(f"{path}: exists and is not an empty folder; "
+                                   "choose a new one")
+    try:
+        split_listen(listen, "--listen")
+        ips = [check_address(a) for a in addresses]
+        url = database or f"sqlite:///{path}/collector.db"
+        dialect_of(url)
+    except (ConfigError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for name in names:
+        if not HOST.fullmatch(name):
+            raise click.BadParameter(f"{name!r} is not a DNS name", param_hint="--name")
+    if not USER.fullmatch(admin_user):
+        raise click.BadParameter(f"{admin_user!r} is not a user name", param_hint="--admin")
+    password = secrets.token_urlsafe(18)
+    files = make_ca_and_server(list(names), ips)
+    files["metrics.token"] = (credentials.new_token(credentials.METRICS) + "\n").encode()
+    files[CONFIG] = render({
+        "listen": listen, "database": url, "session_hours": 8,
+        "max_body_bytes": 4 * 1024 * 1024, "rate_per_second": 50, "rate_burst": 100,
+        "sqlite_synchronous": "FULL", "db_pool": 8, "admin_user": admin_user,
+        "admin_password_scrypt": credentials.hash_password(password)}).encode()
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    for name, data in files.items():
+        write_private(path / name, data)
+    click.echo(f"collector folder: {path}")
+    click.echo(f"CA for clients to pin: {path / 'ca.pem'}")
+    click.echo(f"first admin (role it): {admin_user}")
+    click.echo(f"password (shown once): {password}")
+    click.echo(f"start it: baomi collector serve {path}")
+
+
+@collector.command("serve")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--db", "database", default=None, help="Database URL (overrides the config).")
+@click.option("--listen", default=None, help="ADDR:PORT (overrides the config).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve_cmd(folder: str, database: str | None, listen: str | None, log_level: str) -> None:
+    """Serve the API over TLS (uvicorn) until stopped."""
+    import dataclasses
+
+    import uvicorn
+
+    from baomi.collector.app import create_app
+    from baomi.collector.config import split_listen
+    from baomi.collector.db import Database, dialect_of
+
+    config = _load(folder)
+    if database:
+        config = dataclasses.replace(config, database=database)
+    if listen:
+        config = dataclasses.replace(config, listen=listen)
+    try:
+        host, port = split_listen(config.listen, "--listen")
+        dialect_of(config.database)
+    except (ConfigError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    db = Database(config.database, pool=config.db_pool, synchronous=config.sqlite_synchronous)
+    try:
+        db.migrate()
+    except Exception as exc:  # the one place a bad URL or a down database is reported
+        raise click.ClickException(f"database {_redact(config.database)}: "
+                                   f"{' '.join(str(exc).split())}") from None
+    app = create_app(config, db)
+    click.echo(f"baomi collector on https://{host}:{port}/api/v1 "
+               f"(database {_redact(config.database)})", err=True)
+    uvicorn.run(app, host=host, port=port, ssl_certfile=str(config.cert),
+                ssl_keyfile=str(config.key), log_level=log_level, access_log=False,
+                server_header=False, timeout_graceful_shutdown=5)
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password (for messages)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+@collector.command("backup")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--db", "database", default=None, help="Database URL (overrides the config).")
+def backup_cmd(folder: str, out: str, database: str | None) -> None:
+    """A consistent online copy of the database to OUT (SQLite backup API, or pg_dump)."""
+    from baomi.collector.db import backup
+
+    config = _load(folder)
+    try:
+        backup(database or config.database, Path(out))
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"backup written: {out}")
