@@ -7,6 +7,7 @@ before anything touches a host.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
@@ -19,9 +20,64 @@ from baomi import __version__
 from baomi.clauses import CLAUSES
 from baomi.ui import console, json_option, load_policy_or_exit, print_json
 
+#: The subcommands outside the front door: name → ("module:attribute", short help), imported
+#: only when that command runs, so `baomi --help` and `baomi policy ...` never load the admin
+#: stack (pyinfra, testinfra, cryptography).  The short help is written here because listing it
+#: must not import the module; a unit test keeps it equal to the command's own.  A new room's
+#: command is one line here.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "account": ("baomi.controller.commands.accounts:account",
+                "R-PRV: accounts only with a recorded request (部门主管) and approval (分管副总)."),
+    "apply": ("baomi.controller.commands.apply:apply_cmd",
+              "Apply the baseline (every control of the policy) to the inventory's hosts."),
+    "backup": ("baomi.controller.commands.backup:backup",
+               "R-BAK 每周二次备份: backup state of the fleet."),
+    "escrow": ("baomi.controller.commands.escrow:escrow",
+               "Recovery secrets escrowed on the controller; every retrieval is recorded."),
+    "lab": ("baomi.lab.cli:lab",
+            "Start, inspect and remove the lab's hosts (real Linux hosts on this machine)."),
+    "offboard": ("baomi.controller.commands.offboard:offboard",
+                 "R-OFF/R-RET: freeze USER on every host at once; delete at the end of the next "
+                 "month."),
+}
+
+
+def load_command(name: str) -> click.Command:
+    """Import the command NAME of :data:`COMMANDS` (a missing admin stack is one clear line)."""
+    module_name, attribute = COMMANDS[name][0].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise click.ClickException(f"baomi {name} needs the administrator's stack "
+                                   f"(pip install 'baomi[admin]'): {exc}") from None
+    command = getattr(module, attribute)
+    assert isinstance(command, click.Command), f"{COMMANDS[name][0]} is not a click command"
+    return command
+
 
 class FrontDoor(click.Group):
-    """Turns an unexpected exception into one clear line (a traceback is a bug)."""
+    """Turns an unexpected exception into one clear line (a traceback is a bug), and loads the
+    subcommands of :data:`COMMANDS` only when one is called."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS:
+            return load_command(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click's own listing imports every command for its help; this one reads the table
+        # (and shortens as click does).
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names), default=0)
+        listed = {name: click.Command(name, help=text) for name, (_, text) in COMMANDS.items()}
+        rows = [(name, (listed.get(name) or self.commands[name]).get_short_help_str(limit))
+                for name in names]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -103,31 +159,6 @@ def policy_explain(file: str | None, as_json: bool) -> None:
     console.print(table)
     unserved = [r["clause"] for r in rows if not (r["enforced"] or r["verified"] or r["watched"])]
     if unserved:
-        console.print(f"not yet enforced, verified or watched by any module: {', '.join(unserved)}",
-                  markup=False)
+        console.print(f"not yet enforced, verified or watched by any module: "
+                      f"{', '.join(unserved)}", markup=False)
     console.print(f"{len(CLAUSES)} clauses in the catalogue", markup=False)
-
-
-def _register_admin_groups() -> None:
-    # The lab is the administrator's tooling; it needs only the stdlib and click.
-    from baomi.lab.cli import lab
-
-    main.add_command(lab)
-    from baomi.controller.commands.apply import apply_cmd
-
-    main.add_command(apply_cmd)
-    from baomi.controller.commands.offboard import offboard
-
-    main.add_command(offboard)
-    from baomi.controller.commands.accounts import account
-
-    main.add_command(account)
-    from baomi.controller.commands.backup import backup
-
-    main.add_command(backup)
-    from baomi.controller.commands.escrow import escrow
-
-    main.add_command(escrow)
-
-
-_register_admin_groups()
