@@ -1,8 +1,10 @@
 """Every control of the registry fits the one contract, run the same way with no per-control code.
 
 For each control, ``tests/unit/data/<control>/contract.json`` names two outputs captured from
-lab hosts: a fresh host (some check must fail) and a compliant one (no finding).  Each runs
-desired → observe script → parse → compare through :func:`baomi.controls.contract.evaluate`.
+lab hosts: a fresh host (some check must fail) and a compliant one (no finding), optionally the
+policy file it was captured under (``"policy"``, from the repository root; default: the
+documented defaults) and the controller records the control reads (``"inputs"``, JSON).  Each
+runs desired → observe script → parse → compare through :func:`baomi.controls.contract.evaluate`.
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ from baomi.findings import CHECK_ID
 from baomi.policy import load_text
 
 DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).parents[2]
 POLICY = load_text("")
 
 
 def _case(name: str, which: str) -> tuple[Result, dict[str, Any]]:
     case = json.loads((DATA / name / "contract.json").read_text(encoding="utf-8"))[which]
     control = get(name)
-    ctx = HostContext.of(POLICY, case["groups"], case["host"])
+    policy = load_text((ROOT / case["policy"]).read_text(encoding="utf-8")) \
+        if "policy" in case else POLICY
+    ctx = HostContext.of(policy, case["groups"], case["host"], **case.get("inputs", {}))
     want = control.desired(ctx)
     script = control.observe_script(want)
     assert isinstance(script, str) and script.strip(), f"{name}: empty observe script"
