@@ -2,39 +2,37 @@
 
 from __future__ import annotations
 
-import shlex
-
 from pyinfra import host, logger
 from pyinfra.api import operation
 from pyinfra.operations import files
 
 from baomi.controls import audit_rules as core
-from baomi.deploy.common import Observation, groups, op_name, policy, put_text
+from baomi.deploy.common import Observation, context, op_name, put_text
+from baomi.fixes.audit_rules import load_command
 
-C = core.CONTROL
+C = core.CONTROL.name
 
 
 @operation()
 def load_rules(want: core.Desired):  # type: ignore[no-untyped-def]
     """Load the rules into the kernel when they are not loaded yet (or stale ones are)."""
-    seen = core.parse(host.get_fact(Observation, script=core.observe_script()))
-    if seen.loaded is None:
+    seen = core.parse(host.get_fact(Observation, script=core.observe_script(want)), want)
+    not_here = core.skipped(want, seen).get(core.LOADED.id)
+    if not_here:
         # Inside a PID namespace (containers, the lab) auditctl gets EPERM: say so, do not fail.
-        reason = (f"{core.RULES_FILE} installed; kernel load not possible here: "
-                  f"{seen.load_error}")
+        reason = f"{core.RULES_FILE} installed; {not_here}"
         host.noop(reason)
         logger.warning(f"{host.print_prefix}[{C}] {reason}")  # shown without -v: never hidden
         return
-    missing = [w for w in want.watches if w.rule not in seen.loaded]
+    missing = [w for w in want.watches if w.rule not in (seen.loaded or ())]
     if not missing and not core.stale(want, seen):
         host.noop(f"the kernel has the {len(want.watches)} baomi watch rule(s) loaded")
         return
-    yield ("augenrules --load" if seen.augenrules
-           else f"auditctl -R {shlex.quote(core.RULES_FILE)}")
+    yield load_command(seen.augenrules)
 
 
 def apply() -> None:
-    want = core.desired(policy(), groups())
+    want = core.desired(context())
     if want.content is None:
         files.file(name=op_name(C, f"{core.RULES_FILE} absent"), path=core.RULES_FILE,
                    present=False)

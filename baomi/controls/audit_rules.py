@@ -12,20 +12,25 @@ file must be absent.
 
 The kernel's loaded rules (``auditctl -l``) are compared too where the kernel answers.  Kernel
 audit works only from a machine's initial PID namespace: inside a container (the lab's hosts)
-``auditctl`` gets EPERM; the file is then installed and the load reported as not possible,
-with the reason (:func:`skipped`), never hidden.
+``auditctl`` gets EPERM; the file is then installed and the kernel check reported not
+applicable, with the reason (:func:`skipped`), never hidden.
+
+The control contract (:mod:`baomi.controls.contract`): checks ``audit_rules.file`` and
+``audit_rules.loaded``; the deploy loads the file with ``augenrules --load`` (pyinfra writes it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from baomi.controls.contract import Control, HostContext, check
 from baomi.findings import Finding
 from baomi.observe import cat, script, sections
-from baomi.policy import Policy
 
-CONTROL = "audit_rules"
-CLAUSES = ("R-LOG",)
+FILE = check("audit_rules.file", "the rules file holds exactly the policy's watches")
+LOADED = check("audit_rules.loaded", "the kernel has the policy's watches loaded, audit enabled, "
+               "no stale baomi watch")
+CHECKS = (FILE, LOADED)
 RULES_FILE = "/etc/audit/rules.d/50-baomi.rules"
 HEADER = "## Managed by baomi: R-LOG 访问日志与操作审计. Local edits are reverted.\n"
 _PERMISSION_ORDER = "rwxa"  # the order auditctl -l prints them in
@@ -56,12 +61,13 @@ class Desired:
         return HEADER + "".join(f"{w.rule}\n" for w in self.watches)
 
 
-def desired(policy: Policy, groups: set[str]) -> Desired:
+def desired(ctx: HostContext) -> Desired:
+    policy = ctx.policy
     a = policy.audit_rules
     perms = "".join(c for c in _PERMISSION_ORDER if c in a.permissions)
     watches: list[Watch] = []
     if a.enabled:
-        for p in policy.paths_for(groups):
+        for p in policy.paths_for(set(ctx.groups)):
             level = policy.level(p.level)
             if level.audit:
                 watches.append(Watch(p.path.rstrip("/") or "/", perms,
@@ -69,9 +75,9 @@ def desired(policy: Policy, groups: set[str]) -> Desired:
     return Desired(tuple(watches), a.key_prefix)
 
 
-def observe_script(rules_file: str = RULES_FILE) -> str:
+def observe_script(want: Desired) -> str:
     return script({
-        "file": cat(rules_file),
+        "file": cat(RULES_FILE),
         "loaded": "command -v auditctl >/dev/null || { echo 'auditctl is not installed'; "
                   "exit 127; }; auditctl -l",
         "enabled": "auditctl -s 2>/dev/null | sed -n 's/^enabled //p'",
@@ -92,7 +98,7 @@ def normalise(rule: str) -> str:
     return " ".join(rule.split())
 
 
-def parse(output: str) -> Observed:
+def parse(output: str, want: Desired) -> Observed:
     sec = sections(output)
     file_ = sec.get("file")
     loaded_sec = sec.get("loaded")
@@ -117,30 +123,26 @@ def parse(output: str) -> Observed:
     )
 
 
-def _finding(subject: str, expected: str, found: str, severity: str = "high") -> Finding:
-    return Finding(CONTROL, CLAUSES, severity, subject, expected, found)
-
-
 def _rules(text: str) -> list[str]:
     return [normalise(line) for line in text.splitlines()
             if line.strip() and not line.lstrip().startswith("#")]
 
 
-def compare_file(want: Desired, seen: Observed) -> list[Finding]:
+def _file(want: Desired, seen: Observed) -> list[Finding]:
     if want.content is None:
         if seen.file is not None:
-            return [_finding(RULES_FILE, "absent (no path here needs kernel audit)",
-                             "present", "medium")]
+            return [FILE.finding(RULES_FILE, "absent (no path here needs kernel audit)",
+                                 "present", "medium")]
         return []
     if seen.file == want.content:
         return []
     if seen.file is None:
-        return [_finding(RULES_FILE, f"{len(want.watches)} baomi watch rule(s)", "missing")]
+        return [FILE.finding(RULES_FILE, f"{len(want.watches)} baomi watch rule(s)", "missing")]
     have = _rules(seen.file)
     missing = [w.rule for w in want.watches if w.rule not in have]
     extra = [r for r in have if r not in {w.rule for w in want.watches}]
     found = "; ".join([*(f"missing {r!r}" for r in missing), *(f"extra {r!r}" for r in extra)])
-    return [_finding(RULES_FILE, "exactly the baomi watch rules", found or "edited content")]
+    return [FILE.finding(RULES_FILE, "exactly the baomi watch rules", found or "edited content")]
 
 
 def stale(want: Desired, seen: Observed) -> list[str]:
@@ -150,27 +152,32 @@ def stale(want: Desired, seen: Observed) -> list[str]:
             and r not in wanted]
 
 
-def compare_loaded(want: Desired, seen: Observed) -> list[Finding]:
+def _loaded(want: Desired, seen: Observed) -> list[Finding]:
     """The kernel's rules; nothing to say where the kernel cannot be asked (see skipped)."""
     if seen.loaded is None:
         return []
     findings = []
     if want.watches and seen.enabled not in ("1", "2"):
         # Rules loaded into a disabled audit system record nothing.
-        findings.append(_finding("kernel audit", "enabled 1 (auditd running)",
-                                 f"enabled {seen.enabled or 'unknown'}"))
-    findings += [_finding(f"kernel audit watch {w.path}", f"loaded {w.rule!r}", "not loaded",
-                         w.severity) for w in want.watches if w.rule not in seen.loaded]
-    findings.extend(_finding("kernel audit rules", "only the policy's baomi watches",
-                             f"stale {r!r}", "low") for r in stale(want, seen))
+        findings.append(LOADED.finding("kernel audit", "enabled 1 (auditd running)",
+                                       f"enabled {seen.enabled or 'unknown'}"))
+    findings += [LOADED.finding(f"kernel audit watch {w.path}", f"loaded {w.rule!r}",
+                                "not loaded", w.severity)
+                 for w in want.watches if w.rule not in seen.loaded]
+    findings.extend(LOADED.finding("kernel audit rules", "only the policy's baomi watches",
+                                   f"stale {r!r}", "low") for r in stale(want, seen))
     return findings
 
 
 def compare(want: Desired, seen: Observed) -> list[Finding]:
-    return compare_file(want, seen) + compare_loaded(want, seen)
+    return _file(want, seen) + _loaded(want, seen)
 
 
-def skipped(seen: Observed) -> list[str]:
+def skipped(want: Desired, seen: Observed) -> dict[str, str]:
     if seen.loaded is None:
-        return [f"kernel audit rules: kernel load not possible here: {seen.load_error}"]
-    return []
+        return {LOADED.id: f"kernel load not possible here: {seen.load_error}"}
+    return {}
+
+
+CONTROL: Control[Desired, Observed] = Control(
+    "audit_rules", CHECKS, desired, observe_script, parse, compare, skipped=skipped)
