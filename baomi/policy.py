@@ -255,7 +255,7 @@ class Agent:
 class Collector:
     url: str = "https://collector.example.internal:8443"
     listen_port: int = 8443
-    database: str = "sqlite:////var/lib/baomi/collector.db"
+    database: str = "sqlite:////var/lib/baomi-collector/collector.db"
     alert_min_severity: str = "critical"
     alert_webhook: str | None = None
     alert_syslog: bool = True
