@@ -14,8 +14,10 @@ tree of 200,000 compliant files sends nothing back) and caps the evidence at
 :data:`EVIDENCE_CAP` entries per path and kind, with the total count.  Symbolic links are not
 judged (their mode is always 0777; what they point to is judged where it lives).
 
-Pure functions only; ``deploy/sensitive_paths.py``, ``checks/test_sensitive_paths.py`` and the
-agent run them.
+The control contract (:mod:`baomi.controls.contract`): four checks, each a kind of thing
+looked at on every path (``sensitive_paths.directory``, ``.ownership``, ``.file_mode`` under
+R-ACL; ``.mark`` under R-CLS).  ``deploy/sensitive_paths.py``, ``checks/test_sensitive_paths.py``
+and the agent run them; the fixes (chown, chmod, marks) are in :mod:`baomi.fixes.sensitive_paths`.
 """
 
 from __future__ import annotations
@@ -23,12 +25,18 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from baomi.controls.contract import Check, Control, HostContext, check
 from baomi.findings import Finding
 from baomi.observe import script, sections
-from baomi.policy import Policy
 
-CONTROL = "sensitive_paths"
-CLAUSES = ("R-ACL", "R-CLS")
+DIRECTORY = check("sensitive_paths.directory", "each sensitive path is a directory",
+                  ("R-ACL",))
+OWNERSHIP = check("sensitive_paths.ownership",
+                  "every entry owned by the path's owner and group, which exist", ("R-ACL",))
+FILE_MODE = check("sensitive_paths.file_mode",
+                  "no file or directory looser than its level's ceilings", ("R-ACL",))
+MARK = check("sensitive_paths.mark", "each path carries its level's mark", ("R-CLS",))
+CHECKS = (DIRECTORY, OWNERSHIP, FILE_MODE, MARK)
 MARK_ATTR = "user.baomi.level"
 MARK_FILE = ".baomi-level"
 EVIDENCE_CAP = 20
@@ -64,30 +72,25 @@ class Desired:
     paths: tuple[PathWant, ...]
 
 
+def marker_file(want: PathWant) -> str:
+    """The marker file of ``marking: file``."""
+    return f"{want.path.rstrip('/')}/{MARK_FILE}"
+
+
 def mark_text(english: str, chinese: str) -> str:
     return f"{english} {chinese}"
 
 
-def desired(policy: Policy, groups: set[str]) -> Desired:
+def desired(ctx: HostContext) -> Desired:
+    policy = ctx.policy
     wants = []
-    for p in policy.paths_for(groups):
+    for p in policy.paths_for(set(ctx.groups)):
         level = policy.level(p.level)
         wants.append(PathWant(path=p.path, level=level.name, severity=level.severity,
                               owner=p.owner, group=p.group, max_file_mode=level.max_file_mode,
                               max_dir_mode=level.max_dir_mode,
                               mark=mark_text(level.english, level.name)))
     return Desired(marking=policy.marking, paths=tuple(wants))
-
-
-def symbolic_removal(excess: int) -> str:
-    """``chmod`` argument removing exactly the bits in ``excess``: 0o137 → ``u-x,g-wx,o-rwx``."""
-    parts = []
-    for who, shift in (("u", 6), ("g", 3), ("o", 0)):
-        bits = (excess >> shift) & 0o7
-        letters = "".join(c for c, b in (("r", 4), ("w", 2), ("x", 1)) if bits & b)
-        if letters:
-            parts.append(f"{who}-{letters}")
-    return ",".join(parts)
 
 
 def _capped(find: str) -> str:
@@ -130,7 +133,7 @@ def observe_script(want: Desired) -> str:
         if want.marking == "xattr":
             commands[f"mark.{n}"] = read_xattr(p.path)
         else:
-            commands[f"mark.{n}"] = f"cat {shlex.quote(p.path.rstrip('/') + '/' + MARK_FILE)}"
+            commands[f"mark.{n}"] = f"cat {shlex.quote(marker_file(p))}"
     return script(commands)
 
 
@@ -140,14 +143,6 @@ def read_xattr(path: str) -> str:
     return (f"if command -v getfattr >/dev/null; then getfattr --absolute-names --only-values "
             f"-n {MARK_ATTR} {q}; else python3 -c 'import os, sys; sys.stdout.write(os.getxattr("
             f"sys.argv[1], sys.argv[2]).decode())' {q} {MARK_ATTR}; fi")
-
-
-def write_xattr(path: str, value: str) -> str:
-    q = shlex.quote(path)
-    return (f"if command -v setfattr >/dev/null; then setfattr -n {MARK_ATTR} "
-            f"-v {shlex.quote(value)} {q}; else python3 -c 'import os, sys; os.setxattr("
-            f"sys.argv[1], sys.argv[2], sys.argv[3].encode())' {q} {MARK_ATTR} "
-            f"{shlex.quote(value)}; fi")
 
 
 @dataclass(frozen=True)
@@ -210,7 +205,7 @@ def parse_offenders(text: str | None) -> Offenders:
     return Offenders(tuple(entries), max(total, len(entries)))
 
 
-def parse(output: str) -> Observed:
+def parse(output: str, want: Desired) -> Observed:
     """Sections ``root.N`` … ``mark.N`` for each path N of the desired state, in order."""
     sec = sections(output)
     count = sum(1 for name in sec if name.startswith("root."))
@@ -239,61 +234,92 @@ def excess(want: PathWant, entry: Entry) -> int:
     return entry.mode & 0o777 & ~ceiling
 
 
-def _finding(want: PathWant, clause: str, subject: str, expected: str, found: str,
-             **details: object) -> Finding:
-    return Finding(CONTROL, (clause,), want.severity, subject, expected, found, dict(details))
+def marked_at(want: Desired, p: PathWant) -> str:
+    """Where a path's mark lives: its xattr, or the marker file in it."""
+    if want.marking == "xattr":
+        return f"{p.path} xattr {MARK_ATTR}"
+    return marker_file(p)
 
 
-def _more(want: PathWant, found: Offenders, what: str) -> list[Finding]:
+def _more(check: Check, want: PathWant, found: Offenders, what: str) -> list[Finding]:
     hidden = found.total - len(found.entries)
     if hidden <= 0:
         return []
-    return [_finding(want, "R-ACL", want.path, f"no entry {what}",
-                     f"{hidden} more entries beyond the first {len(found.entries)} shown",
-                     total=found.total)]
+    return [check.finding(want.path, f"no entry {what}",
+                          f"{hidden} more entries beyond the first {len(found.entries)} shown",
+                          want.severity, total=found.total)]
+
+
+def owner_finding(want: PathWant, e: Entry) -> Finding:
+    return OWNERSHIP.finding(e.path, f"owner {want.owner}:{want.group}", f"{e.owner}:{e.group}",
+                             want.severity)
+
+
+def mode_finding(want: PathWant, e: Entry) -> Finding:
+    bits = excess(want, e)
+    ceiling = want.max_dir_mode if e.kind == "d" else want.max_file_mode
+    kind = "directory" if e.kind == "d" else "file"
+    return FILE_MODE.finding(e.path, f"{kind} mode at most {ceiling:04o} ({want.level})",
+                             f"{e.mode:04o} (too open by {bits:04o}"
+                             + (", world access" if bits & 0o007 else "") + ")", want.severity)
+
+
+def entry_findings(want: PathWant, e: Entry) -> list[Finding]:
+    """One entry judged on its own (the agent's real-time watch): owner and mode ceiling.
+
+    Symbolic links are not judged (what they point to is judged where it lives)."""
+    if e.kind == "l":
+        return []
+    found = []
+    if (e.owner, e.group) != (want.owner, want.group):
+        found.append(owner_finding(want, e))
+    if excess(want, e):
+        found.append(mode_finding(want, e))
+    return found
 
 
 def compare(want: Desired, seen: Observed) -> list[Finding]:
     findings: list[Finding] = []
     for p, s in zip(want.paths, seen.paths, strict=True):
         owner = f"{p.owner}:{p.group}"
-        where = (f"{p.path} xattr {MARK_ATTR}" if want.marking == "xattr"
-                 else f"{p.path.rstrip('/')}/{MARK_FILE}")
+        sev = p.severity
         if s.mark != p.mark:
-            findings.append(_finding(p, "R-CLS", where, repr(p.mark),
-                                     "missing" if s.mark is None else repr(s.mark[:80])))
+            findings.append(MARK.finding(marked_at(want, p), repr(p.mark),
+                                         "missing" if s.mark is None else repr(s.mark[:80]),
+                                         sev))
         if s.root is None:
-            findings.append(_finding(p, "R-ACL", p.path, f"a directory ({p.level}, {owner})",
-                                     "missing"))
+            findings.append(DIRECTORY.finding(p.path, f"a directory ({p.level}, {owner})",
+                                              "missing", sev))
             continue
         if s.root.kind != "d":
-            findings.append(_finding(p, "R-ACL", p.path, f"a directory ({p.level})",
-                                     f"type {s.root.kind!r}"))
+            findings.append(DIRECTORY.finding(p.path, f"a directory ({p.level})",
+                                              f"type {s.root.kind!r}", sev))
             continue
         if not s.owner_exists:
-            findings.append(_finding(p, "R-ACL", f"{p.path} owner", f"user {p.owner} exists",
-                                     "no such user"))
+            findings.append(OWNERSHIP.finding(f"{p.path} owner", f"user {p.owner} exists",
+                                              "no such user", sev))
         if not s.group_exists:
-            findings.append(_finding(p, "R-ACL", f"{p.path} group", f"group {p.group} exists",
-                                     "no such group"))
-        for e in s.owners.entries:
-            findings.append(_finding(p, "R-ACL", e.path, f"owner {owner}",
-                                     f"{e.owner}:{e.group}"))
-        findings.extend(_more(p, s.owners, f"owned other than {owner}"))
-        for e in s.modes.entries:
-            bits = excess(p, e)
-            ceiling = p.max_dir_mode if e.kind == "d" else p.max_file_mode
-            kind = "directory" if e.kind == "d" else "file"
-            findings.append(_finding(
-                p, "R-ACL", e.path, f"{kind} mode at most {ceiling:04o} ({p.level})",
-                f"{e.mode:04o} (too open by {bits:04o}"
-                + (", world access" if bits & 0o007 else "") + ")"))
-        findings.extend(_more(p, s.modes, f"looser than {p.max_file_mode:04o}/"
+            findings.append(OWNERSHIP.finding(f"{p.path} group", f"group {p.group} exists",
+                                              "no such group", sev))
+        findings.extend(owner_finding(p, e) for e in s.owners.entries)
+        findings.extend(_more(OWNERSHIP, p, s.owners, f"owned other than {owner}"))
+        findings.extend(mode_finding(p, e) for e in s.modes.entries)
+        findings.extend(_more(FILE_MODE, p, s.modes, f"looser than {p.max_file_mode:04o}/"
                               f"{p.max_dir_mode:04o}"))
     return findings
 
 
-def skipped(want: Desired) -> list[str]:
-    if not want.paths:
-        return ["no sensitive path applies to this host's groups"]
-    return []
+def not_applicable(want: Desired) -> str | None:
+    return None if want.paths else "no sensitive path applies to this host's groups"
+
+
+def skipped(want: Desired, seen: Observed) -> dict[str, str]:
+    """Owners and modes cannot be looked at while no path is a directory yet."""
+    if any(s.root is not None and s.root.kind == "d" for s in seen.paths):
+        return {}
+    reason = "no sensitive path is a directory yet (see sensitive_paths.directory)"
+    return {OWNERSHIP.id: reason, FILE_MODE.id: reason}
+
+
+CONTROL: Control[Desired, Observed] = Control(
+    "sensitive_paths", CHECKS, desired, observe_script, parse, compare, not_applicable, skipped)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from baomi.controls import sensitive_paths as core
+from baomi.controls.contract import HostContext
 from baomi.lab.testing import LabHandle
 from baomi.policy import load
 from tests.integration.controls import ROOT, apply, check, outcomes
@@ -17,8 +18,8 @@ from tests.integration.controls import ROOT, apply, check, outcomes
 C = "sensitive_paths"
 CHECK = "test_sensitive_paths"
 POLICY = load(str(ROOT / "policy.yaml"))
-SERVER = core.desired(POLICY, {"servers"})
-DESKTOP = core.desired(POLICY, {"workstations"})
+SERVER = core.desired(HostContext.of(POLICY, {"servers"}))
+DESKTOP = core.desired(HostContext.of(POLICY, {"workstations"}))
 
 
 def _path(want: core.Desired, rank: int) -> core.PathWant:
@@ -124,7 +125,7 @@ def test_sensitive_paths_cycle(lab: LabHandle, tmp_path: Path) -> None:
         'english: confidential\n    severity: high\n    max_file_mode: "0640"',
         'english: confidential\n    severity: high\n    max_file_mode: "0600"'),
         encoding="utf-8")
-    tight = _path(core.desired(load(str(stricter)), {"servers"}), 2)
+    tight = _path(core.desired(HostContext.of(load(str(stricter)), {"servers"})), 2)
     assert tight.max_file_mode == 0o600
     before = check(lab, CHECK, [server], policy=stricter)
     assert f"{other}: expected file mode at most 0600 ({conf.level}), found 0640" in before.stdout

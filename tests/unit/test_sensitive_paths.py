@@ -9,21 +9,29 @@ applied_file_marking_srv2.out: applied with ``marking: file``.
 
 from __future__ import annotations
 
+import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from baomi.controls import sensitive_paths as core
-from baomi.policy import load_text
+from baomi.controls.contract import HostContext, evaluate
+from baomi.fixes import sensitive_paths as fix
+from baomi.policy import Policy, load_text
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data" / "sensitive_paths"
 POLICY = load_text((ROOT / "policy.yaml").read_text(encoding="utf-8"))
-SERVERS = core.desired(POLICY, {"servers"})
+SERVERS = core.desired(HostContext.of(POLICY, {"servers"}, "srv1"))
+
+
+def want_of(policy: Policy, *groups: str) -> core.Desired:
+    return core.desired(HostContext.of(policy, groups))
 
 
 def observed(name: str) -> core.Observed:
-    return core.parse((DATA / name).read_text(encoding="utf-8"))
+    return core.parse((DATA / name).read_text(encoding="utf-8"), SERVERS)
 
 
 def text(findings: list) -> str:
@@ -35,18 +43,19 @@ def test_desired_follows_policy_levels_and_groups() -> None:
             for p in SERVERS.paths] == [
         ("/srv/customers", "机密", "customer-data", "0o640", "0o750", "confidential 机密"),
         ("/srv/contracts", "绝密", "legal", "0o600", "0o700", "top-secret 绝密")]
-    ws = core.desired(POLICY, {"workstations"})
+    ws = want_of(POLICY, "workstations")
     assert [p.path for p in ws.paths] == ["/home/shared/clients"]
-    assert core.desired(POLICY, {"backup"}).paths == ()
-    assert core.skipped(core.desired(POLICY, {"backup"})) == [
-        "no sensitive path applies to this host's groups"]
+    assert want_of(POLICY, "backup").paths == ()
+    assert core.CONTROL.not_applicable(want_of(POLICY, "backup")) == \
+        "no sensitive path applies to this host's groups"
+    assert core.CONTROL.not_applicable(SERVERS) is None
 
 
 @pytest.mark.parametrize(("excess", "symbolic"), [
     (0o137, "u-x,g-wx,o-rwx"), (0o027, "g-w,o-rwx"), (0o177, "u-x,g-rwx,o-rwx"),
     (0o077, "g-rwx,o-rwx"), (0, "")])
 def test_bits_above_the_ceiling_are_removed_symbolically(excess: int, symbolic: str) -> None:
-    assert core.symbolic_removal(excess) == symbolic
+    assert fix.symbolic_removal(excess) == symbolic
 
 
 def test_fresh_host_reports_missing_paths_groups_and_marks() -> None:
@@ -59,6 +68,14 @@ def test_fresh_host_reports_missing_paths_groups_and_marks() -> None:
     assert "[R-ACL 最小权限] /srv/contracts: expected a directory (绝密, root:legal)" in found
     assert "[R-CLS 密级分类] /srv/customers xattr user.baomi.level: expected " \
            "'confidential 机密', found missing" in found
+    # Nothing exists to own or to be too open: those checks are not applicable, not passed.
+    result = evaluate(core.CONTROL, "srv1", SERVERS, seen)
+    assert result.statuses() == {"sensitive_paths.directory": "fail",
+                                 "sensitive_paths.ownership": "not applicable",
+                                 "sensitive_paths.file_mode": "not applicable",
+                                 "sensitive_paths.mark": "fail"}
+    assert result.not_applicable["sensitive_paths.file_mode"] == \
+        "no sensitive path is a directory yet (see sensitive_paths.directory)"
 
 
 def test_applied_host_is_compliant() -> None:
@@ -87,6 +104,18 @@ def test_tampered_tree_names_each_offender_and_caps_the_evidence() -> None:
            "found missing" in found
     # The stricter file (0600) is not an offender; the tampered ones are, with their bits.
     assert "/srv/customers/a/f30.txt" not in found
+    # Each finding carries the stable ID of its kind of check, and only that check's clause.
+    checks = {(f.subject, f.check, f.clauses) for f in findings}
+    assert ("/srv/customers/a/f3.txt", "sensitive_paths.ownership", ("R-ACL",)) in checks
+    assert ("/srv/contracts", "sensitive_paths.file_mode", ("R-ACL",)) in checks
+    assert ("/srv/customers", "sensitive_paths.file_mode", ("R-ACL",)) in checks  # the cap
+    assert ("/srv/customers xattr user.baomi.level", "sensitive_paths.mark", ("R-CLS",)) \
+        in checks
+    result = evaluate(core.CONTROL, "srv1", SERVERS, seen)
+    assert result.statuses() == {"sensitive_paths.directory": "pass",
+                                 "sensitive_paths.ownership": "fail",
+                                 "sensitive_paths.file_mode": "fail",
+                                 "sensitive_paths.mark": "fail"}
     severities = {f.subject: f.severity for f in findings}
     assert severities["/srv/contracts"] == "critical"
     assert severities["/srv/customers/a/f3.txt"] == "high"
@@ -98,6 +127,11 @@ def test_deep_world_readable_file_is_reported_as_world_access() -> None:
     assert deep == [core.Entry("f", 0o644, "root", "customer-data",
                                "/srv/customers/a/b/c/deep.txt")]
     assert core.excess(SERVERS.paths[0], deep[0]) == 0o004
+    # The same judgement on one entry alone (the agent's watch): mode only, owner is right.
+    assert [(f.check, f.found) for f in core.entry_findings(SERVERS.paths[0], deep[0])] == [
+        ("sensitive_paths.file_mode", "0644 (too open by 0004, world access)")]
+    link = core.Entry("l", 0o777, "nobody", "nogroup", "/srv/customers/link")
+    assert core.entry_findings(SERVERS.paths[0], link) == []
     assert "/srv/customers/a/b/c/deep.txt: expected file mode at most 0640 (机密), found 0644 " \
            "(too open by 0004, world access)" in text(core.compare(SERVERS, seen))
 
@@ -105,7 +139,7 @@ def test_deep_world_readable_file_is_reported_as_world_access() -> None:
 def test_file_marking_reads_the_marker_file() -> None:
     policy = load_text((ROOT / "policy.yaml").read_text(encoding="utf-8").replace(
         "marking: xattr", "marking: file"))
-    want = core.desired(policy, {"servers"})
+    want = want_of(policy, "servers")
     seen = observed("applied_file_marking_srv2.out")
     assert [p.mark for p in seen.paths] == ["confidential 机密", "top-secret 绝密"]
     assert core.compare(want, seen) == []
@@ -113,7 +147,7 @@ def test_file_marking_reads_the_marker_file() -> None:
     renamed = load_text((ROOT / "policy.yaml").read_text(encoding="utf-8").replace(
         "marking: xattr", "marking: file").replace("english: confidential",
                                                    "english: restricted"))
-    found = text(core.compare(core.desired(renamed, {"servers"}), seen))
+    found = text(core.compare(want_of(renamed, "servers"), seen))
     assert "/srv/customers/.baomi-level: expected 'restricted 机密', found " \
            "'confidential 机密'" in found
 
@@ -121,7 +155,7 @@ def test_file_marking_reads_the_marker_file() -> None:
 def test_stricter_policy_turns_compliant_entries_into_findings() -> None:
     stricter = load_text((ROOT / "policy.yaml").read_text(encoding="utf-8").replace(
         'max_dir_mode: "0750"\n    encryption: true', 'max_dir_mode: "0700"\n    encryption: true'))
-    want = core.desired(stricter, {"servers"})
+    want = want_of(stricter, "servers")
     assert want.paths[0].max_dir_mode == 0o700
     # compare judges what find selected; the applied capture selected nothing under the old
     # ceiling, but the root directory itself is re-judged by its recorded mode.
@@ -132,3 +166,25 @@ def test_parser_ignores_noise_lines() -> None:
     offenders = core.parse_offenders("find: '/x': Permission denied\nf 644 a b /p q\ntotal 3\n")
     assert offenders.entries == (core.Entry("f", 0o644, "a", "b", "/p q"),)
     assert offenders.total == 3
+
+
+def test_marker_file_is_installed_with_the_trees_owner_and_ceiling(tmp_path: Path) -> None:
+    """The deploy's marker-file script, run for real on a scratch directory (as root: owner
+    root:root here); a symlink planted at the marker's name is replaced, not followed."""
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n", encoding="utf-8")
+    (tmp_path / core.MARK_FILE).symlink_to(victim)
+    want = replace(SERVERS.paths[0], path=str(tmp_path), owner="root", group="root")
+    done = subprocess.run(["sh", "-c", fix.mark_script(want, "file")], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    marker = tmp_path / core.MARK_FILE
+    assert not marker.is_symlink() and marker.read_text(encoding="utf-8") == \
+        "confidential 机密\n"
+    assert oct(marker.stat().st_mode & 0o777) == oct(want.max_file_mode)
+    assert victim.read_text(encoding="utf-8") == "keep\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [core.MARK_FILE, "victim"]
+    seen = core.parse(subprocess.run(
+        ["sh", "-c", core.observe_script(core.Desired("file", (want,)))],
+        capture_output=True, text=True).stdout, core.Desired("file", (want,)))
+    assert seen.paths[0].mark == want.mark
