@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from typing import Any, cast
 
 from pyinfra import host, logger
@@ -11,42 +10,44 @@ from pyinfra.operations import apt, files
 from pyinfra.operations.util import any_changed
 
 from baomi.controls import usb as core
-from baomi.deploy.common import Observation, groups, install_file_script, op_name, policy, put_text
+from baomi.deploy.common import Observation, context, op_name, put_text
+from baomi.fixes.usb import ENABLE, RESTART, install_rules
 
-C = core.CONTROL
+C = core.CONTROL.name
+
+
+def _seen(want: core.Desired) -> core.Observed:
+    """The host as it is when the operation runs (after the operations before it)."""
+    return core.parse(host.get_fact(Observation, script=core.observe_script(want)), want)
 
 
 @operation()
-def usbguard_rules(path: str, content: str):  # type: ignore[no-untyped-def]
+def usbguard_rules(want: core.Desired):  # type: ignore[no-untyped-def]
     """Install the rules only if USBGuard's own parser accepts every line (0600, root)."""
-    seen = core.parse(host.get_fact(Observation, script=core.observe_script()))
-    if seen.rules == content and seen.modes.get(path) == "600 root":
-        host.noop(f"{path} holds the policy's allow-list")
+    seen = _seen(want)
+    if seen.rules == want.rules and seen.modes.get(core.RULES_FILE) == "600 root":
+        host.noop(f"{core.RULES_FILE} holds the policy's allow-list")
         return
-    new = shlex.quote(f"{path}.baomi-check")
-    yield (install_file_script(f"{path}.baomi-check", content, "0600")
-           + f" && if usbguard-rule-parser -f {new} 2>&1 | grep -q '^ERROR'; then "
-           f"rm -f {new}; echo 'usbguard-rule-parser rejected the generated rules' >&2; "
-           f"exit 1; fi && mv -f {new} {shlex.quote(path)}")
+    yield install_rules(want.rules)
 
 
 @operation()
-def usbguard_enabled():  # type: ignore[no-untyped-def]
+def usbguard_enabled(want: core.Desired):  # type: ignore[no-untyped-def]
     """Enable the unit where systemd runs; elsewhere say why nothing is managed."""
-    seen = core.parse(host.get_fact(Observation, script=core.observe_script()))
+    seen = _seen(want)
     if not seen.systemd:
         host.noop("no systemd on this host: rules installed, usbguard-daemon not managed")
         return
     if seen.enabled == "enabled":
         host.noop(f"{core.SERVICE} is enabled")
         return
-    yield f"systemctl enable {core.SERVICE}"
+    yield ENABLE
 
 
 @operation()
-def usbguard_restart():  # type: ignore[no-untyped-def]
+def usbguard_restart(want: core.Desired):  # type: ignore[no-untyped-def]
     """Reload the daemon after its rules or settings changed, where it can run at all."""
-    seen = core.parse(host.get_fact(Observation, script=core.observe_script()))
+    seen = _seen(want)
     if not seen.systemd:
         host.noop("no systemd on this host: nothing to restart")
         return
@@ -58,11 +59,11 @@ def usbguard_restart():  # type: ignore[no-untyped-def]
         host.noop(reason)
         logger.warning(f"{host.print_prefix}[{C}] {reason}")  # shown without -v
         return
-    yield f"systemctl restart {core.SERVICE}"
+    yield RESTART
 
 
 def apply() -> None:
-    want = core.desired(policy(), groups())
+    want = core.desired(context())
     apt.packages(name=op_name(C, "usbguard package"), packages=["usbguard"])
     if want.modprobe_conf is not None:
         put_text(C, core.MODPROBE_FILE, want.modprobe_conf)
@@ -70,8 +71,7 @@ def apply() -> None:
         files.file(name=op_name(C, f"{core.MODPROBE_FILE} absent"), path=core.MODPROBE_FILE,
                    present=False)
     conf = put_text(C, core.DAEMON_CONF, want.daemon_conf, mode="0600")
-    rules = usbguard_rules(name=op_name(C, core.RULES_FILE), path=core.RULES_FILE,
-                           content=want.rules)
-    usbguard_enabled(name=op_name(C, f"enable {core.SERVICE}"))
-    usbguard_restart(name=op_name(C, f"restart {core.SERVICE}"),
+    rules = usbguard_rules(name=op_name(C, core.RULES_FILE), want=want)
+    usbguard_enabled(name=op_name(C, f"enable {core.SERVICE}"), want=want)
+    usbguard_restart(name=op_name(C, f"restart {core.SERVICE}"), want=want,
                      _if=any_changed(cast(Any, conf), rules))

@@ -16,6 +16,9 @@ its audit file (``AuditFilePath``), from which :func:`decide` names the would-bl
 The kernel modules are refused only when nothing could legitimately need them: with authorised
 devices listed, or in audit-only mode, refusing ``usb-storage`` would make every stick
 unusable, so USBGuard alone is the gate and the refusal file is removed.
+
+The control contract (:mod:`baomi.controls.contract`): the checks below, in one ``compare``;
+the rules install (checked by ``usbguard-rule-parser``) is in :mod:`baomi.fixes.usb`.
 """
 
 from __future__ import annotations
@@ -23,12 +26,23 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from baomi.controls.contract import Control, HostContext, check
 from baomi.findings import Finding
 from baomi.observe import cat, script, sections
 from baomi.policy import Policy
 
-CONTROL = "usb"
-CLAUSES = ("R-USB", "R-DEV")
+MODPROBE = check("usb.modprobe_file", "baomi's usb-storage/uas refusal file present exactly "
+                 "when no stick may work", ("R-USB",))
+MODULES_REFUSED = check("usb.modules_refused", "modprobe resolves usb-storage and uas to "
+                        "/bin/false", ("R-USB",))
+MODULES_LOADED = check("usb.modules_loaded", "usb-storage and uas are not loaded", ("R-USB",))
+DAEMON = check("usb.daemon", "usbguard-daemon is installed")
+RULES = check("usb.rules", "USBGuard's rules are the policy's allow-list")
+SETTINGS = check("usb.daemon_settings", "usbguard-daemon.conf holds exactly baomi's settings")
+FILE_MODES = check("usb.file_modes", "USBGuard's rules and settings are root's alone (600)")
+SERVICE_ENABLED = check("usb.service", "the usbguard unit is enabled (systemd hosts)")
+CHECKS = (MODPROBE, MODULES_REFUSED, MODULES_LOADED, DAEMON, RULES, SETTINGS, FILE_MODES,
+          SERVICE_ENABLED)
 HEADER = "# Managed by baomi: R-USB 外部存储设备, R-DEV 禁存个人设备. Local edits are reverted.\n"
 
 MODPROBE_FILE = "/etc/modprobe.d/baomi-usb-storage.conf"
@@ -203,14 +217,15 @@ class Desired:
     audit_only: bool
 
 
-def desired(policy: Policy, groups: set[str]) -> Desired:
+def desired(ctx: HostContext) -> Desired:
+    policy = ctx.policy
     refuse = refuses_modules(policy)
     return Desired(refuse_modules=refuse, modprobe_conf=modprobe_conf() if refuse else None,
                    rules=rules(policy), daemon_conf=daemon_conf(),
                    audit_only=policy.usb.audit_only)
 
 
-def observe_script() -> str:
+def observe_script(want: Desired) -> str:
     modprobe = {f"modprobe_{m.replace('-', '_')}": f"modprobe -n -v {m}" for m in MODULES}
     return script({
         "daemon": "command -v usbguard-daemon",
@@ -247,7 +262,7 @@ class Observed:
     usb_bus: bool
 
 
-def parse(output: str) -> Observed:
+def parse(output: str, want: Desired) -> Observed:
     sec = sections(output)
 
     text = sec.text
@@ -295,99 +310,99 @@ def rule_lines(text: str) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
 
 
-def _finding(subject: str, expected: str, found: str, severity: str = "high",
-             clauses: tuple[str, ...] = CLAUSES) -> Finding:
-    return Finding(CONTROL, clauses, severity, subject, expected, found)
-
-
 def _short(text: str, limit: int = 160) -> str:
     one = " | ".join(ln.strip() for ln in text.strip().splitlines() if ln.strip())
     return repr(one if len(one) <= limit else one[:limit] + "…")
 
 
-def compare_modules(want: Desired, seen: Observed) -> list[Finding]:
+def _modules(want: Desired, seen: Observed) -> list[Finding]:
     """R-USB: the usb-storage/uas refusal, as modprobe resolves it."""
     findings: list[Finding] = []
     if not want.refuse_modules:
         if seen.modprobe_file is not None:
-            findings.append(_finding(MODPROBE_FILE, "absent (authorised devices listed or "
-                                     "audit-only: sticks must be able to load usb-storage)",
-                                     "present", "medium", ("R-USB",)))
+            findings.append(MODPROBE.finding(MODPROBE_FILE, "absent (authorised devices listed "
+                                             "or audit-only: sticks must be able to load "
+                                             "usb-storage)", "present", "medium"))
         return findings
     if seen.modprobe_file != want.modprobe_conf:
-        findings.append(_finding(MODPROBE_FILE, "the baomi refusal of usb-storage and uas",
-                                 "missing" if seen.modprobe_file is None else "edited content",
-                                 clauses=("R-USB",)))
+        findings.append(MODPROBE.finding(
+            MODPROBE_FILE, "the baomi refusal of usb-storage and uas",
+            "missing" if seen.modprobe_file is None else "edited content"))
     for module, out in seen.modprobe.items():
         if "install /bin/false" not in out:
-            findings.append(_finding(f"modprobe -n -v {module}", "install /bin/false",
-                                     _short(out) if out else "no output", "critical",
-                                     ("R-USB",)))
+            findings.append(MODULES_REFUSED.finding(f"modprobe -n -v {module}",
+                                                    "install /bin/false",
+                                                    _short(out) if out else "no output",
+                                                    "critical"))
     for module in ("usb_storage", "uas"):
         for line in (f"blacklist {module}", f"install {module} /bin/false"):
             if line not in seen.showconfig:
-                findings.append(_finding("modprobe --showconfig", line,
-                                         _short("\n".join(seen.showconfig)) if seen.showconfig
-                                         else "no usb_storage/uas lines", "high", ("R-USB",)))
+                findings.append(MODULES_REFUSED.finding(
+                    "modprobe --showconfig", line,
+                    _short("\n".join(seen.showconfig)) if seen.showconfig
+                    else "no usb_storage/uas lines"))
     for module in seen.loaded or ():
-        findings.append(_finding(f"kernel module {module}", "not loaded", "loaded", "critical",
-                                 ("R-USB",)))
+        findings.append(MODULES_LOADED.finding(f"kernel module {module}", "not loaded", "loaded",
+                                               "critical"))
     return findings
 
 
-def compare_usbguard(want: Desired, seen: Observed) -> list[Finding]:
+def _usbguard(want: Desired, seen: Observed) -> list[Finding]:
     """R-USB, R-DEV: the daemon installed, its rules and settings equal the policy's."""
     findings: list[Finding] = []
     if not seen.daemon:
-        findings.append(_finding("usbguard-daemon", "installed", "not installed", "critical"))
+        findings.append(DAEMON.finding("usbguard-daemon", "installed", "not installed",
+                                       "critical"))
     if seen.rules is None:
-        findings.append(_finding(RULES_FILE, "the policy's allow-list", "missing", "critical"))
+        findings.append(RULES.finding(RULES_FILE, "the policy's allow-list", "missing",
+                                      "critical"))
     elif seen.rules != want.rules:
         have, need = rule_lines(seen.rules), rule_lines(want.rules)
         extra = [r for r in have if r not in need]
         missing = [r for r in need if r not in have]
         parts = ([f"extra {_short(r, 120)}" for r in extra]
                  + [f"missing {_short(r, 120)}" for r in missing])
-        findings.append(_finding(RULES_FILE, "the policy's allow-list",
-                                 "; ".join(parts[:4]) if parts else "rules reordered or "
-                                 "comments edited", "critical" if extra else "high"))
+        findings.append(RULES.finding(RULES_FILE, "the policy's allow-list",
+                                      "; ".join(parts[:4]) if parts else "rules reordered or "
+                                      "comments edited", "critical" if extra else "high"))
     if seen.conf is None:
-        findings.append(_finding(DAEMON_CONF, "baomi's daemon settings", "missing"))
+        findings.append(SETTINGS.finding(DAEMON_CONF, "baomi's daemon settings", "missing"))
     else:
         have_s = settings(seen.conf)
         for key, value in DAEMON_SETTINGS:
             if have_s.get(key) != value:
-                findings.append(_finding(f"{DAEMON_CONF} {key}", value,
-                                         have_s.get(key, "unset")))
+                findings.append(SETTINGS.finding(f"{DAEMON_CONF} {key}", value,
+                                                 have_s.get(key, "unset")))
         for key in sorted(set(have_s) - {k for k, _ in DAEMON_SETTINGS}):
-            findings.append(_finding(f"{DAEMON_CONF} {key}", "unset (not a baomi setting)",
-                                     have_s[key]))
+            findings.append(SETTINGS.finding(f"{DAEMON_CONF} {key}",
+                                             "unset (not a baomi setting)", have_s[key]))
     for path in (RULES_FILE, DAEMON_CONF):
         mode = seen.modes.get(path)
         if mode is not None and mode != "600 root":
-            findings.append(_finding(f"{path} mode", "600 root", mode, "medium"))
+            findings.append(FILE_MODES.finding(f"{path} mode", "600 root", mode, "medium"))
     if seen.systemd and seen.enabled != "enabled":
-        findings.append(_finding(f"systemctl is-enabled {SERVICE}", "enabled",
-                                 seen.enabled or "no answer"))
+        findings.append(SERVICE_ENABLED.finding(f"systemctl is-enabled {SERVICE}", "enabled",
+                                                seen.enabled or "no answer"))
     return findings
 
 
 def compare(want: Desired, seen: Observed) -> list[Finding]:
-    return compare_modules(want, seen) + compare_usbguard(want, seen)
+    return _modules(want, seen) + _usbguard(want, seen)
 
 
-def skipped(seen: Observed) -> list[str]:
-    """What could not be looked at on this host, and why (shown in reports)."""
-    reasons = []
-    if seen.loaded is None:
-        reasons.append("loaded modules: the kernel has no loadable modules (/proc/modules "
-                       "absent), so usb-storage cannot be loaded at all")
+def skipped(want: Desired, seen: Observed) -> dict[str, str]:
+    """Checks with nothing to look at on this host, and why (shown in reports)."""
+    reasons = {}
+    if not want.refuse_modules:
+        why = ("the policy lists authorised devices or is audit-only: usb-storage must stay "
+               "loadable, USBGuard alone is the gate")
+        reasons.update({MODULES_REFUSED.id: why, MODULES_LOADED.id: why})
+    elif seen.loaded is None:
+        reasons[MODULES_LOADED.id] = ("the kernel has no loadable modules (/proc/modules "
+                                      "absent), so usb-storage cannot be loaded at all")
     if not seen.systemd:
-        reasons.append("usbguard service: no systemd on this host; rules installed, the "
-                       "daemon is not managed here")
-    elif not seen.usb_bus:
-        reasons.append(f"usbguard service: no USB subsystem (/sys/bus/usb absent), the daemon "
-                       f"cannot run (is-active: {seen.active or 'unknown'})")
+        reasons[SERVICE_ENABLED.id] = ("no systemd on this host; rules installed, the daemon "
+                                       "is not managed here")
     return reasons
 
 
@@ -458,3 +473,7 @@ def would_block(policy: Policy, devices: list[SeenDevice]) -> list[tuple[SeenDev
         if d.would_block:
             found.append((dev, d))
     return found
+
+
+CONTROL: Control[Desired, Observed] = Control(
+    "usb", CHECKS, desired, observe_script, parse, compare, skipped=skipped)

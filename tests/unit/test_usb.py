@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from baomi.controls import usb as core
+from baomi.controls.contract import HostContext, evaluate
 from baomi.findings import Finding
-from baomi.policy import load_text
+from baomi.fixes.usb import install_rules
+from baomi.policy import Policy, load_text
 
 DATA = Path(__file__).parent / "data" / "usb"
 DEFAULT = load_text("")
@@ -19,8 +21,15 @@ STICK = ("0781", "5567")
 GOOD_SERIAL, OTHER_SERIAL = "4C530001230517109182", "4C530009999999999999"
 
 
+def desired(policy: Policy, groups: set[str]) -> core.Desired:
+    return core.desired(HostContext.of(policy, groups, "srv1"))
+
+
+SERVERS = desired(DEFAULT, {"servers"})
+
+
 def observed(name: str) -> core.Observed:
-    return core.parse((DATA / name).read_text(encoding="utf-8"))
+    return core.parse((DATA / name).read_text(encoding="utf-8"), SERVERS)
 
 
 def text(findings: list[Finding]) -> str:
@@ -65,7 +74,7 @@ def test_authorised_devices_by_id_and_serial() -> None:
         == "block"
     # Sticks are authorised: refusing usb-storage would make them useless.
     assert not core.refuses_modules(AUTHORISED)
-    assert core.desired(AUTHORISED, set()).modprobe_conf is None
+    assert desired(AUTHORISED, set()).modprobe_conf is None
 
 
 def test_audit_only_blocks_nothing_and_names_the_would_blocks() -> None:
@@ -93,7 +102,7 @@ def test_fresh_hosts_are_reported_with_evidence() -> None:
     seen = observed("fresh_srv1.out")
     assert seen.daemon and seen.loaded is None and not seen.systemd
     assert seen.rules == ""  # Debian's empty rules.conf
-    findings = core.compare(core.desired(DEFAULT, {"servers"}), seen)
+    findings = core.compare(SERVERS, seen)
     out = text(findings)
     assert "[R-USB 外部存储设备] modprobe -n -v usb-storage: expected install /bin/false, " \
            "found 'modprobe: FATAL: Module usb-storage not found in directory " in out
@@ -105,11 +114,18 @@ def test_fresh_hosts_are_reported_with_evidence() -> None:
            "plugdev" in out
     assert "/etc/usbguard/usbguard-daemon.conf RuleFolder: expected unset (not a baomi " \
            "setting), found /etc/usbguard/rules.d/" in out
-    assert core.skipped(seen)[0].startswith("loaded modules: the kernel has no loadable")
+    assert {f.check for f in findings} == {"usb.modprobe_file", "usb.modules_refused",
+                                           "usb.rules", "usb.daemon_settings"}
+    assert {f.clauses for f in findings if f.check.startswith("usb.modul")} == {("R-USB",)}
+    result = evaluate(core.CONTROL, "srv1", SERVERS, seen)
+    assert result.not_applicable["usb.modules_loaded"].startswith(
+        "the kernel has no loadable modules")
+    assert result.not_applicable["usb.service"].startswith("no systemd on this host")
+    assert result.status("usb.daemon") == "pass"
     # Debian's package enables the unit; on the systemd host it cannot run (no USB here).
     srv2 = observed("fresh_srv2.out")
     assert srv2.systemd and srv2.enabled == "enabled" and srv2.active == "failed"
-    assert "no USB subsystem" in core.skipped(srv2)[-1]
+    assert not srv2.usb_bus and "usb.service" not in core.skipped(SERVERS, srv2)
 
 
 def test_applied_hosts_are_compliant() -> None:
@@ -118,17 +134,25 @@ def test_applied_hosts_are_compliant() -> None:
         assert seen.modprobe == {"usb-storage": "install /bin/false",
                                  "uas": "install /bin/false"}
         assert "install usb_storage /bin/false" in seen.showconfig
-        assert core.compare(core.desired(DEFAULT, {"servers"}), seen) == [], name
+        assert core.compare(SERVERS, seen) == [], name
     authorised = observed("applied_authorised_srv1.out")
-    assert core.compare(core.desired(AUTHORISED, {"servers"}), authorised) == []
+    allowing = desired(AUTHORISED, {"servers"})
+    assert core.compare(allowing, authorised) == []
+    # Nothing to refuse: the module checks are not applicable, with the reason (and this plain
+    # host has no systemd).
+    assert set(core.skipped(allowing, authorised)) == {"usb.modules_refused",
+                                                        "usb.modules_loaded", "usb.service"}
     # The same host against the default policy: storage rules and the refusal differ.
-    out = text(core.compare(core.desired(DEFAULT, {"servers"}), authorised))
+    out = text(core.compare(SERVERS, authorised))
     assert "found extra 'allow id 0781:5567 serial \"4C530001230517109182\"" in out
     assert "modprobe -n -v usb-storage: expected install /bin/false" in out
 
 
 def test_tampering_is_named() -> None:
-    out = text(core.compare(core.desired(DEFAULT, {"servers"}), observed("tampered_srv1.out")))
+    tampered = core.compare(SERVERS, observed("tampered_srv1.out"))
+    assert {f.check for f in tampered} == {"usb.rules", "usb.daemon_settings", "usb.file_modes",
+                                           "usb.modprobe_file", "usb.modules_refused"}
+    out = text(tampered)
     assert "/etc/usbguard/rules.conf: expected the policy's allow-list, found extra 'allow'" \
         in out
     assert "/etc/usbguard/usbguard-daemon.conf ImplicitPolicyTarget: expected block, found " \
@@ -137,10 +161,17 @@ def test_tampering_is_named() -> None:
     assert "/etc/usbguard/rules.conf mode: expected 600 root, found 644 root" in out
     assert "/etc/modprobe.d/baomi-usb-storage.conf: expected the baomi refusal of usb-storage " \
            "and uas, found missing" in out
-    disabled = core.compare(core.desired(DEFAULT, {"servers"}), observed("disabled_srv2.out"))
+    disabled = core.compare(SERVERS, observed("disabled_srv2.out"))
+    assert [f.check for f in disabled] == ["usb.service"]
     assert [str(f) for f in disabled] == [
         "[R-USB 外部存储设备, R-DEV 禁存个人设备] systemctl is-enabled usbguard: expected "
         "enabled, found disabled"]
+
+
+def test_rules_are_installed_only_through_usbguards_parser() -> None:
+    script = install_rules(core.rules(DEFAULT))
+    assert 'usbguard-rule-parser -f "$new"' in script
+    assert "chmod 0600" in script and "mv -f \"$new\" /etc/usbguard/rules.conf" in script
 
 
 def test_usbguard_verdicts_match_baomis_evaluation() -> None:
