@@ -14,7 +14,6 @@ from pyinfra.operations import files
 
 from baomi.controls.contract import HostContext
 from baomi.controls.registry import BASELINE
-from baomi.fixes.install import install_file
 from baomi.policy import Policy, PolicyError, default_policy_path, load
 
 ALL_CONTROLS = BASELINE
@@ -89,8 +88,3 @@ class CommandSucceeds(FactBase[bool]):
 
     def process(self, output: list[str]) -> bool:
         return bool(output) and output[-1].strip() == "yes"
-
-
-def install_file_script(path: str, content: str, mode: str) -> str:
-    """Exact content written atomically, root-owned (:func:`baomi.fixes.install.install_file`)."""
-    return install_file(path, content, mode=mode)
