@@ -9,7 +9,7 @@ from pyinfra.api import OperationError, operation
 
 from baomi.controls import screen_lock as core
 from baomi.deploy.common import Observation, context, op_name, put_text
-from baomi.fixes.screen_lock import install_grub_password, install_sshd_dropin
+from baomi.fixes.screen_lock import DCONF_UPDATE, install_grub_password, install_sshd_dropin
 
 C = core.CONTROL.name
 
@@ -26,7 +26,7 @@ def dconf_database(want: core.Desired):  # type: ignore[no-untyped-def]
     drift = {k: v for k, v in want.dconf_values.items() if seen.dconf_values.get(k) != v}
     unlocked = [k for k, w in seen.writable.items() if w != "false"]
     if drift or unlocked or len(seen.writable) < len(want.dconf_values):
-        yield "dconf update"
+        yield DCONF_UPDATE
     else:
         host.noop("dconf database holds the policy's values")
 

@@ -1,4 +1,4 @@
-"""R-LOCK fixes: the GRUB superuser password (开机密码) and the sshd idle-probe drop-in."""
+"""R-LOCK fixes: the dconf database, the sshd idle-probe drop-in, the GRUB password (开机密码)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from baomi.fixes.install import install_file
 from baomi.fixes.sshd import install_dropin_script
 
 GRUB_SCRIPT = "/etc/grub.d/01_baomi_password"
+# Compiles /etc/dconf/db/local.d (keys and locks) into the system database users read.
+DCONF_UPDATE = "dconf update"
 _PBKDF2 = "grub.pbkdf2.sha512."
 
 
