@@ -24,9 +24,10 @@ from pyinfra.api import FileUploadCommand, OperationError, operation
 
 from baomi.controller.escrow import EscrowError, EscrowStore
 from baomi.controls import disk_encryption as core
-from baomi.deploy.common import Observation, groups, op_name, policy
+from baomi.deploy.common import Observation, context, op_name
+from baomi.fixes import disk_encryption as fix
 
-C = core.CONTROL
+C = core.CONTROL.name
 
 
 def _seen(want: core.Desired, v: core.VolumeWant) -> tuple[core.Observed, core.VolumeSeen]:
@@ -55,7 +56,7 @@ def recovery_passphrase() -> str:
 def luks_header(want: core.Desired, v: core.VolumeWant):  # type: ignore[no-untyped-def]
     observed, seen = _seen(want, v)
     store = EscrowStore.default()
-    decision = core.decide(v, seen, observed, _escrowed_uuids(store, v.device))
+    decision = fix.decide(v, seen, observed, _escrowed_uuids(store, v.device))
     if decision.action == "refuse":
         raise OperationError(f"[{C}] {decision.reason}")
     if decision.action == "keep":
@@ -78,7 +79,7 @@ def luks_header(want: core.Desired, v: core.VolumeWant):  # type: ignore[no-unty
             from None
     yield f"mkdir -p -m 0700 {core.SECRETS_DIR}"
     yield FileUploadCommand(StringIO(secret), recovery_file)
-    yield core.format_script(want, v, luks_uuid, recovery_file, decision.wipe)
+    yield fix.format_script(want, v, luks_uuid, recovery_file, decision.wipe)
 
 
 def _require_luks(seen: core.VolumeSeen, v: core.VolumeWant) -> core.LuksHeader | None:
@@ -100,7 +101,7 @@ def luks_open(want: core.Desired, v: core.VolumeWant):  # type: ignore[no-untype
     if status is not None and status.active:
         raise OperationError(f"[{C}] {v.mapper} is open on {status.device}, not {v.device}")
     _require_luks(seen, v)
-    yield core.open_command(v)
+    yield fix.open_command(v)
 
 
 @operation()
@@ -113,7 +114,7 @@ def filesystem(want: core.Desired, v: core.VolumeWant):  # type: ignore[no-untyp
                                  "not reformatting it")
         host.noop(f"{v.mapper} holds {kind}")
         return
-    yield core.mkfs_command(v)
+    yield fix.mkfs_command(v)
 
 
 @operation()
@@ -124,7 +125,7 @@ def crypttab(want: core.Desired, v: core.VolumeWant):  # type: ignore[no-untyped
     if core.table_line(observed.crypttab, v.name) == line:
         host.noop(f"{core.CRYPTTAB} unlocks {v.name} with {v.key_file}")
         return
-    yield core.replace_line_script(core.CRYPTTAB, line, 1, v.name)
+    yield fix.replace_line_script(core.CRYPTTAB, line, 1, v.name)
 
 
 @operation()
@@ -133,7 +134,7 @@ def fstab(want: core.Desired, v: core.VolumeWant):  # type: ignore[no-untyped-de
     if core.table_line(observed.fstab, "", v.mount) == v.fstab_line:
         host.noop(f"{core.FSTAB} mounts {v.mapper} on {v.mount}")
         return
-    yield core.replace_line_script(core.FSTAB, v.fstab_line, 2, v.mount)
+    yield fix.replace_line_script(core.FSTAB, v.fstab_line, 2, v.mount)
 
 
 @operation()
@@ -145,11 +146,7 @@ def mounted(want: core.Desired, v: core.VolumeWant):  # type: ignore[no-untyped-
         return
     if there:
         raise OperationError(f"[{C}] {there[0].path} is mounted on {v.mount}, not {v.mapper}")
-    q = shlex.quote(v.mount)
-    hidden = shlex.quote(f"{v.mount} is not empty: mounting over it would hide its files; "
-                         "move them away (then onto the volume) first")
-    yield (f"mkdir -p {q} && if [ -n \"$(ls -A {q})\" ]; then echo {hidden} >&2; exit 1; fi "
-           f"&& mount {q}")
+    yield fix.mount_script(v)
 
 
 @operation()
@@ -159,7 +156,7 @@ def nothing(reason: str):  # type: ignore[no-untyped-def]
 
 
 def apply() -> None:
-    want = core.desired(policy(), groups())
+    want = core.desired(context())
     if not want.volumes:
         # Still one operation, so `baomi apply` reports the control for every host.
         nothing(name=op_name(C, "data volumes"),

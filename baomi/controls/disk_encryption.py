@@ -6,17 +6,21 @@ Two halves, one truth:
   LUKS2 header on its device (cipher, key size and PBKDF from the policy), unlocked at boot by
   a root-only key file (``/etc/baomi/keys/NAME.key``, mode 0400, via ``/etc/crypttab``) and
   mounted through ``/etc/fstab``.  A second key slot holds a recovery passphrase that lives
-  in the controller's escrow (deploy/escrow.py), never only on the host.
-  :func:`decide` says what the deploy may do with a device: format it only when it is blank
-  (or the policy marks it ``wipe_allowed``), leave a header baomi escrowed alone, refuse
-  anything else with the reason, since formatting destroys data.
+  in the controller's escrow (controller/escrow.py), never only on the host.
+  :func:`baomi.fixes.disk_encryption.decide` says what the deploy may do with a device:
+  format it only when it is blank (or the policy marks it ``wipe_allowed``), leave a header
+  baomi escrowed alone, refuse anything else with the reason, since formatting destroys data.
 * **Placement**: every sensitive path of a level with ``encryption: true`` (and ``/`` on the
   groups of ``require_root_on``) must sit on a mount whose device chain (``findmnt -J -T`` →
   ``lsblk -J`` parents) holds an active crypt mapping (``cryptsetup status``) with an
   approved cipher and key size.  The evidence is the chain: path → mount → devices.
 
-Pure functions only; ``deploy/disk_encryption.py`` and ``checks/test_disk_encryption.py``
-run them.
+The control contract (:mod:`baomi.controls.contract`): ``desired``, ``observe_script``,
+``parse``, ``compare`` (→ findings of the checks below; the root filesystem is its own check,
+``disk_encryption.root_encrypted``, so a fleet whose workstations cannot have an encrypted
+root yet shows exactly that).  ``deploy/disk_encryption.py``, ``checks/test_disk_encryption.py``
+and the agent run them; what may be done with a device and the scripts that format, open,
+mount and write crypttab/fstab are in :mod:`baomi.fixes.disk_encryption`.
 """
 
 from __future__ import annotations
@@ -27,12 +31,24 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from baomi.controls.contract import Check, Control, HostContext, check
 from baomi.findings import Finding
 from baomi.observe import cat, script, sections
-from baomi.policy import Policy
 
-CONTROL = "disk_encryption"
-CLAUSES = ("R-ENC",)
+LUKS_HEADER = check("disk_encryption.luks_header",
+                    "each data volume is a LUKS2 header: approved cipher and key size, a key "
+                    "file slot and an escrowed recovery slot")
+KEY_FILE = check("disk_encryption.key_file", "each volume's unlock key file is root:root 0400")
+CRYPTTAB_LINE = check("disk_encryption.crypttab",
+                      "/etc/crypttab unlocks each volume with its key file at boot")
+FSTAB_LINE = check("disk_encryption.fstab", "/etc/fstab mounts each volume's mapping at boot")
+MOUNTED = check("disk_encryption.mounted", "each volume is open and mounted on its mount point")
+PATHS = check("disk_encryption.sensitive_paths",
+              "sensitive paths of levels with encryption: true sit on an open LUKS mapping")
+ROOT = check("disk_encryption.root_encrypted",
+             "the root filesystem sits on an open LUKS mapping (groups of require_root_on)")
+VOLUME_CHECKS = (LUKS_HEADER, KEY_FILE, CRYPTTAB_LINE, FSTAB_LINE, MOUNTED)
+CHECKS = (*VOLUME_CHECKS, PATHS, ROOT)
 KEY_DIR = "/etc/baomi/keys"
 SECRETS_DIR = "/run/baomi-secrets"  # tmpfs: the recovery passphrase never touches a disk here
 CRYPTTAB = "/etc/crypttab"
@@ -95,7 +111,8 @@ class Desired:
         return args
 
 
-def desired(policy: Policy, groups: set[str]) -> Desired:
+def desired(ctx: HostContext) -> Desired:
+    policy, groups = ctx.policy, ctx.groups
     d = policy.disk_encryption
     volumes: tuple[VolumeWant, ...] = ()
     paths: tuple[PathWant, ...] = ()
@@ -104,13 +121,35 @@ def desired(policy: Policy, groups: set[str]) -> Desired:
                                    v.wipe_allowed)
                         for v in d.volumes if "all" in v.groups or groups & set(v.groups))
         paths = tuple(PathWant(p.path.rstrip("/") or "/", p.level, policy.level(p.level).severity)
-                      for p in policy.paths_for(groups) if policy.level(p.level).encryption)
+                      for p in policy.paths_for(set(groups)) if policy.level(p.level).encryption)
     return Desired(
         enabled=d.enabled, cipher=d.cipher, key_size=d.key_size, pbkdf=d.pbkdf,
         pbkdf_force_iterations=d.pbkdf_force_iterations,
         approved_ciphers=d.approved_ciphers, min_key_size=d.min_key_size,
         volumes=volumes, paths=paths,
         root=d.enabled and bool(groups & set(d.require_root_on)))
+
+
+def not_applicable(want: Desired) -> str | None:
+    return None if want.enabled else "policy: disk_encryption.enabled is false"
+
+
+def skipped(want: Desired, seen: Observed) -> dict[str, str]:
+    """Checks with nothing to look at on this host, each with its reason."""
+    out: dict[str, str] = {}
+    if not want.volumes:
+        out.update((c.id, "no data volume of the policy for this host's groups")
+                   for c in VOLUME_CHECKS)
+    elif not any(_has_header(vs) for vs in seen.volumes):
+        # Key file, tables and mount belong to a header; without one only luks_header fails.
+        reason = (f"no LUKS header on {', '.join(v.device for v in want.volumes)} yet "
+                  f"({LUKS_HEADER.id})")
+        out.update((c.id, reason) for c in VOLUME_CHECKS if c is not LUKS_HEADER)
+    if not want.paths:
+        out[PATHS.id] = "no sensitive path of a level with encryption: true for this host's groups"
+    if not want.root:
+        out[ROOT.id] = "this host's groups are not in require_root_on"
+    return out
 
 
 # --- observing ------------------------------------------------------------------------------
@@ -379,94 +418,7 @@ def parse(output: str, want: Desired) -> Observed:
         paths=paths, volumes=tuple(volumes))
 
 
-# --- deciding (the deploy) ------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Decision:
-    action: str   # "format" | "keep" | "refuse"
-    reason: str
-    wipe: bool = False
-
-
-def decide(v: VolumeWant, seen: VolumeSeen, observed: Observed,
-           escrowed_uuids: set[str]) -> Decision:
-    """What the deploy may do with a volume's device.  Never formats a device holding data
-    unless the policy says so (wipe_allowed), and never one that is in use."""
-    if not seen.exists:
-        return Decision("refuse", f"{v.device} does not exist on this host")
-    if seen.probe_failed:
-        return Decision("refuse", f"{v.device} cannot be probed: {seen.probe_failed}")
-    dev = observed.devices.get(seen.real or v.device)
-    in_use = []
-    if dev is not None:
-        in_use = [*dev.mountpoints,
-                  *(f"{d.path} ({d.type})" for d in observed.devices.values()
-                    if dev.path in d.parents)]
-    kind = seen.probe.get("TYPE")
-    uuid = seen.probe.get("UUID")
-    if kind == "crypto_LUKS" and uuid in escrowed_uuids:
-        return Decision("keep", f"{v.device} holds the LUKS header baomi created (UUID {uuid})")
-    if not seen.probe and not in_use:
-        return Decision("format", f"{v.device} is blank")
-    if kind == "crypto_LUKS":
-        held = f"a LUKS header (UUID {uuid}) whose recovery key baomi has not escrowed"
-    elif kind:
-        held = f"a filesystem ({kind}" + (f", UUID {uuid})" if uuid else ")")
-    elif "PTTYPE" in seen.probe:
-        held = f"a {seen.probe['PTTYPE']} partition table"
-    else:
-        held = "devices or mounts on it"
-    if in_use:
-        return Decision("refuse", f"{v.device} holds {held} and is in use "
-                        f"({', '.join(in_use)}): refusing to format it")
-    if v.wipe_allowed:
-        return Decision("format", f"{v.device} holds {held}; the policy allows wiping it",
-                        wipe=True)
-    return Decision("refuse", f"{v.device} holds {held}: refusing to format it (that would "
-                    "destroy its data); set wipe_allowed: true on this volume in the policy "
-                    "only if its data may be destroyed")
-
-
-def format_script(want: Desired, v: VolumeWant, luks_uuid: str, recovery_file: str,
-                  wipe: bool) -> str:
-    """Key file, LUKS2 header (key file in slot 0), recovery passphrase (slot 1, read from a
-    0600 file on tmpfs that is removed however the script ends).  No secret in the text."""
-    dev, key, rec = shlex.quote(v.device), shlex.quote(v.key_file), shlex.quote(recovery_file)
-    fmt = ["cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2", "--cipher",
-           want.cipher, "--key-size", str(want.key_size), *want.pbkdf_args(), "--uuid",
-           luks_uuid, "--key-slot", "0", "--key-file", v.key_file, v.device]
-    add = ["cryptsetup", "luksAddKey", "--batch-mode", *want.pbkdf_args(), "--key-slot",
-           str(RECOVERY_SLOT), "--key-file", v.key_file, v.device, recovery_file]
-    lines = [
-        "set -e",
-        f"trap 'rm -f {rec}' EXIT",
-        "umask 077",
-        f"chmod 0600 {rec}",
-        f"mkdir -p -m 0755 {shlex.quote(KEY_DIR.rsplit('/', 1)[0])}",
-        f"mkdir -p -m 0700 {shlex.quote(KEY_DIR)}",
-        *([f"wipefs --all --quiet {dev}"] if wipe else []),
-        f"head -c {KEY_FILE_BYTES} /dev/urandom > {key}.baomi-new",
-        f"chmod 0400 {key}.baomi-new && chown root:root {key}.baomi-new",
-        f"mv -f {key}.baomi-new {key}",
-        shlex.join(fmt),
-        shlex.join(add),
-    ]
-    return "\n".join(lines)
-
-
-def open_command(v: VolumeWant) -> str:
-    return shlex.join(["cryptsetup", "open", "--type", "luks", "--key-file", v.key_file,
-                       v.device, v.name])
-
-
-def mkfs_command(v: VolumeWant) -> str:
-    """mkfs on the open mapping, re-checked on the host: only a mapping with no signature."""
-    m = shlex.quote(v.mapper)
-    refuse = shlex.quote(f"{v.mapper} is not blank: not making a filesystem on it")
-    return (f"rc=0; blkid -p {m} >/dev/null || rc=$?; "
-            f"if [ \"$rc\" -ne 2 ]; then echo {refuse} >&2; exit 1; fi; "
-            f"mkfs.{v.filesystem} -q {m}")
-
+# --- comparing (the check) -----------------------------------------------------------------
 
 def table_line(text: str | None, first_field: str, second_field: str | None = None) -> str | None:
     """The first non-comment line of crypttab/fstab whose first (or second) field matches."""
@@ -480,21 +432,6 @@ def table_line(text: str | None, first_field: str, second_field: str | None = No
     return None
 
 
-def replace_line_script(path: str, line: str, field: int, value: str) -> str:
-    """Drop the lines whose FIELD-th column is VALUE, append LINE; atomic rename, mode kept."""
-    q = shlex.quote(path)
-    return (f"touch {q} && awk -v v={shlex.quote(value)} '$0 ~ /^[ \\t]*#/ || ${field} != v' "
-            f"{q} > {q}.baomi-new && printf '%s\\n' {shlex.quote(line)} >> {q}.baomi-new && "
-            f"chmod --reference={q} {q}.baomi-new && chown --reference={q} {q}.baomi-new && "
-            f"mv -f {q}.baomi-new {q}")
-
-
-# --- comparing (the check) -----------------------------------------------------------------
-
-def _finding(subject: str, expected: str, found: str, severity: str = "high") -> Finding:
-    return Finding(CONTROL, CLAUSES, severity, subject, expected, found)
-
-
 def describe_chain(seen: Observed, mount: MountSeen) -> str:
     chain = seen.chain(mount.source)
     devices = " → ".join(f"{d.path} ({d.type}{', ' + d.fstype if d.fstype else ''})"
@@ -504,16 +441,16 @@ def describe_chain(seen: Observed, mount: MountSeen) -> str:
 
 
 def _placement(want: Desired, seen: Observed, mount: MountSeen | None, subject: str,
-               severity: str) -> list[Finding]:
+               severity: str, of: Check) -> list[Finding]:
     expected = (f"on an open LUKS (dm-crypt) mapping with cipher in "
                 f"{'/'.join(want.approved_ciphers)} and key ≥ {want.min_key_size} bits")
     if mount is None:
-        return [_finding(subject, expected, "findmnt gave no answer", severity)]
+        return [of.finding(subject, expected, "findmnt gave no answer", severity)]
     chain = seen.chain(mount.source)
     crypts = [d for d in chain if d.type == "crypt"]
     evidence = describe_chain(seen, mount)
     if not crypts:
-        return [_finding(subject, expected, f"{evidence}: no crypt mapping", severity)]
+        return [of.finding(subject, expected, f"{evidence}: no crypt mapping", severity)]
     problems = []
     for d in crypts:
         status = seen.crypt.get(d.name)
@@ -525,72 +462,81 @@ def _placement(want: Desired, seen: Observed, mount: MountSeen | None, subject: 
             problems.append(f"{d.name} key {status.key_bits} bits")
         else:
             return []  # one good mapping in the chain is enough (e.g. LVM on LUKS)
-    return [_finding(subject, expected, f"{evidence}: {'; '.join(problems)}", severity)]
+    return [of.finding(subject, expected, f"{evidence}: {'; '.join(problems)}", severity)]
 
 
-def compare_paths(want: Desired, seen: Observed) -> list[Finding]:
+def _paths(want: Desired, seen: Observed) -> list[Finding]:
     findings: list[Finding] = []
     for p in want.paths:
         findings += _placement(want, seen, seen.paths.get(p.path), f"{p.path} ({p.level})",
-                               p.severity)
+                               p.severity, PATHS)
     return findings
 
 
-def compare_root(want: Desired, seen: Observed) -> list[Finding]:
+def _root(want: Desired, seen: Observed) -> list[Finding]:
     if not want.root:
         return []
-    return _placement(want, seen, seen.root, "root filesystem /", "high")
+    return _placement(want, seen, seen.root, "root filesystem /", "high", ROOT)
 
 
-def compare_volumes(want: Desired, seen: Observed) -> list[Finding]:
+def _has_header(vs: VolumeSeen) -> bool:
+    return vs.exists and vs.luks is not None and vs.probe.get("TYPE") == "crypto_LUKS"
+
+
+def _volume(want: Desired, seen: Observed, v: VolumeWant, vs: VolumeSeen) -> list[Finding]:
+    subject = f"volume {v.device} ({v.name} on {v.mount})"
+    if not vs.exists:
+        return [LUKS_HEADER.finding(subject, "the device present", "missing")]
+    if vs.luks is None or not _has_header(vs):
+        return [LUKS_HEADER.finding(subject, "a LUKS2 header",
+                                    f"TYPE {vs.probe.get('TYPE') or 'none (blank)'}")]
     findings: list[Finding] = []
-    for v, vs in zip(want.volumes, seen.volumes, strict=True):
-        subject = f"volume {v.device} ({v.name} on {v.mount})"
-        if not vs.exists:
-            findings.append(_finding(subject, "the device present", "missing"))
-            continue
-        if vs.luks is None or vs.probe.get("TYPE") != "crypto_LUKS":
-            findings.append(_finding(subject, "a LUKS2 header",
-                                     f"TYPE {vs.probe.get('TYPE') or 'none (blank)'}"))
-            continue
-        h = vs.luks
-        if h.version != 2:
-            findings.append(_finding(subject, "LUKS version 2", f"LUKS{h.version}", "medium"))
-        if h.cipher not in want.approved_ciphers:
-            findings.append(_finding(subject, f"cipher in {'/'.join(want.approved_ciphers)}",
-                                     f"{h.cipher}"))
-        if h.key_bits is None or h.key_bits < want.min_key_size:
-            findings.append(_finding(subject, f"key ≥ {want.min_key_size} bits",
-                                     f"{h.key_bits} bits"))
-        if len(h.keyslots) < 2:
-            findings.append(_finding(subject, "2 key slots (key file, escrowed recovery)",
-                                     f"{len(h.keyslots)} key slot(s)", "medium"))
-        if vs.key_file is None:
-            findings.append(_finding(f"{v.key_file}", "root:root 0400", "missing"))
-        elif vs.key_file[:3] != ("400", "root", "root"):
-            mode, owner, group, _ = vs.key_file
-            findings.append(_finding(f"{v.key_file}", "root:root 0400",
-                                     f"{owner}:{group} {int(mode, 8):04o}", "critical"))
-        line = v.crypttab_line(h.uuid or "?")
-        got = table_line(seen.crypttab, v.name)
-        if got != line:
-            findings.append(_finding(f"{CRYPTTAB} {v.name}", repr(line), repr(got) if got
-                                     else "no line", "medium"))
-        got = table_line(seen.fstab, "", v.mount)
-        if got != v.fstab_line:
-            findings.append(_finding(f"{FSTAB} {v.mount}", repr(v.fstab_line),
-                                     repr(got) if got else "no line", "medium"))
-        status = seen.crypt.get(v.name)
-        if status is None or not status.active:
-            findings.append(_finding(subject, f"open as {v.mapper}", "not open"))
-            continue
-        mounted = [d for d in seen.devices.values() if v.mount in d.mountpoints]
-        if not mounted or mounted[0].name != v.name:
-            found = (f"{mounted[0].path} mounted there" if mounted else "not mounted")
-            findings.append(_finding(subject, f"{v.mapper} mounted on {v.mount}", found))
+    h = vs.luks
+    if h.version != 2:
+        findings.append(LUKS_HEADER.finding(subject, "LUKS version 2", f"LUKS{h.version}",
+                                            "medium"))
+    if h.cipher not in want.approved_ciphers:
+        findings.append(LUKS_HEADER.finding(
+            subject, f"cipher in {'/'.join(want.approved_ciphers)}", f"{h.cipher}"))
+    if h.key_bits is None or h.key_bits < want.min_key_size:
+        findings.append(LUKS_HEADER.finding(subject, f"key ≥ {want.min_key_size} bits",
+                                            f"{h.key_bits} bits"))
+    if len(h.keyslots) < 2:
+        findings.append(LUKS_HEADER.finding(subject, "2 key slots (key file, escrowed recovery)",
+                                            f"{len(h.keyslots)} key slot(s)", "medium"))
+    if vs.key_file is None:
+        findings.append(KEY_FILE.finding(f"{v.key_file}", "root:root 0400", "missing"))
+    elif vs.key_file[:3] != ("400", "root", "root"):
+        mode, owner, group, _ = vs.key_file
+        findings.append(KEY_FILE.finding(f"{v.key_file}", "root:root 0400",
+                                         f"{owner}:{group} {int(mode, 8):04o}", "critical"))
+    line = v.crypttab_line(h.uuid or "?")
+    got = table_line(seen.crypttab, v.name)
+    if got != line:
+        findings.append(CRYPTTAB_LINE.finding(f"{CRYPTTAB} {v.name}", repr(line),
+                                              repr(got) if got else "no line", "medium"))
+    got = table_line(seen.fstab, "", v.mount)
+    if got != v.fstab_line:
+        findings.append(FSTAB_LINE.finding(f"{FSTAB} {v.mount}", repr(v.fstab_line),
+                                           repr(got) if got else "no line", "medium"))
+    status = seen.crypt.get(v.name)
+    if status is None or not status.active:
+        findings.append(MOUNTED.finding(subject, f"open as {v.mapper}", "not open"))
+        return findings
+    mounted = [d for d in seen.devices.values() if v.mount in d.mountpoints]
+    if not mounted or mounted[0].name != v.name:
+        found = (f"{mounted[0].path} mounted there" if mounted else "not mounted")
+        findings.append(MOUNTED.finding(subject, f"{v.mapper} mounted on {v.mount}", found))
     return findings
 
 
 def compare(want: Desired, seen: Observed) -> list[Finding]:
-    """Volumes and sensitive-path placement; the root filesystem is :func:`compare_root`."""
-    return compare_volumes(want, seen) + compare_paths(want, seen)
+    """Volumes, sensitive-path placement and (on require_root_on groups) the root filesystem."""
+    findings: list[Finding] = []
+    for v, vs in zip(want.volumes, seen.volumes, strict=True):
+        findings += _volume(want, seen, v, vs)
+    return findings + _paths(want, seen) + _root(want, seen)
+
+
+CONTROL: Control[Desired, Observed] = Control(
+    "disk_encryption", CHECKS, desired, observe_script, parse, compare, not_applicable, skipped)

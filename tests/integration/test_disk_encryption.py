@@ -46,6 +46,11 @@ VOLUMES    - {{device: {DEVICE}, mount: /srv/secure, filesystem: ext4, groups: [
 TIMES: dict[str, float] = {}
 
 
+def failed(check_id: str) -> str:
+    """pytest's line for a failed check of vm1 (one test per host x check ID)."""
+    return f"FAILED checks/test_disk_encryption.py::test_check[ssh://vm1-{check_id}]"
+
+
 def write_policy(directory: Path, name: str, extra_volume: str = "") -> Path:
     path = directory / name
     path.write_text(POLICY.replace("VOLUMES", extra_volume), encoding="utf-8")
@@ -99,6 +104,11 @@ def test_fresh_vm_fails_with_a_blank_disk_and_the_path_on_the_plain_root(env: En
     result = env.check()
     assert result.returncode == 1, result.stdout[-3000:]
     assert "found TYPE none (blank)" in result.stdout
+    # The header and the placement fail; key file, tables and mount wait for a header; vm1's
+    # groups need no encrypted root.
+    assert failed("disk_encryption.luks_header") in result.stdout
+    assert failed("disk_encryption.sensitive_paths") in result.stdout
+    assert "2 failed, 5 skipped" in result.stdout, result.stdout[-3000:]
     assert (f"{SENSITIVE} (via /srv, not created yet) → mount / (ext4) → /dev/vda (disk, ext4): "
             "no crypt mapping") in result.stdout, result.stdout[-3000:]
 
@@ -127,6 +137,7 @@ def test_apply_formats_escrows_first_and_the_check_passes(env: Env) -> None:
     assert "crypt /srv/secure" in env.run("lsblk -nr -o TYPE,MOUNTPOINTS /dev/vdb").splitlines()
     result = env.check()
     assert result.returncode == 0, result.stdout[-3000:]
+    assert "6 passed, 1 skipped" in result.stdout, result.stdout[-3000:]  # root: not vm1's
     started = time.monotonic()
     assert outcomes(env.apply(), C) == {"vm1": "unchanged"}
     TIMES["re-apply"] = time.monotonic() - started
@@ -139,6 +150,7 @@ def test_closed_volume_is_named_and_unlocks_from_crypttab_with_data(env: Env) ->
     result = env.check()
     assert result.returncode == 1
     assert f"expected open as /dev/mapper/{MAPPER}, found not open" in result.stdout
+    assert failed("disk_encryption.mounted") in result.stdout
     assert (f"{SENSITIVE} (via /srv/secure, not created yet) → mount / (ext4) → /dev/vda") in \
         result.stdout, result.stdout[-3000:]
     # What boot does: systemd's generators turn crypttab + fstab into units; key file unlocks.
@@ -200,6 +212,8 @@ def test_sensitive_path_on_a_plain_disk_fails_with_its_device_chain(env: Env) ->
     env.run(f"mkfs.ext4 -q {loop} && mount {loop} {SENSITIVE}")
     result = env.check()
     assert result.returncode == 1
+    assert failed("disk_encryption.sensitive_paths") in result.stdout
+    assert "1 failed, 5 passed, 1 skipped" in result.stdout, result.stdout[-3000:]
     assert (f"[R-ENC 加密存储] {SENSITIVE} (机密): expected on an open LUKS (dm-crypt) mapping "
             f"with cipher in aes-xts-plain64 and key ≥ 512 bits, found {SENSITIVE} → mount "
             f"{SENSITIVE} (ext4) → {loop} (loop, ext4): no crypt mapping") in result.stdout, \

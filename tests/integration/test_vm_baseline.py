@@ -5,8 +5,9 @@ from the initial PID namespace); vm1 can.  One lab (vm1 + bak1 for R-BAK's SFTP 
 the demo's policy (policy.yaml plus a LUKS volume on /srv for group vm, PBKDF2 with 1000
 iterations so the format is quick): the full apply succeeds, a re-apply changes nothing, one
 backup runs, and then every check module passes on vm1: the sensitive paths sit on the LUKS
-volume, the audit rules are loaded in the kernel (not skipped), the only skip is GRUB's (vm1
-boots with -kernel, there is no /boot/grub).
+volume, the audit rules are loaded in the kernel (not skipped); what is skipped is not
+applicable with its reason, e.g. GRUB's password (vm1 boots with -kernel, there is no
+/boot/grub) and the encrypted root (vm1's groups are not in require_root_on).
 """
 
 from __future__ import annotations
@@ -113,10 +114,23 @@ def test_full_baseline_on_the_vm_applies_reapplies_and_passes_every_check(
     assert audit.returncode == 0, audit.stdout[-5000:]
     for module in ALL_CONTROLS:
         assert f"PASSED checks/test_{module}.py::" in audit.stdout, (module, audit.stdout[-5000:])
-    assert "PASSED checks/test_disk_encryption.py::test_disk_encryption[ssh://vm1]" in \
-        audit.stdout
+    for check_id in ("sensitive_paths", "luks_header", "mounted"):
+        assert f"PASSED checks/test_disk_encryption.py::test_check[ssh://vm1-disk_encryption." \
+            f"{check_id}]" in audit.stdout
     assert "PASSED checks/test_audit_rules.py::test_audit_rules_loaded[ssh://vm1]" in \
         audit.stdout  # not skipped: the VM's kernel takes the rules
-    skips = [line for line in audit.stdout.splitlines() if line.startswith("SKIPPED")]
-    assert skips == ["SKIPPED [1] checks/test_screen_lock.py:29: bootloader password: no GRUB "
-                     "on this host (/boot/grub absent)"], skips
+    # Every skip is a check the runner found not applicable, with its reason ("SKIPPED [1]
+    # FILE:LINE: CHECK_ID: not applicable: REASON"); none of R-ENC's applicable parts, R-LOG's
+    # or R-BAK's is among them.
+    skips = [line.split(": ", 1)[1] for line in audit.stdout.splitlines()
+             if line.startswith("SKIPPED")]
+    skipped = dict(line.split(": not applicable: ", 1) for line in skips
+                   if ": not applicable: " in line)
+    assert len(skipped) == len(skips), skips
+    assert skipped.get("screen_lock.bootloader_password") == \
+        "no GRUB on this host (/boot/grub absent)", skips
+    assert skipped.get("disk_encryption.root_encrypted") == \
+        "this host's groups are not in require_root_on", skips
+    assert not [c for c in skipped if c.split(".")[0] in ("audit_rules", "backup")] and \
+        not set(skipped) & {f"disk_encryption.{c}" for c in (
+            "luks_header", "key_file", "crypttab", "fstab", "mounted", "sensitive_paths")}, skips

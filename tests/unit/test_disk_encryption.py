@@ -17,23 +17,22 @@ import pytest
 from click.testing import CliRunner
 
 from baomi.controls import disk_encryption as core
-from baomi.policy import PolicyError, load, load_text
+from baomi.controls.contract import FAIL, NOT_APPLICABLE, PASS, Check, HostContext, evaluate
+from baomi.findings import Finding
+from baomi.fixes import disk_encryption as fix
+from baomi.policy import Policy, PolicyError, load, load_text
 
 DATA = Path(__file__).parent / "data" / "disk_encryption"
 ROOT = Path(__file__).resolve().parents[2]
 VM_GROUPS = {"servers", "vm"}
 OURS = "70c77f6a-9459-48cd-ae51-99537207aa63"  # the header `baomi apply` made in vm-applied
-VM_POLICY = """\
-sensitive_paths:
-  - {path: /srv/secure/customers, level: 机密, owner: root, group: root, groups: [vm]}
-disk_encryption:
-  pbkdf: pbkdf2
-  pbkdf_force_iterations: 1000
-  volumes:
-    - {device: /dev/disk/by-id/virtio-baomi-data, mount: /srv/secure, filesystem: ext4,
-       groups: [vm]}
-"""
+# The policy the vm-* captures were made under (also the contract test's, contract.json).
+VM_POLICY = (DATA / "vm-policy.yaml").read_text(encoding="utf-8")
 LOOP = "    - {device: /dev/loop0, mount: /srv/other, groups: [vm]WIPE}\n"
+
+
+def desired(policy: Policy, groups: set[str]) -> core.Desired:
+    return core.desired(HostContext.of(policy, groups))
 
 
 def vm_want(loop: bool = False, wipe: bool = False) -> core.Desired:
@@ -41,15 +40,19 @@ def vm_want(loop: bool = False, wipe: bool = False) -> core.Desired:
     if loop:  # the second volume, listed first (as the captures were made)
         text = text.replace("  volumes:\n", "  volumes:\n" + LOOP.replace(
             "WIPE", ", wipe_allowed: true" if wipe else ""))
-    return core.desired(load_text(text), VM_GROUPS)
+    return desired(load_text(text), VM_GROUPS)
 
 
 def seen(name: str, want: core.Desired) -> core.Observed:
     return core.parse((DATA / f"{name}.txt").read_text(encoding="utf-8"), want)
 
 
-def texts(findings: list) -> str:
+def texts(findings: list[Finding]) -> str:
     return "\n".join(str(f) for f in findings)
+
+
+def of(check: Check, findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.check == check.id]
 
 
 def test_policy_names_the_mapping_after_the_mount_and_validates_it() -> None:
@@ -64,12 +67,12 @@ def test_policy_names_the_mapping_after_the_mount_and_validates_it() -> None:
 
 def test_desired_only_encrypted_levels_and_own_groups() -> None:
     default = load(ROOT / "policy.yaml")
-    servers = core.desired(default, {"servers"})
+    servers = desired(default, {"servers"})
     assert [p.path for p in servers.paths] == ["/srv/customers", "/srv/contracts"]
     assert (servers.volumes, servers.root) == ((), False)
-    ws = core.desired(default, {"workstations"})
+    ws = desired(default, {"workstations"})
     assert ws.paths == () and ws.root  # 秘密 needs no encryption; root does (require_root_on)
-    off = core.desired(load_text("disk_encryption: {enabled: false}\n"), {"workstations"})
+    off = desired(load_text("disk_encryption: {enabled: false}\n"), {"workstations"})
     assert (off.paths, off.volumes, off.root) == ((), (), False)
 
 
@@ -91,17 +94,23 @@ def test_applied_vm_complies_and_every_part_is_read() -> None:
     assert [(k.slot, k.pbkdf) for k in vol.luks.keyslots] == [(0, "pbkdf2"), (1, "pbkdf2")]
     assert vol.key_file == ("400", "root", "root", 64)
     assert vol.inner is not None and vol.inner["TYPE"] == "ext4"
-    assert core.decide(want.volumes[0], vol, s, {OURS}).action == "keep"
+    assert fix.decide(want.volumes[0], vol, s, {OURS}).action == "keep"
 
 
 def test_blank_vm_fails_with_the_chain_and_the_disk_may_be_formatted() -> None:
     want = vm_want()
     s = seen("vm-blank", want)
-    found = texts(core.compare(want, s))
-    assert "found TYPE none (blank)" in found
+    findings = core.compare(want, s)
+    assert "found TYPE none (blank)" in texts(of(core.LUKS_HEADER, findings))
     assert ("/srv/secure/customers (via /srv, not created yet) → mount / (ext4) → /dev/vda "
-            "(disk, ext4): no crypt mapping") in found
-    decision = core.decide(want.volumes[0], s.volumes[0], s, set())
+            "(disk, ext4): no crypt mapping") in texts(of(core.PATHS, findings))
+    # Key file, tables and mount are not judged before a header exists: not applicable.
+    result = evaluate(core.CONTROL, "vm1", want, s)
+    assert {c.id for c in core.CHECKS if result.status(c.id) == FAIL} == {
+        core.LUKS_HEADER.id, core.PATHS.id}
+    assert result.not_applicable[core.KEY_FILE.id] == (
+        "no LUKS header on /dev/disk/by-id/virtio-baomi-data yet (disk_encryption.luks_header)")
+    decision = fix.decide(want.volumes[0], s.volumes[0], s, set())
     assert (decision.action, decision.wipe) == ("format", False)
     assert s.volumes[0].probe == {} and s.volumes[0].probe_failed is None
 
@@ -111,20 +120,20 @@ def test_filesystem_on_the_device_is_refused_unless_wipe_allowed() -> None:
     s = seen("vm-loop-ext4", want)
     loop = want.volumes[0]
     assert loop.device == "/dev/loop0"
-    refused = core.decide(loop, s.volumes[0], s, set())
+    refused = fix.decide(loop, s.volumes[0], s, set())
     assert refused.action == "refuse"
     assert "holds a filesystem (ext4, UUID 7bceabcb-ccb1-4951-92e7-7e20811f4faf)" in \
         refused.reason and "wipe_allowed: true" in refused.reason
-    wiped = core.decide(vm_want(loop=True, wipe=True).volumes[0], s.volumes[0], s, set())
+    wiped = fix.decide(vm_want(loop=True, wipe=True).volumes[0], s.volumes[0], s, set())
     assert (wiped.action, wiped.wipe) == ("format", True)
     # Its own (escrowed) header next to it stays; without the escrow entry it is refused,
     # and because it is open and mounted even wipe_allowed cannot reformat it.
-    assert core.decide(want.volumes[1], s.volumes[1], s, {OURS}).action == "keep"
-    foreign = core.decide(want.volumes[1], s.volumes[1], s, set())
+    assert fix.decide(want.volumes[1], s.volumes[1], s, {OURS}).action == "keep"
+    foreign = fix.decide(want.volumes[1], s.volumes[1], s, set())
     assert foreign.action == "refuse" and "whose recovery key baomi has not escrowed" in \
         foreign.reason
-    in_use = core.decide(core.VolumeWant(**{**want.volumes[1].__dict__, "wipe_allowed": True}),
-                         s.volumes[1], s, set())
+    in_use = fix.decide(core.VolumeWant(**{**want.volumes[1].__dict__, "wipe_allowed": True}),
+                        s.volumes[1], s, set())
     assert in_use.action == "refuse"
     assert "in use (/dev/mapper/baomi-srv-secure (crypt))" in in_use.reason
 
@@ -132,20 +141,20 @@ def test_filesystem_on_the_device_is_refused_unless_wipe_allowed() -> None:
 def test_luks_header_baomi_did_not_escrow_is_refused() -> None:
     want = vm_want(loop=True)
     s = seen("vm-loop-foreign-luks", want)
-    decision = core.decide(want.volumes[0], s.volumes[0], s, {OURS})
+    decision = fix.decide(want.volumes[0], s.volumes[0], s, {OURS})
     assert decision.action == "refuse"
     assert "holds a LUKS header (UUID 212f3151-942e-443c-a9d5-f6cc0e49b1f7)" in decision.reason
-    assert core.decide(want.volumes[0], s.volumes[0], s,
-                       {"212f3151-942e-443c-a9d5-f6cc0e49b1f7"}).action == "keep"
+    assert fix.decide(want.volumes[0], s.volumes[0], s,
+                      {"212f3151-942e-443c-a9d5-f6cc0e49b1f7"}).action == "keep"
 
 
 def test_missing_device_is_refused() -> None:
-    want = core.desired(load_text(VM_POLICY.replace("virtio-baomi-data", "virtio-nothing")),
-                        VM_GROUPS)
+    want = desired(load_text(VM_POLICY.replace("virtio-baomi-data", "virtio-nothing")),
+                   VM_GROUPS)
     s = seen("vm-blank", vm_want())  # same section names; the device answer is replaced
     gone = core.VolumeSeen("/dev/disk/by-id/virtio-nothing", False, None, {}, None, None, None,
                            None)
-    decision = core.decide(want.volumes[0], gone, s, set())
+    decision = fix.decide(want.volumes[0], gone, s, set())
     assert (decision.action, decision.reason) == (
         "refuse", "/dev/disk/by-id/virtio-nothing does not exist on this host")
 
@@ -156,25 +165,46 @@ def test_sensitive_path_on_a_plain_disk_fails_with_evidence() -> None:
     findings = core.compare(want, s)
     assert len(findings) == 1
     f = findings[0]
-    assert (f.subject, f.severity) == ("/srv/secure/customers (机密)", "high")
+    assert (f.check, f.subject, f.severity) == (core.PATHS.id, "/srv/secure/customers (机密)",
+                                                "high")
     assert f.found == ("/srv/secure/customers → mount /srv/secure/customers (ext4) → "
                        "/dev/loop1 (loop, ext4): no crypt mapping")
 
 
 def test_containers_cannot_comply_and_say_why() -> None:
     default = load(ROOT / "policy.yaml")
-    srv = core.desired(default, {"servers"})
+    srv = desired(default, {"servers"})
     found = core.compare(srv, seen("container-server", srv))
     assert [f.subject for f in found] == ["/srv/customers (机密)", "/srv/contracts (绝密)"]
+    assert {f.check for f in found} == {core.PATHS.id}
     assert [f.severity for f in found] == ["high", "critical"]
     assert all("→ mount / (overlay) → overlay (not a block device): no crypt mapping" in f.found
                for f in found)
-    ws = core.desired(default, {"workstations"})
+    # The root filesystem is its own check, failing alone on the workstation.
+    ws = desired(default, {"workstations"})
     s = seen("container-workstation", ws)
-    assert core.compare(ws, s) == []
-    root = core.compare_root(ws, s)
-    assert [f.found for f in root] == [
-        "/ → mount / (overlay) → overlay (not a block device): no crypt mapping"]
+    root = core.compare(ws, s)
+    assert [(f.check, f.found) for f in root] == [(core.ROOT.id,
+        "/ → mount / (overlay) → overlay (not a block device): no crypt mapping")]
+
+
+def test_each_check_without_anything_to_look_at_is_not_applicable_with_its_reason() -> None:
+    default = load(ROOT / "policy.yaml")
+    ws = desired(default, {"workstations"})
+    result = evaluate(core.CONTROL, "ws1", ws, seen("container-workstation", ws))
+    assert result.status(core.ROOT.id) == FAIL
+    assert result.not_applicable[core.PATHS.id] == (
+        "no sensitive path of a level with encryption: true for this host's groups")
+    assert all(result.status(c.id) == NOT_APPLICABLE for c in core.VOLUME_CHECKS)
+    srv = desired(default, {"servers"})
+    result = evaluate(core.CONTROL, "srv1", srv, seen("container-server", srv))
+    assert result.not_applicable[core.ROOT.id] == "this host's groups are not in require_root_on"
+    applied = evaluate(core.CONTROL, "vm1", vm_want(), seen("vm-applied", vm_want()))
+    assert {c.id: applied.status(c.id) for c in core.CHECKS} == {
+        **{c.id: PASS for c in (*core.VOLUME_CHECKS, core.PATHS)}, core.ROOT.id: NOT_APPLICABLE}
+    off = desired(load_text("disk_encryption: {enabled: false}\n"), {"workstations"})
+    assert core.not_applicable(off) == "policy: disk_encryption.enabled is false"
+    assert core.not_applicable(srv) is None
 
 
 def test_weak_cipher_and_short_key_on_the_mapping_fail() -> None:
@@ -183,11 +213,11 @@ def test_weak_cipher_and_short_key_on_the_mapping_fail() -> None:
     weak = text.replace("  cipher:  aes-xts-plain64\n  keysize: 512 bits",
                         "  cipher:  aes-cbc-essiv:sha256\n  keysize: 256 bits")
     assert weak != text
-    found = texts(core.compare_paths(want, core.parse(weak, want)))
+    found = texts(of(core.PATHS, core.compare(want, core.parse(weak, want))))
     assert "baomi-srv-secure cipher aes-cbc-essiv:sha256 not approved" in found
     short = text.replace("  keysize: 512 bits", "  keysize: 256 bits")
     assert "baomi-srv-secure key 256 bits" in texts(
-        core.compare_paths(want, core.parse(short, want)))
+        of(core.PATHS, core.compare(want, core.parse(short, want))))
 
 
 def test_tampered_key_file_tables_and_closed_mapping_are_named() -> None:
@@ -195,13 +225,16 @@ def test_tampered_key_file_tables_and_closed_mapping_are_named() -> None:
     text = (DATA / "vm-applied.txt").read_text(encoding="utf-8")
     tampered = (text.replace("400 root root 64", "644 root root 64")
                 .replace(f"baomi-srv-secure UUID={OURS}", "baomi-srv-secure UUID=other"))
-    found = core.compare_volumes(want, core.parse(tampered, want))
+    found = core.compare(want, core.parse(tampered, want))
     by = {f.subject: f for f in found}
-    assert by["/etc/baomi/keys/baomi-srv-secure.key"].found == "root:root 0644"
-    assert by["/etc/baomi/keys/baomi-srv-secure.key"].severity == "critical"
-    assert "UUID=other" in by["/etc/crypttab baomi-srv-secure"].found
+    key = by["/etc/baomi/keys/baomi-srv-secure.key"]
+    assert (key.check, key.found, key.severity) == (core.KEY_FILE.id, "root:root 0644",
+                                                   "critical")
+    crypttab = by["/etc/crypttab baomi-srv-secure"]
+    assert crypttab.check == core.CRYPTTAB_LINE.id and "UUID=other" in crypttab.found
     closed = text.replace("### baomi-srv-secure\n", "### gone\n")
-    assert "not open" in texts(core.compare_volumes(want, core.parse(closed, want)))
+    closed_found = of(core.MOUNTED, core.compare(want, core.parse(closed, want)))
+    assert "not open" in texts(closed_found)
 
 
 def test_lsblk_chain_through_lvm_on_luks_and_btrfs_subvolume() -> None:
@@ -226,7 +259,7 @@ def test_format_script_carries_no_secret_and_removes_the_recovery_file() -> None
     secret = recovery_passphrase()
     assert len(secret) == 47 and secret.count("-") == 7
     assert recovery_passphrase() != secret
-    text = core.format_script(want, v, OURS, "/run/baomi-secrets/x.recovery", wipe=False)
+    text = fix.format_script(want, v, OURS, "/run/baomi-secrets/x.recovery", wipe=False)
     assert secret not in text
     lines = text.splitlines()
     assert lines[:3] == ["set -e", "trap 'rm -f /run/baomi-secrets/x.recovery' EXIT",
@@ -239,11 +272,11 @@ def test_format_script_carries_no_secret_and_removes_the_recovery_file() -> None
     assert lines[-1].startswith("cryptsetup luksAddKey --batch-mode --pbkdf pbkdf2 ")
     assert lines[-1].endswith("--key-slot 1 --key-file /etc/baomi/keys/baomi-srv-secure.key "
                               "/dev/disk/by-id/virtio-baomi-data /run/baomi-secrets/x.recovery")
-    assert "wipefs --all --quiet /dev/disk/by-id/virtio-baomi-data" in core.format_script(
+    assert "wipefs --all --quiet /dev/disk/by-id/virtio-baomi-data" in fix.format_script(
         want, v, OURS, "/run/r", wipe=True)
-    default = core.desired(load_text(VM_POLICY.replace("  pbkdf: pbkdf2\n  pbkdf_force_"
-                                                       "iterations: 1000\n", "")), VM_GROUPS)
-    assert "--pbkdf argon2id --uuid" in core.format_script(default, v, OURS, "/run/r", False)
+    default = desired(load_text(VM_POLICY.replace("  pbkdf: pbkdf2\n  pbkdf_force_"
+                                                  "iterations: 1000\n", "")), VM_GROUPS)
+    assert "--pbkdf argon2id --uuid" in fix.format_script(default, v, OURS, "/run/r", False)
 
 
 def test_table_lines() -> None:
