@@ -1,20 +1,23 @@
-"""R-PRV 权限审批: every personal account on the host is covered by a recorded request."""
+"""R-PRV 权限审批: every personal account on the host is covered by a recorded request.
 
-from __future__ import annotations
-
-from typing import Any
+The requests are the controller's records (``baomi account request``), read here on the
+controller and handed to the control as ``ctx.inputs["account_requests"]``.
+"""
 
 import pytest
 
-from baomi.checks.conftest import observe
+from baomi.checks.conftest import control_checks
 from baomi.controls import accounts as core
-from baomi.findings import report
-from baomi.policy import Policy
+from baomi.controls.contract import HostContext
+from baomi.records import RecordError
 
 
-@pytest.mark.clause("R-PRV")
-def test_accounts_have_an_approved_request(host: Any, policy: Policy) -> None:
-    seen = core.parse(observe(host, core.observe_script()))
-    want = core.desired(policy, core.load_requests(), host.backend.hostname)
-    findings = core.compare(policy, want, seen)
-    assert not findings, report(findings)
+def _requests(ctx: HostContext) -> HostContext:
+    try:
+        requests = core.load_requests()
+    except RecordError as exc:
+        pytest.exit(str(exc), returncode=2)
+    return HostContext.of(ctx.policy, ctx.groups, ctx.host, **{**ctx.inputs, core.INPUT: requests})
+
+
+test_check = control_checks("accounts", inputs=_requests)

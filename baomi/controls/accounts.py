@@ -2,9 +2,12 @@
 (分管副总批准).
 
 The controller keeps the requests, append-only, in ``$BAOMI_STATE_DIR/accounts/requests.jsonl``
-(default state dir /var/lib/baomi; 0600).  The deploy creates only accounts that a request
-covers; the check lists every account on a host (UID at or above ``accounts.min_uid``) that no
-request covers.
+(default state dir /var/lib/baomi; 0600): :class:`Request`, :func:`load_requests`, used by
+``baomi account``.  The control contract (:mod:`baomi.controls.contract`) gets them from the
+controller as ``ctx.inputs["account_requests"]`` (:class:`Request` s, or records as stored),
+so ``desired`` reads no file.  The deploy creates only accounts that a request covers; the
+check (``accounts.recorded``) lists every account on a host (UID at or above
+``accounts.min_uid``) that no request covers.
 
 >>> r = Request("alice", "head.sales", "vp.ops", "2026-11-23T09:00:00Z")
 >>> covers(r, "srv1")
@@ -14,18 +17,21 @@ True
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from baomi.controls.contract import Control, HostContext, check
 from baomi.findings import Finding
 from baomi.observe import script, sections
 from baomi.offboarding import RETIRED_PREFIX, valid_name
-from baomi.policy import Policy
 from baomi.records import RecordError, state_dir
 
-CONTROL = "accounts"
-CLAUSES = ("R-PRV",)
+RECORDED = check("accounts.recorded",
+                 "every personal account has a recorded request (部门主管) and approval (分管副总)")
+CHECKS = (RECORDED,)
+INPUT = "account_requests"  # the key of ctx.inputs: the controller's approved requests
 NOBODY = 65534
 
 
@@ -67,18 +73,30 @@ def requests_path() -> Path:
     return state_dir() / "accounts" / "requests.jsonl"
 
 
+def request_of(item: Request | Mapping[str, Any]) -> Request | None:
+    """A request as recorded (one JSON line's object), or None when it is not a valid one."""
+    if isinstance(item, Request):
+        request = item
+    else:
+        try:
+            request = Request(str(item["user"]), str(item["requester"]), str(item["approver"]),
+                              str(item["time"]), tuple(item.get("hosts") or ()),
+                              str(item.get("ticket", "")), str(item.get("reason", "")))
+        except (KeyError, TypeError, AttributeError):
+            return None
+    return None if problems(request) else request
+
+
 def parse_requests(text: str) -> list[Request]:
     found = []
     for line in text.splitlines():
         try:
-            item = json.loads(line)
-            found.append(Request(str(item["user"]), str(item["requester"]),
-                                 str(item["approver"]), str(item["time"]),
-                                 tuple(item.get("hosts") or ()), str(item.get("ticket", "")),
-                                 str(item.get("reason", ""))))
-        except (json.JSONDecodeError, KeyError, TypeError):
+            request = request_of(json.loads(line))
+        except json.JSONDecodeError:
             continue
-    return [r for r in found if not problems(r)]
+        if request is not None:
+            found.append(request)
+    return found
 
 
 def load_requests(path: Path | None = None) -> list[Request]:
@@ -94,14 +112,18 @@ def load_requests(path: Path | None = None) -> list[Request]:
 @dataclass(frozen=True)
 class Desired:
     create: tuple[Request, ...]      # accounts this host may have, with their request
+    min_uid: int                     # personal accounts start here (policy accounts.min_uid)
+    require_approval: bool           # policy accounts.require_approval
 
 
-def desired(policy: Policy, requests: list[Request], host: str) -> Desired:
+def desired(ctx: HostContext) -> Desired:
+    items: Iterable[Request | Mapping[str, Any]] = ctx.inputs.get(INPUT, ())
     latest: dict[str, Request] = {}
-    for r in requests:
-        if covers(r, host):
+    for r in filter(None, map(request_of, items)):
+        if covers(r, ctx.host):
             latest[r.user] = r
-    return Desired(tuple(latest[u] for u in sorted(latest)))
+    return Desired(tuple(latest[u] for u in sorted(latest)), ctx.policy.accounts.min_uid,
+                   ctx.policy.accounts.require_approval)
 
 
 @dataclass(frozen=True)
@@ -109,12 +131,12 @@ class Observed:
     accounts: dict[str, int] = field(default_factory=dict)  # name → UID
 
 
-def observe_script() -> str:
+def observe_script(want: Desired) -> str:
     # Fields 1 and 3 of passwd only: names and UIDs.
     return script({"passwd": "getent passwd | cut -d: -f1,3"})
 
 
-def parse(output: str) -> Observed:
+def parse(output: str, want: Desired) -> Observed:
     sec = sections(output).get("passwd")
     accounts: dict[str, int] = {}
     for line in (sec.out if sec is not None else "").splitlines():
@@ -124,13 +146,31 @@ def parse(output: str) -> Observed:
     return Observed(accounts)
 
 
-def compare(policy: Policy, want: Desired, seen: Observed) -> list[Finding]:
-    """Every personal account (UID ≥ min_uid) that no request covers is a finding."""
-    if not policy.accounts.require_approval:
+def personal(want: Desired, seen: Observed) -> dict[str, int]:
+    """Accounts of people: UID ≥ min_uid, not nobody, not a retired UID's placeholder."""
+    return {name: uid for name, uid in sorted(seen.accounts.items())
+            if uid >= want.min_uid and uid != NOBODY and not name.startswith(RETIRED_PREFIX)}
+
+
+def compare(want: Desired, seen: Observed) -> list[Finding]:
+    """Every personal account that no request covers is a finding."""
+    if not want.require_approval:
         return []
     covered = {r.user for r in want.create}
-    return [Finding(CONTROL, CLAUSES, "high", f"account {name} (UID {uid})",
-                    "a recorded request (部门主管) and approval (分管副总)", "no record")
-            for name, uid in sorted(seen.accounts.items())
-            if uid >= policy.accounts.min_uid and uid != NOBODY
-            and not name.startswith(RETIRED_PREFIX) and name not in covered]
+    return [RECORDED.finding(f"account {name} (UID {uid})",
+                             "a recorded request (部门主管) and approval (分管副总)", "no record")
+            for name, uid in personal(want, seen).items() if name not in covered]
+
+
+def not_applicable(want: Desired) -> str | None:
+    return None if want.require_approval else "policy accounts.require_approval is false"
+
+
+def skipped(want: Desired, seen: Observed) -> dict[str, str]:
+    if personal(want, seen):
+        return {}
+    return {RECORDED.id: f"no personal account (UID ≥ {want.min_uid}) on this host"}
+
+
+CONTROL: Control[Desired, Observed] = Control(
+    "accounts", CHECKS, desired, observe_script, parse, compare, not_applicable, skipped)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from baomi.controls import accounts as core
 from baomi.controls import explain
-from baomi.policy import load_text
+from baomi.controls.contract import HostContext, evaluate
+from baomi.policy import Policy, load_text
 
 DATA = Path(__file__).parent / "data" / "accounts"
 POLICY = load_text("")
@@ -35,24 +37,52 @@ def test_requests_round_trip_and_invalid_lines_are_ignored() -> None:
     assert core.parse_requests(text) == [req("dave", ("srv1",))]
 
 
+def want(policy: Policy = POLICY, requests: list[Any] | None = None,
+         host: str = "srv2") -> core.Desired:
+    return core.desired(HostContext.of(policy, {"servers"}, host,
+                                       account_requests=requests or []))
+
+
 def test_parse_and_compare_on_a_lab_host() -> None:
-    seen = core.parse((DATA / "srv2.out").read_text(encoding="utf-8"))
+    seen = core.parse((DATA / "srv2.out").read_text(encoding="utf-8"), want())
     assert seen.accounts["root"] == 0 and seen.accounts["nobody"] == 65534
     personal = {n for n, u in seen.accounts.items() if 1000 <= u < 65534
                 and not n.startswith("baomi-retired-")}
     assert "dave" in personal
-    findings = core.compare(POLICY, core.desired(POLICY, [], "srv2"), seen)
+    findings = core.compare(want(), seen)
+    assert {f.check for f in findings} == {"accounts.recorded"}
     subjects = {f.subject.split()[1] for f in findings}
     assert subjects == personal  # root, system accounts, nobody, placeholders: never listed
     assert str(next(f for f in findings if "dave" in f.subject)) == (
         "[R-PRV 权限审批] account dave (UID 1003): expected a recorded request (部门主管) and "
         "approval (分管副总), found no record")
-    covered = core.desired(POLICY, [req(n) for n in personal], "srv2")
-    assert core.compare(POLICY, covered, seen) == []
-    only_srv1 = core.desired(POLICY, [req("dave", ("srv1",))], "srv2")
-    assert "dave" in {f.subject.split()[1] for f in core.compare(POLICY, only_srv1, seen)}
-    relaxed = load_text("accounts:\n  require_approval: false\n")
-    assert core.compare(relaxed, core.desired(relaxed, [], "srv2"), seen) == []
+    covered = want(requests=[req(n) for n in personal])
+    assert core.compare(covered, seen) == []
+    only_srv1 = want(requests=[req("dave", ("srv1",))])
+    assert "dave" in {f.subject.split()[1] for f in core.compare(only_srv1, seen)}
+    relaxed = want(load_text("accounts:\n  require_approval: false\n"))
+    assert core.compare(relaxed, seen) == []
+    assert core.CONTROL.not_applicable(relaxed) == "policy accounts.require_approval is false"
+
+
+def test_requests_come_from_the_context_as_records_or_requests() -> None:
+    """The controller hands its records over as they are stored (JSON objects) or parsed;
+    invalid ones cover nothing, the latest request for a user wins, other hosts' do not count."""
+    stored = [req("dave").as_dict(), {"user": "zed", "requester": "x", "approver": "x",
+                                      "time": "t"}, ["not", "a", "record"],
+              req("amy", ("srv1",)), {**req("dave").as_dict(), "ticket": "IT-2"}]
+    assert want(requests=stored) == core.Desired(
+        (core.Request("dave", "head.sales", "vp.ops", "2026-11-23T09:00:00Z", (), "IT-2"),),
+        1000, True)
+    assert core.desired(HostContext.of(POLICY, set(), "srv2")).create == ()
+
+
+def test_a_host_without_personal_accounts_is_not_applicable() -> None:
+    seen = core.Observed({"root": 0, "daemon": 1, "nobody": 65534, "baomi-retired-1000": 1000})
+    result = evaluate(core.CONTROL, "srv9", want(host="srv9"), seen)
+    assert result.status("accounts.recorded") == "not applicable"
+    assert result.not_applicable["accounts.recorded"] == \
+        "no personal account (UID ≥ 1000) on this host"
 
 
 def test_policy_explain_shows_r_prv_served() -> None:
