@@ -1,8 +1,8 @@
 """The clause catalogue: every machine-enforceable clause of the regulation, with a stable ID.
 
-Mirrors ``REQUIREMENTS.md`` (shared with the people who wrote the regulation).  Every
-control, check, agent rule and finding names one or more of these IDs, so an auditor can go
-from a clause to its evidence and back.
+``docs/requirements.md`` carries the same IDs with the source texts they rest on (a unit
+test keeps the two equal).  Every control, check, agent rule and finding names one or more
+of these IDs, so an auditor can go from a clause to its evidence and back.
 """
 
 from __future__ import annotations
