@@ -22,7 +22,8 @@ from typing import Any
 import click
 
 from baomi import offboarding as core
-from baomi.controller.runner import DEPLOYS, run
+from baomi.controller.pyinfra_result import CHANGED, FAILED, UNCHANGED, WOULD_CHANGE
+from baomi.controller.runner import DEPLOYS, ApplyResult, run
 from baomi.inventory import InventoryError
 from baomi.inventory import read as read_inventory
 from baomi.policy import default_policy_path
@@ -102,7 +103,8 @@ def _date(value: str, option: str) -> date:
 
 
 def run_deploy(inventory: str, policy_path: str, env: dict[str, str], *, dry: bool,
-               limit: list[str], hosts: list[str]) -> tuple[Any, dict[str, list[dict[str, Any]]]]:
+               limit: list[str], hosts: list[str],
+               ) -> tuple[ApplyResult, dict[str, list[dict[str, Any]]]]:
     """Run deploy/offboard.py; return the runner's result and each host's planned steps."""
     with tempfile.TemporaryDirectory(prefix="baomi-offboard-") as folder:
         result = run(inventory, policy_path, dry=dry, limit=limit, known_hosts=hosts,
@@ -114,25 +116,12 @@ def run_deploy(inventory: str, policy_path: str, env: dict[str, str], *, dry: bo
     return result, plans
 
 
-def host_outcomes(result: Any, plans: dict[str, list[dict[str, Any]]], dry: bool,
+def host_outcomes(result: ApplyResult, plans: dict[str, list[dict[str, Any]]], dry: bool,
                   ) -> dict[str, dict[str, dict[str, Any]]]:
     """{host: {user: {phases, done, already, failed, would}}} by joining plan and results."""
-    per_op: dict[str, dict[str, str]] = {}
-    outcome: str | None
-    if dry:
-        for op in result.payload.get("plan") or []:
-            for h in op.get("hosts_with_change", []) + op.get(
-                    "hosts_with_conditional_change", []):
-                per_op.setdefault(op["op_hash"], {})[h] = "would"
-    else:
-        for op in (result.payload.get("results") or {}).get("operations", []):
-            seen = per_op.setdefault(op["op_hash"], {})
-            for h in op.get("success", []):
-                seen[h] = "done"
-            for h in op.get("no_change", []):
-                seen[h] = "already"
-            for h in op.get("error", []):
-                seen[h] = "failed"
+    said = {CHANGED: "done", UNCHANGED: "already", FAILED: "failed", WOULD_CHANGE: "would"}
+    per_op = {(host, op.op_hash): said[op.outcome]
+              for host, ops in result.operations.items() for op in ops}
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for host, plan in plans.items():
         for item in plan:
@@ -143,14 +132,13 @@ def host_outcomes(result: Any, plans: dict[str, list[dict[str, Any]]], dry: bool
                 user["phases"].append(item["phase"])
             if item.get("due"):
                 user["due"] = item["due"]
-            outcome = per_op.get(item["hash"], {}).get(host)
-            if outcome is None:
-                outcome = "already" if dry else "not_run"
+            # A dry run's plan names only hosts with a change: the others have it already.
+            outcome = per_op.get((host, item["hash"]), "already" if dry else "not_run")
             user[outcome].append(item["what"])
     return out
 
 
-def _error(result: Any, host: str) -> str | None:
+def _error(result: ApplyResult, host: str) -> str | None:
     r = result.hosts.get(host)
     return (r.error or None) if r is not None else None
 
@@ -245,7 +233,7 @@ def freeze(inventory: str, policy_path: str, names: list[str], limit: list[str],
                                hosts=targets)
     outcomes = host_outcomes(result, plans, dry)
     due = core.due_date(day).isoformat()
-    events = []
+    events: list[dict[str, Any]] = []
     for host in sorted(result.hosts):
         got = outcomes.get(host, {}).get(user)
         error = _error(result, host)
@@ -315,7 +303,7 @@ def purge(inventory: str, policy_path: str, names: list[str], limit: list[str], 
            "BAOMI_OFFBOARD_TIME": time}
     result, plans = run_deploy(inventory, policy_path, env, dry=dry, limit=limit, hosts=names)
     outcomes = host_outcomes(result, plans, dry)
-    events = []
+    events: list[dict[str, Any]] = []
     for host in sorted(result.hosts):
         error = _error(result, host)
         if host not in plans:

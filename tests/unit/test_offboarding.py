@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from baomi import offboarding as core
-from baomi.controller.commands.offboard import fold, host_outcomes
+from baomi.controller.commands.offboard import fold
 from baomi.controls import explain
 from baomi.policy import load, load_text
 
@@ -251,22 +251,6 @@ def test_ledger_fold_keeps_the_latest_state_with_times() -> None:
     assert table["u"]["b"]["state"] == "frozen" and table["u"]["b"]["since"] == "t2"
     assert table["u"]["b"]["error"] is None
     assert set(table) == {"u"}
-
-
-def test_plan_and_results_are_joined_by_operation_hash() -> None:
-    from types import SimpleNamespace
-
-    result = SimpleNamespace(payload={"results": {"operations": [
-        {"op_hash": "h1", "success": ["a"], "no_change": ["b"], "error": []},
-        {"op_hash": "h2", "success": [], "no_change": [], "error": ["b"]}]}})
-
-    plans = {"a": [{"hash": "h1", "user": "u", "phase": "freeze", "what": "lock"},
-                   {"hash": "h2", "user": "u", "phase": "freeze", "what": "keys"}],
-             "b": [{"hash": "h1", "user": "u", "phase": "freeze", "what": "lock"},
-                   {"hash": "h2", "user": "u", "phase": "freeze", "what": "keys"}]}
-    out = host_outcomes(result, plans, dry=False)
-    assert out["a"]["u"]["done"] == ["lock"] and out["a"]["u"]["not_run"] == ["keys"]
-    assert out["b"]["u"]["already"] == ["lock"] and out["b"]["u"]["failed"] == ["keys"]
 
 
 def test_policy_explain_shows_offboarding_served() -> None:
