@@ -28,14 +28,28 @@ from baomi.ui import console, json_option, load_policy_or_exit, print_json
 COMMANDS: dict[str, tuple[str, str]] = {
     "account": ("baomi.controller.commands.accounts:account",
                 "R-PRV: accounts only with a recorded request (部门主管) and approval (分管副总)."),
+    "agent": ("baomi.agent.cli:agent",
+              "The resident agent (R-FIM, R-LOG): baseline, real-time watch, findings to the "
+              "collector."),
     "apply": ("baomi.controller.commands.apply:apply_cmd",
               "Apply the baseline (every control of the policy) to the inventory's hosts."),
     "backup": ("baomi.controller.commands.backup:backup",
                "R-BAK 每周二次备份: backup state of the fleet."),
+    "collector": ("baomi.collector.cli:collector",
+                  "The central collector: where every host's findings end up."),
+    "collector-deploy": ("baomi.controller.commands.collector_deploy:collector_deploy",
+                         "Install the collector service on the inventory's hosts of group "
+                         "`collector`."),
     "escrow": ("baomi.controller.commands.escrow:escrow",
                "Recovery secrets escrowed on the controller; every retrieval is recorded."),
+    "findings": ("baomi.controller.commands.session:findings_cmd",
+                 "Findings the collector holds, newest evidence per host, check and subject."),
+    "hosts": ("baomi.controller.commands.session:hosts_cmd",
+              "Hosts the collector knows: agent state, last seen, open findings by severity."),
     "lab": ("baomi.lab.cli:lab",
             "Start, inspect and remove the lab's hosts (real Linux hosts on this machine)."),
+    "login": ("baomi.controller.commands.session:login_cmd",
+              "Log in to the collector; the session is kept 0600 for hosts and findings."),
     "offboard": ("baomi.controller.commands.offboard:offboard",
                  "R-OFF/R-RET: freeze USER on every host at once; delete at the end of the next "
                  "month."),

@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_STACK = ("pyinfra", "testinfra", "pytest-testinfra", "paramiko", "gevent", "cryptography")
-ROOMS = ("deploy", "checks", "lab", "controller", "collector")
+ROOMS = ("deploy", "checks", "lab", "controller", "collector", "agent")
 
 
 def imports(folder: str) -> dict[str, set[str]]:
@@ -80,6 +80,23 @@ def test_no_command_module_imports_the_front_door() -> None:
         assert "baomi.cli" not in names, f"{path} imports baomi.cli: use baomi.ui"
     ui = imports("baomi")["baomi/ui.py"]
     assert not ui & {"baomi.cli", *(f"baomi.{room}" for room in ROOMS)}, sorted(ui)
+
+
+def test_agent_room_needs_only_its_endpoint_dependencies() -> None:
+    """``baomi[agent]`` (watchdog, psutil, PyYAML; HTTP from the stdlib) is all an endpoint
+    gets: the agent imports no admin stack, no web framework, no other room but the core."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extra = " ".join(project["optional-dependencies"]["agent"]).lower()
+    allowed = {"watchdog", "psutil", "yaml", "click", "rich"}
+    forbidden = {"pyinfra", "gevent", "testinfra", "starlette", "uvicorn", "paramiko",
+                 "cryptography", "psycopg", "httptools", "uvloop"}
+    assert not any(name in extra for name in forbidden), extra
+    stdlib = set(sys.stdlib_module_names)
+    for path, names in imports("agent").items():
+        third = {n for n in names if not n.startswith("baomi")} - stdlib - {"__future__"}
+        assert third <= allowed, f"{path} imports {sorted(third - allowed)}"
+        rooms = {n for n in names if n.startswith("baomi.")} & {f"baomi.{r}" for r in ROOMS}
+        assert rooms <= {"baomi.agent"}, f"{path} imports {sorted(rooms)}"
 
 
 @pytest.mark.timeout(300)

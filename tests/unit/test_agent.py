@@ -1,0 +1,314 @@
+"""The agent's pure parts and its local stores: rules, coalescing, the spool's numbering and
+bound, one file's observation and incremental scans (real files in tmp_path, real SQLite)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from baomi.agent import rules, watch
+from baomi.agent.files import FileState, observe
+from baomi.agent.scan import Change, Scanner
+from baomi.agent.ship import BACKOFF_CAP, backoff
+from baomi.agent.spool import Spool, event
+from baomi.agent.state import State
+from baomi.findings import Finding
+from baomi.policy import load_text
+
+POLICY = """
+sensitive_paths:
+  - path: /data/top
+    level: 绝密
+    owner: root
+    group: legal
+  - path: /data/secret
+    level: 秘密
+    owner: root
+    group: staff
+    retention_days: 30
+  - path: /data/secret/inner
+    level: 机密
+    owner: root
+    group: staff
+"""
+
+
+def names(uid: int, gid: int) -> tuple[str, str]:
+    return ({0: "root", 1000: "alice"}.get(uid, str(uid)),
+            {0: "root", 50: "staff", 60: "legal"}.get(gid, str(gid)))
+
+
+def state(path: str, *, kind: str = "f", mode: int = 0o600, uid: int = 0, gid: int = 60,
+          digest: str | None = "sha256:aa", mtime_ns: int = 10**18, ino: int = 7) -> FileState:
+    return FileState(path, kind, 5, mode, uid, gid, mtime_ns, mtime_ns, ino, digest)
+
+
+@pytest.fixture
+def watched() -> tuple[rules.Watched, ...]:
+    return rules.watched(load_text(POLICY), set())
+
+
+# --- rules ---------------------------------------------------------------------------------
+
+def test_innermost_sensitive_path_owns_a_file(watched: tuple[rules.Watched, ...]) -> None:
+    assert rules.owner_of(watched, "/data/secret/a.txt").level.name == "秘密"  # type: ignore[union-attr]
+    assert rules.owner_of(watched, "/data/secret/inner/b").level.name == "机密"  # type: ignore[union-attr]
+    assert rules.owner_of(watched, "/data/secretive/x") is None
+    assert rules.owner_of(watched, "/data/top").path == "/data/top"  # type: ignore[union-attr]
+
+
+def test_drift_names_the_change_its_clause_and_the_levels_severity(
+        watched: tuple[rules.Watched, ...]) -> None:
+    top = rules.owner_of(watched, "/data/top/f")
+    assert top is not None
+    old = state("/data/top/f")
+    cases = {
+        "created": Change(None, old),
+        "deleted": Change(old, None),
+        "content": Change(old, state("/data/top/f", digest="sha256:bb")),
+        "mode": Change(old, state("/data/top/f", mode=0o640)),
+        "owner": Change(old, state("/data/top/f", uid=1000)),
+        "group": Change(old, state("/data/top/f", gid=50)),
+        "moved": Change(state("/data/top/e"), old, moved_from="/data/top/e"),
+        "kind": Change(old, state("/data/top/f", kind="l", digest=None)),
+    }
+    for kind, change in cases.items():
+        (f,) = rules.drift(top, change, names)
+        assert f.check == f"agent.drift.{kind}"
+        assert f.clauses == ("R-FIM",)
+        assert f.severity == "critical"  # 绝密 is audited: integrity required
+        assert f.subject == "/data/top/f"
+    (f,) = rules.drift(top, cases["owner"], names)
+    assert (f.expected, f.found) == ("owner root", "owner alice")
+
+
+def test_drift_under_a_level_without_integrity_is_info(
+        watched: tuple[rules.Watched, ...]) -> None:
+    w = rules.owner_of(watched, "/data/secret/x")
+    assert w is not None
+    (f,) = rules.drift(w, Change(None, state("/data/secret/x")), names)
+    assert f.severity == "info"
+
+
+def test_one_change_of_mode_and_owner_gives_both_and_no_content(
+        watched: tuple[rules.Watched, ...]) -> None:
+    w = rules.owner_of(watched, "/data/top/f")
+    assert w is not None
+    found = rules.drift(w, Change(state("/data/top/f"),
+                                  state("/data/top/f", mode=0o644, uid=1000)), names)
+    assert [f.check for f in found] == ["agent.drift.mode", "agent.drift.owner"]
+
+
+def test_standing_acl_uses_the_levels_ceiling_and_the_paths_owner(
+        watched: tuple[rules.Watched, ...]) -> None:
+    w = rules.owner_of(watched, "/data/top/f")
+    assert w is not None
+    now = 10**18 + 10**9
+    assert rules.standing(w, state("/data/top/f"), names, now) == []
+    loose = rules.standing(w, state("/data/top/f", mode=0o640), names, now)
+    assert [(f.check, f.clauses, f.severity) for f in loose] == [
+        ("sensitive_paths.file_mode", ("R-ACL",), "critical")]
+    owned = rules.standing(w, state("/data/top/f", uid=1000, gid=50), names, now)
+    assert [f.check for f in owned] == ["sensitive_paths.ownership"]
+    assert "alice:staff" in owned[0].found
+    assert rules.standing(w, None, names, now) == []
+    assert rules.standing(w, state("/data/top/l", kind="l", mode=0o777), names, now) == []
+
+
+def test_retention_from_the_path_else_the_level(watched: tuple[rules.Watched, ...]) -> None:
+    w = rules.owner_of(watched, "/data/secret/old")
+    assert w is not None and w.retention_days == 30
+    made = 10**18
+    young = rules.standing(w, state("/data/secret/old", gid=50, mode=0o640, mtime_ns=made),
+                           names, made + 30 * rules.DAY_NS)
+    assert young == []
+    (old,) = rules.standing(w, state("/data/secret/old", gid=50, mode=0o640, mtime_ns=made),
+                            names, made + 31 * rules.DAY_NS)
+    assert (old.check, old.clauses, old.severity) == ("destruction.retention", ("R-DST",),
+                                                      "medium")
+    inner = rules.owner_of(watched, "/data/secret/inner/x")
+    assert inner is not None and inner.retention_days == 1825
+
+
+def test_findings_never_carry_contents(watched: tuple[rules.Watched, ...]) -> None:
+    w = rules.owner_of(watched, "/data/top/f")
+    assert w is not None
+    found = rules.drift(w, Change(state("/data/top/f"), state("/data/top/f", digest="sha256:cc")),
+                        names)
+    text = repr([f.as_dict() for f in found])
+    assert "sha256:cc" in text and "content " in text  # hashes and sizes, nothing else
+
+
+# --- coalescing ----------------------------------------------------------------------------
+
+def test_a_burst_on_one_path_is_one_item() -> None:
+    pending = watch.Pending()
+    for _ in range(1000):
+        pending.add("/data/top/f")
+    pending.add("/data/top/g", moved_from="/data/top/e")
+    items, overflow = pending.take(timeout=2)
+    assert not overflow
+    assert sorted(items) == [("/data/top/f", None), ("/data/top/g", "/data/top/e")]
+    assert pending.events == 1001
+
+
+def test_the_coalescing_queue_is_bounded_and_asks_for_a_rescan(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(watch, "MAX_PENDING", 10)
+    pending = watch.Pending()
+    for i in range(11):
+        pending.add(f"/data/top/{i}")
+    assert len(pending) == 0
+    assert pending.take(timeout=0.1) == ([], True)
+    assert pending.overflows == 1
+
+
+def test_the_handler_never_raises() -> None:
+    pending = watch.Pending()
+    seen: list[str] = []
+    handler = watch.Handler(pending, seen.append)
+    handler.on_any_event(object())  # type: ignore[arg-type]  # not an event at all
+    assert pending.take(timeout=0.1) == ([], True)  # it lost track: rescan
+    assert seen and "watch handler" in seen[0]
+
+
+# --- spool ---------------------------------------------------------------------------------
+
+def finding_event(severity: str, n: int = 0) -> dict[str, object]:
+    f = Finding("agent.drift.content", ("R-FIM",), severity, f"/data/f{n}", "a", "b")
+    return event("finding", finding=f.as_dict())
+
+
+def test_spool_numbers_gap_free_across_restarts_and_deletes_only_acked(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", 1 << 20)
+    assert spool.append([finding_event("low", i) for i in range(3)]) == [1, 2, 3]
+    spool.close()
+    spool = Spool(tmp_path / "spool.db", 1 << 20)
+    assert spool.append([finding_event("low")]) == [4]
+    assert [e["seq"] for e in spool.batch(0, 10)] == [1, 2, 3, 4]
+    assert spool.ack(2) == 2
+    assert [e["seq"] for e in spool.batch(spool.depth().acked_seq, 10)] == [3, 4]
+    depth = spool.depth()
+    assert (depth.events, depth.first_seq, depth.last_seq, depth.acked_seq) == (2, 3, 4, 2)
+    assert os.stat(tmp_path / "spool.db").st_mode & 0o777 == 0o600
+
+
+def test_full_spool_drops_lowest_first_never_critical_and_counts(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", 4000)
+    spool.append([finding_event("critical", i) for i in range(5)])
+    spool.append([finding_event("info", i) for i in range(5)])
+    spool.append([finding_event("medium", i) for i in range(5)])
+    spool.append([finding_event("high", i) for i in range(10)])
+    events = spool.batch(0, 1000)
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(seqs) + 1))  # still gap-free: placeholders keep seq + id
+    by_kind: dict[str, list[dict[str, object]]] = {}
+    for e in events:
+        key = e["kind"] if e["kind"] != "finding" else e["finding"]["severity"]
+        by_kind.setdefault(key, []).append(e)
+    assert len(by_kind["critical"]) == 5
+    dropped = [e["data"]["severity"] for e in by_kind["agent.dropped"]]
+    assert dropped[:5] == ["info"] * 5 and "critical" not in dropped
+    order = {"info": 0, "medium": 1, "high": 2}
+    assert dropped == sorted(dropped, key=order.__getitem__)
+    reports = [e["finding"] for e in by_kind.get("high", [])
+               if e["finding"]["check"] == "agent.spool_dropped"]
+    assert reports and f"{spool.depth().dropped} findings dropped" in reports[-1]["found"]
+
+
+def test_a_full_spool_of_critical_findings_keeps_them_all(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", 1000)
+    spool.append([finding_event("critical", i) for i in range(20)])
+    assert spool.depth().events == 20 and spool.depth().dropped == 0
+
+
+def test_the_shippers_wait_wakes_on_append(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", 1 << 20)
+    woke: list[bool] = []
+    t = threading.Thread(target=lambda: woke.append(spool.wait(0, 10)))
+    t.start()
+    spool.append([finding_event("low")])
+    t.join(5)
+    assert woke == [True]
+    assert spool.wait(1, 0.01) is False
+
+
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    for attempt in range(30):
+        d = backoff(attempt)
+        assert 0 < d <= BACKOFF_CAP
+    assert backoff(0) <= 0.5 and backoff(20) >= BACKOFF_CAP / 2
+
+
+# --- files and scans -----------------------------------------------------------------------
+
+def test_observe_hashes_regular_files_and_never_follows_or_blocks(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_bytes(b"customer record")
+    s = observe(str(f))
+    assert s is not None and s.kind == "f" and s.size == 15
+    assert s.digest == "sha256:" + hashlib.sha256(b"customer record").hexdigest()
+    (tmp_path / "link").symlink_to("/etc/shadow")
+    link = observe(str(tmp_path / "link"))
+    assert link is not None and link.kind == "l" and link.digest is None
+    os.mkfifo(tmp_path / "fifo")
+    fifo = observe(str(tmp_path / "fifo"))
+    assert fifo is not None and fifo.kind == "p"
+    assert observe(str(tmp_path / "missing")) is None
+    big = observe(str(f), max_bytes=10)
+    assert big is not None and big.digest is None
+
+
+def test_scans_are_incremental_and_see_every_kind_of_change(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "a" / "b").mkdir(parents=True)
+    for i in range(50):
+        (root / "a" / f"f{i}").write_text(f"record {i}")
+    (root / "a" / "b" / "deep").write_text("deep")
+    db = State(tmp_path / "state.db")
+    scanner = Scanner(db, "sha256", 1 << 30, workers=4)
+    changes: list[Change] = []
+    first = scanner.scan(str(root), changes.extend)
+    assert (first.files, first.dirs, first.hashed) == (51, 2, 51)
+    assert len(changes) == 54  # root, 2 dirs, 51 files: all new
+    changes.clear()
+    again = scanner.scan(str(root), changes.extend)
+    assert (again.files, again.hashed, changes) == (51, 0, [])
+
+    (root / "a" / "f1").write_text("changed")
+    os.chmod(root / "a" / "f2", 0o600)
+    (root / "a" / "f3").unlink()
+    (root / "a" / "new").write_text("new")
+    third = scanner.scan(str(root), changes.extend)
+    assert third.hashed == 3  # f1, f2 (ctime changed), new
+    by_path = {c.path.rsplit("/", 1)[1]: c for c in changes}
+    assert by_path["f1"].old and by_path["f1"].new
+    assert by_path["f1"].old.digest != by_path["f1"].new.digest
+    assert stat.S_IMODE(by_path["f2"].new.mode) == 0o600  # type: ignore[union-attr]
+    assert by_path["f3"].new is None
+    assert by_path["new"].old is None
+    assert set(by_path) == {"f1", "f2", "f3", "new"}  # a directory's mtime is no finding
+    scanner.close()
+
+
+def test_a_removed_directory_reports_everything_below_it(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "d" / "e").mkdir(parents=True)
+    (root / "d" / "e" / "x").write_text("x")
+    db = State(tmp_path / "state.db")
+    scanner = Scanner(db, "sha256", 1 << 30, workers=2)
+    scanner.scan(str(root), lambda ch: None)
+    import shutil
+
+    shutil.rmtree(root / "d")
+    changes: list[Change] = []
+    scanner.scan(str(root), changes.extend)
+    gone = sorted(c.path for c in changes if c.new is None)
+    assert gone == [str(root / "d"), str(root / "d" / "e"), str(root / "d" / "e" / "x")]
+    assert db.subtree(str(root / "d")) == []
+    scanner.close()
