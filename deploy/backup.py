@@ -28,11 +28,12 @@ from pyinfra.operations import files
 
 from baomi.controller.escrow import EscrowStore
 from baomi.controls import backup as core
-from baomi.deploy.common import CommandSucceeds, groups, op_name, policy, put_text, shell_if
+from baomi.controls.contract import HostContext
+from baomi.deploy.common import CommandSucceeds, context, op_name, policy, put_text, shell_if
+from baomi.fixes import backup as fix
 
-C = core.CONTROL
+C = core.CONTROL.name
 _CLIENT_KEYS: dict[str, dict[str, str]] = {}  # backup host → {client: "type key"}
-MANAGED = "baomi-backup@"
 
 
 class FileText(FactBase[str]):
@@ -100,6 +101,13 @@ def known_hosts_text(sftp: core.Sftp, server: Host, keys: list[str]) -> str:
 
 
 @operation()
+def not_applicable(reason: str):  # type: ignore[no-untyped-def]
+    """Reported as "unchanged" with its reason, instead of no row at all."""
+    host.noop(reason)
+    yield from ()
+
+
+@operation()
 def refuse(message: str):  # type: ignore[no-untyped-def]
     if message:
         raise OperationError(message)
@@ -118,17 +126,6 @@ def publish_client_key(server: str):  # type: ignore[no-untyped-def]
     yield from ()  # reads only; a generator as pyinfra expects
 
 
-def authorized_line(client: str, key: str) -> str:
-    return f'restrict,command="internal-sftp" {key} {MANAGED}{client}\n'
-
-
-def merge_authorized(existing: str, published: dict[str, str]) -> str:
-    """Managed entries of clients in this run replaced, every other line kept."""
-    kept = [line + "\n" for line in existing.splitlines()
-            if line.strip() and line.split()[-1].removeprefix(MANAGED) not in published]
-    return "".join(kept) + "".join(authorized_line(c, k) for c, k in sorted(published.items()))
-
-
 @operation()
 def authorize_clients(user: str):  # type: ignore[no-untyped-def]
     """authorized_keys of the SFTP account: each client's key, restricted to internal-sftp."""
@@ -143,15 +140,11 @@ def authorize_clients(user: str):  # type: ignore[no-untyped-def]
                              "repositories (create it, shell /usr/sbin/nologin)")
     path = f"{entry[5].rstrip('/')}/.ssh/authorized_keys"
     existing = host.get_fact(FileText, path=path)
-    content = merge_authorized(existing, _CLIENT_KEYS.get(host.name, {}))
+    content = fix.merge_authorized(existing, _CLIENT_KEYS.get(host.name, {}))
     if content == existing:
         host.noop(f"{path} authorises the clients")
         return
-    directory = shlex.quote(path.rsplit("/", 1)[0])
-    # Root-owned: the SFTP account cannot change who may log in as it.
-    yield f"mkdir -p {directory} && chown root:root {directory} && chmod 0755 {directory}"
-    yield (f"printf %s {shlex.quote(content)} > {shlex.quote(path)}.new && chmod 0644 "
-           f"{shlex.quote(path)}.new && mv -f {shlex.quote(path)}.new {shlex.quote(path)}")
+    yield fix.authorized_keys_script(path, content)
 
 
 def _escrow(client: str, repository: str, secret: str) -> bool:
@@ -183,23 +176,19 @@ def repository_password(repository: str):  # type: ignore[no-untyped-def]
         secret = secrets.token_urlsafe(32)
         yield FunctionCommand(_escrow, (host.name, repository, secret), {})
     temp = f"{core.PASSWORD_FILE}.baomi-new"
-    yield FileUploadCommand(StringIO(secret), temp)
-    yield (f"chmod 0600 {temp} && chown root:root {temp} && mv -f {temp} "
-           f"{core.PASSWORD_FILE}")
+    yield FileUploadCommand(StringIO(secret), temp)  # never on a command line
+    yield fix.place_secret_script(temp, core.PASSWORD_FILE)
 
 
 @operation()
 def systemd_timer():  # type: ignore[no-untyped-def]
     """Reload changed units, enable and start the timer."""
-    state = f"{core.TIMER} {core.SERVICE}"
-    reload = host.get_fact(CommandSucceeds, check=(
-        f"systemctl show -p NeedDaemonReload --value {state} | grep -qx yes"))
-    ready = host.get_fact(CommandSucceeds, check=(
-        f"systemctl is-enabled -q {core.TIMER} && systemctl is-active -q {core.TIMER}"))
+    reload = host.get_fact(CommandSucceeds, check=fix.TIMER_NEEDS_RELOAD)
+    ready = host.get_fact(CommandSucceeds, check=fix.TIMER_READY)
     if reload:
-        yield f"systemctl daemon-reload && systemctl restart {core.TIMER}"
+        yield fix.RELOAD_TIMER
     if not ready:
-        yield f"systemctl daemon-reload && systemctl enable --now {core.TIMER}"
+        yield fix.ENABLE_TIMER
     if ready and not reload:
         host.noop(f"{core.TIMER} enabled and active")
 
@@ -210,7 +199,7 @@ def repository_dirs(hosts: list[Host]) -> list[str]:
     for client in hosts:
         if client.name == host.name:
             continue
-        want = core.desired(policy(), set(client.groups), client.name)
+        want = core.desired(HostContext.of(policy(), client.groups, client.name))
         if want.applies and want.sftp and _serves(want.sftp.server):
             out.append(want.sftp.path)
     return sorted(out)
@@ -224,18 +213,18 @@ def client_key(active: bool):  # type: ignore[no-untyped-def]
     elif host.get_fact(CommandSucceeds, check=f"[ -s {core.KEY_FILE} ]"):
         host.noop(f"{core.KEY_FILE} present")
     else:
-        yield (f"ssh-keygen -q -t ed25519 -N '' -C {MANAGED}{host.name} -f {core.KEY_FILE}")
+        yield fix.client_key_script(host.name)
 
 
 def apply() -> None:
-    want = core.desired(policy(), groups(), host.name)
+    want = core.desired(context())
     sftp = want.sftp
-    served_user = next((w.sftp.user for w in (core.desired(policy(), set(h.groups), h.name)
-                                               for h in inventory_hosts() if h.name != host.name)
+    clients = (core.desired(HostContext.of(policy(), h.groups, h.name))
+               for h in inventory_hosts() if h.name != host.name)
+    served_user = next((w.sftp.user for w in clients
                         if w.applies and w.sftp and _serves(w.sftp.server)), None)
     if not want.applies and served_user is None:
-        # Reported as "unchanged" with its reason, instead of no row at all.
-        shell_if(name=op_name(C, "backup"), check="true", command="true", reason=want.reason)
+        not_applicable(name=op_name(C, "backup"), reason=want.reason)
         return
     server = server_host(sftp.server) if want.applies and sftp else None
     if want.applies and sftp and server is None:
@@ -255,12 +244,12 @@ def apply() -> None:
     publish_client_key(name=op_name(C, "publish client key"),
                        server=server.name if server is not None and client else "")
     authorize_clients(name=op_name(C, "authorized clients"), user=served_user or "")
-    for path in repository_dirs(inventory_hosts()) if served_user else []:
-        q = shlex.quote(path)
-        shell_if(name=op_name(C, f"repository directory {path}"),
-                 check=f"[ \"$(stat -c %U:%a {q} 2>/dev/null)\" = {served_user}:700 ]",
-                 command=f"mkdir -p {q} && chown {served_user}: {q} && chmod 0700 {q}",
-                 reason=f"{path} belongs to {served_user}, mode 0700")
+    if served_user is not None:
+        for path in repository_dirs(inventory_hosts()):
+            shell_if(name=op_name(C, f"repository directory {path}"),
+                     check=fix.repository_dir_check(path, served_user),
+                     command=fix.repository_dir_script(path, served_user),
+                     reason=f"{path} belongs to {served_user}, mode 0700")
     if not want.applies:
         return
     if sftp and server is not None:
@@ -282,8 +271,7 @@ def apply() -> None:
         systemd_timer(name=op_name(C, f"{core.TIMER} enabled"))
     else:
         put_text(C, core.CRON_FILE, want.cron)
-        shell_if(name=op_name(C, "cron daemon"), check="pgrep -x cron >/dev/null",
-                 command="service cron start >/dev/null 2>&1 || cron",
+        shell_if(name=op_name(C, "cron daemon"), check=fix.CRON_RUNNING, command=fix.START_CRON,
                  reason="cron is running (no systemd on this host)")
-    shell_if(name=op_name(C, "repository"), check=f"{core.HELPER_PATH} probe >/dev/null 2>&1",
-             command=f"{core.HELPER_PATH} init", reason="repository opens")
+    shell_if(name=op_name(C, "repository"), check=fix.REPOSITORY_OPENS,
+             command=fix.INIT_REPOSITORY, reason="repository opens")

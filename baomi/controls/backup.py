@@ -1,10 +1,11 @@
 """R-BAK 每周二次备份: a weekly encrypted restic backup with proven continuity and restores.
 
-Pure functions only: ``desired`` (policy + host groups + host name → files and schedule),
-``observe_script`` (read-only commands; with ``verify`` it also lists snapshots, runs
-``restic check`` and a sample restore into a temporary directory that it removes), ``parse``
-and ``compare`` (→ findings, each tagged with the part of R-BAK it serves: ``setup``,
-``schedule``, ``freshness``, ``continuity``, ``repository``, ``restore``).
+The control contract (:mod:`baomi.controls.contract`): ``desired`` (the host's context →
+files and schedule), ``observe_script`` (read-only commands; with ``verify`` it also lists
+snapshots, runs ``restic check`` and a sample restore into a temporary directory that it
+removes), ``parse`` and ``compare`` (→ findings of the checks below, one per part of R-BAK:
+``backup.setup``, ``.schedule``, ``.freshness``, ``.continuity``, ``.repository``,
+``.restore``), ``evidence`` (what each check looked at, shown when it passes too).
 
 The job itself is ``baomi/hostside/backup_job.py`` (installed as HELPER_PATH); the check runs
 the same text with ``python3 -c``, so a tampered installed copy cannot vouch for itself.
@@ -22,12 +23,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from baomi.controls.contract import Control, HostContext, check
 from baomi.findings import Finding
 from baomi.observe import cat, script, sections
 from baomi.policy import Policy
 
-CONTROL = "backup"
-CLAUSES = ("R-BAK",)
+SETUP = check("backup.setup", "the job, its configuration and the root-only password file")
+SCHEDULE = check("backup.schedule", "the job is scheduled (systemd timer, or cron without systemd)")
+FRESHNESS = check("backup.freshness", "the newest snapshot is younger than the interval + grace")
+CONTINUITY = check("backup.continuity",
+                   "no gap longer than the interval + grace in the retained snapshots")
+REPOSITORY = check("backup.repository", "restic check finds no error in the repository")
+RESTORE = check("backup.restore", "a sample of files restores with equal hashes")
+CHECKS = (SETUP, SCHEDULE, FRESHNESS, CONTINUITY, REPOSITORY, RESTORE)
+VERIFIED = (FRESHNESS, CONTINUITY, REPOSITORY, RESTORE)  # need the repository opened
 HEADER = "# Managed by baomi: R-BAK 每周二次备份. Local edits are reverted.\n"
 
 CONF_DIR = "/etc/baomi/backup"
@@ -43,7 +52,6 @@ SERVICE_FILE = f"/etc/systemd/system/{SERVICE}"
 TIMER_FILE = f"/etc/systemd/system/{TIMER}"
 CRON_FILE = "/etc/cron.d/baomi-backup"
 ESCROW_KIND = "restic-password"
-CHECKS = ("setup", "schedule", "freshness", "continuity", "repository", "restore")
 
 HELPER = (Path(__file__).parents[1] / "hostside" / "backup_job.py").read_text(encoding="utf-8")
 _CRON_DAYS = {"Sun": 0, "Mon": 1, "Tue": 2, "Wed": 3, "Thu": 4, "Fri": 5, "Sat": 6}
@@ -120,7 +128,8 @@ def paths_for(policy: Policy, groups: set[str]) -> tuple[str, ...]:
     return tuple(p.path for p in policy.paths_for(groups))
 
 
-def desired(policy: Policy, groups: set[str], host: str) -> Desired:
+def desired(ctx: HostContext) -> Desired:
+    policy, groups, host = ctx.policy, set(ctx.groups), ctx.host
     b = policy.backup
     paths = paths_for(policy, groups)
     reason = ""
@@ -153,7 +162,7 @@ def desired(policy: Policy, groups: set[str], host: str) -> Desired:
                    timer, cron)
 
 
-def observe_script(verify: bool = True, snapshots: bool = False) -> str:
+def observe_script(want: Desired, verify: bool = True, snapshots: bool = False) -> str:
     """Read-only commands.  ``verify`` adds snapshots, ``restic check`` and a sample restore
     (the deploy leaves it out: it only needs the files and the schedule); ``snapshots`` without
     ``verify`` lists the snapshots only (``baomi backup status``)."""
@@ -226,7 +235,7 @@ def _json(text: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def parse(output: str) -> Observed:
+def parse(output: str, want: Desired) -> Observed:
     sec = sections(output)
 
     text = sec.text
@@ -267,12 +276,6 @@ def parse(output: str) -> Observed:
     )
 
 
-def _finding(check: str, subject: str, expected: str, found: str,
-             severity: str = "high", **details: Any) -> Finding:
-    return Finding(CONTROL, CLAUSES, severity, subject, expected, found,
-                   {"check": check, **details})
-
-
 def _day(when: dt.datetime) -> str:
     return when.strftime("%Y-%m-%d %H:%M UTC")
 
@@ -298,18 +301,19 @@ def compare(want: Desired, seen: Observed) -> list[Finding]:
     out: list[Finding] = []
     # setup: the files the job needs (the password only as mode/owner, never read).
     if seen.config != want.config:
-        out.append(_finding("setup", CONFIG_FILE, "the policy's repository, paths, retention",
-                            "missing" if seen.config is None else "edited content"))
+        out.append(SETUP.finding(CONFIG_FILE, "the policy's repository, paths, retention",
+                                 "missing" if seen.config is None else "edited content"))
     if seen.helper_sha256 != helper_sha256():
-        out.append(_finding("setup", HELPER_PATH, "baomi's backup job",
-                            "missing" if seen.helper_sha256 is None else "edited content"))
+        out.append(SETUP.finding(HELPER_PATH, "baomi's backup job",
+                                 "missing" if seen.helper_sha256 is None else "edited content"))
     if seen.password is None:
-        out.append(_finding("setup", PASSWORD_FILE, "the repository password, root 0600",
-                            "missing", "critical"))
+        out.append(SETUP.finding(PASSWORD_FILE, "the repository password, root 0600",
+                                 "missing", "critical"))
     elif not seen.password.startswith("600 root "):
         mode, _, rest = seen.password.partition(" ")
-        out.append(_finding("setup", PASSWORD_FILE, "mode 600 owner root",
-                            f"mode {mode} owner {rest.split()[0] if rest else '?'}", "critical"))
+        out.append(SETUP.finding(PASSWORD_FILE, "mode 600 owner root",
+                                 f"mode {mode} owner {rest.split()[0] if rest else '?'}",
+                                 "critical"))
     out.extend(_schedule(want, seen))
     if seen.verified:
         out.extend(_repository(want, seen))
@@ -322,59 +326,59 @@ def _schedule(want: Desired, seen: Observed) -> list[Finding]:
         for path, have, should in ((SERVICE_FILE, seen.service, want.service),
                                    (TIMER_FILE, seen.timer, want.timer)):
             if have != should:
-                out.append(_finding("schedule", path, f"OnCalendar={want.on_calendar}, "
-                                    "Persistent=true", "missing" if have is None
-                                    else "edited content"))
+                out.append(SCHEDULE.finding(
+                    path, f"OnCalendar={want.on_calendar}, Persistent=true",
+                    "missing" if have is None else "edited content"))
         if seen.timer_enabled != "enabled" or seen.timer_active != "active":
-            out.append(_finding("schedule", TIMER, "enabled and active",
-                                f"{seen.timer_enabled or 'unknown'}, "
-                                f"{seen.timer_active or 'unknown'}"))
+            out.append(SCHEDULE.finding(TIMER, "enabled and active",
+                                        f"{seen.timer_enabled or 'unknown'}, "
+                                        f"{seen.timer_active or 'unknown'}"))
     else:
         if seen.cron != want.cron:
-            out.append(_finding("schedule", CRON_FILE, f"'{want.cron_schedule}' {HELPER_PATH}",
-                                "missing" if seen.cron is None else "edited content"))
+            out.append(SCHEDULE.finding(CRON_FILE, f"'{want.cron_schedule}' {HELPER_PATH}",
+                                        "missing" if seen.cron is None else "edited content"))
         if not seen.crond_running:
-            out.append(_finding("schedule", "cron daemon", "running (no systemd here)",
-                                "not running"))
+            out.append(SCHEDULE.finding("cron daemon", "running (no systemd here)",
+                                        "not running"))
     return out
 
 
 def _repository(want: Desired, seen: Observed) -> list[Finding]:
     if seen.repo_error:
         # One clear finding per part that cannot be verified, naming the cause.
-        return [_finding(check, want.repository, "a repository this host can open",
-                         seen.repo_error, "critical")
-                for check in ("freshness", "continuity", "repository", "restore")]
+        return [c.finding(want.repository, "a repository this host can open", seen.repo_error,
+                          "critical") for c in VERIFIED]
     out = []
     if not seen.snapshots:
-        return [_finding(c, want.repository, "at least one snapshot", "no snapshots",
-                         "critical") for c in ("freshness", "continuity", "restore")]
+        return [c.finding(want.repository, "at least one snapshot", "no snapshots", "critical")
+                for c in (FRESHNESS, CONTINUITY, RESTORE)]
     newest = seen.snapshots[-1]
     age = seen.now - newest.time
     if age > want.allowed_gap:
-        out.append(_finding("freshness", f"newest snapshot {newest.id}",
-                            f"younger than {want.interval_days} days + {want.grace_hours} h",
-                            f"{_age(age)} old (taken {_day(newest.time)})", "critical",
-                            snapshot=newest.id))
+        out.append(FRESHNESS.finding(
+            f"newest snapshot {newest.id}",
+            f"younger than {want.interval_days} days + {want.grace_hours} h",
+            f"{_age(age)} old (taken {_day(newest.time)})", "critical", snapshot=newest.id))
     for a, b in gaps(want, seen.snapshots):
-        out.append(_finding("continuity", f"snapshots {a.id} → {b.id}",
-                            f"at most {want.interval_days} days + {want.grace_hours} h apart",
-                            f"gap of {_age(b.time - a.time)} from {_day(a.time)} to "
-                            f"{_day(b.time)}", "high", start=a.id, end=b.id))
-    check = seen.check
-    if check.get("exit") != 0:
-        out.append(_finding("repository", f"restic check {want.repository}", "no errors",
-                            check.get("error") or f"exit {check.get('exit')}", "critical"))
+        out.append(CONTINUITY.finding(
+            f"snapshots {a.id} → {b.id}",
+            f"at most {want.interval_days} days + {want.grace_hours} h apart",
+            f"gap of {_age(b.time - a.time)} from {_day(a.time)} to {_day(b.time)}", "high",
+            start=a.id, end=b.id))
+    restic_check = seen.check
+    if restic_check.get("exit") != 0:
+        out.append(REPOSITORY.finding(
+            f"restic check {want.repository}", "no errors",
+            restic_check.get("error") or f"exit {restic_check.get('exit')}", "critical"))
     r = seen.restore
     if r.get("error") or r.get("mismatches") or not r.get("matched"):
         problems = [f"{m['path']}: {m['why']}" for m in r.get("mismatches", [])][:5]
         found = "; ".join(filter(None, [r.get("error", ""), *problems])) or "nothing restored"
-        out.append(_finding("restore", f"restore test of snapshot {r.get('snapshot', '?')}",
-                            f"{r.get('sample', 0)} sampled files restored, hashes equal",
-                            found, "critical"))
+        out.append(RESTORE.finding(f"restore test of snapshot {r.get('snapshot', '?')}",
+                                   f"{r.get('sample', 0)} sampled files restored, hashes equal",
+                                   found, "critical"))
     if r and not r.get("removed", True):
-        out.append(_finding("restore", "restore test copy", "removed afterwards",
-                            "left on the host"))
+        out.append(RESTORE.finding("restore test copy", "removed afterwards", "left on the host"))
     return out
 
 
@@ -390,20 +394,33 @@ def evidence(want: Desired, seen: Observed) -> dict[str, str]:
         schedule_ = (f"{CRON_FILE} '{want.cron_schedule}', cron "
                      f"{'running' if seen.crond_running else 'not running'}")
     return {
-        "setup": f"repository {want.repository}, paths {' '.join(want.paths)}",
-        "schedule": schedule_,
-        "freshness": (f"newest {snaps[-1].id} taken {_day(snaps[-1].time)}, "
+        SETUP.id: f"repository {want.repository}, paths {' '.join(want.paths)}",
+        SCHEDULE.id: schedule_,
+        FRESHNESS.id: (f"newest {snaps[-1].id} taken {_day(snaps[-1].time)}, "
                       f"{_age(seen.now - snaps[-1].time)} old" if snaps else "no snapshots"),
-        "continuity": (f"{len(retained)} retained snapshots {retained[0].id} "
+        CONTINUITY.id: (f"{len(retained)} retained snapshots {retained[0].id} "
                        f"({_day(retained[0].time)}) … {retained[-1].id} "
                        f"({_day(retained[-1].time)})" if retained else "no snapshots"),
-        "repository": (f"restic check exit {c.get('exit')} in {c.get('seconds')} s "
+        REPOSITORY.id: (f"restic check exit {c.get('exit')} in {c.get('seconds')} s "
                        f"at {c.get('time')}" if c else seen.repo_error or "not run"),
-        "restore": (f"snapshot {r.get('snapshot')}: {r.get('matched')}/{r.get('sample')} files "
+        RESTORE.id: (f"snapshot {r.get('snapshot')}: {r.get('matched')}/{r.get('sample')} files "
                     f"({r.get('bytes')} bytes) restored and compared in {r.get('seconds')} s, "
                     f"temporary copy removed" if r else seen.repo_error or "not run"),
     }
 
 
-def skipped(want: Desired) -> list[str]:
-    return [want.reason] if want.reason else []
+def not_applicable(want: Desired) -> str | None:
+    """Why this host has no backup (policy off, no path to back up here), else None."""
+    return want.reason or None
+
+
+def skipped(want: Desired, seen: Observed) -> dict[str, str]:
+    """Without ``verify`` (``baomi backup status``) the repository parts were not looked at."""
+    if seen.verified:
+        return {}
+    return {c.id: "the repository was not opened (observed without verify)" for c in VERIFIED}
+
+
+CONTROL: Control[Desired, Observed] = Control(
+    "backup", CHECKS, desired, observe_script, parse, compare, not_applicable, skipped,
+    evidence)

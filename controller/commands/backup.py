@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from baomi.controls import backup as core
+from baomi.controls.contract import HostContext
 from baomi.inventory import InventoryError, host_groups, read
 from baomi.ui import json_option, load_policy_or_exit, policy_option, print_json
 
@@ -43,15 +44,15 @@ def _ssh(name: str, data: dict[str, Any], script: str) -> subprocess.CompletedPr
 
 
 def host_status(name: str, data: dict[str, Any], groups: set[str], policy: Any) -> dict[str, Any]:
-    want = core.desired(policy, groups, name)
-    row: dict[str, Any] = {"host": name, "skipped": "; ".join(core.skipped(want))}
+    want = core.desired(HostContext.of(policy, groups, name))
+    row: dict[str, Any] = {"host": name, "skipped": core.not_applicable(want) or ""}
     if row["skipped"]:
         return row
-    result = _ssh(name, data, core.observe_script(verify=False, snapshots=True))
+    result = _ssh(name, data, core.observe_script(want, verify=False, snapshots=True))
     if result.returncode != 0:
         row["error"] = (result.stderr.strip().splitlines() or [f"ssh exit {result.returncode}"])[-1]
         return row
-    seen = core.parse(result.stdout)
+    seen = core.parse(result.stdout, want)
     row["error"] = seen.repo_error
     newest = seen.snapshots[-1] if seen.snapshots else None
     row["newest_snapshot"] = newest.id if newest else ""

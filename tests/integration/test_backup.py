@@ -17,6 +17,7 @@ import pytest
 
 from baomi.controller.escrow import EscrowStore
 from baomi.controls import backup as core
+from baomi.controls.contract import HostContext
 from baomi.lab.lifecycle import Request
 from baomi.lab.testing import LabHandle, running_lab
 from baomi.policy import load
@@ -50,9 +51,14 @@ def run_check(lab: LabHandle, hosts: list[str] = CLIENTS) -> str:
     return result.stdout + result.stderr
 
 
+def failed(host: str, check_id: str) -> str:
+    """pytest's line for a failed check (one test per host x check ID)."""
+    return f"FAILED checks/test_backup.py::test_check[ssh://{host}-{check_id}]"
+
+
 def restic(lab: LabHandle, host: str, args: str) -> str:
     """restic on a client with the deployed password file and pinned SFTP command."""
-    want = core.desired(load(ROOT / "policy.yaml"), {"servers"}, host)
+    want = core.desired(HostContext.of(load(ROOT / "policy.yaml"), {"servers"}, host))
     sftp = core.sftp_command(want.sftp) if want.sftp else ""
     command = (f"restic --repo {shlex.quote(want.repository)} --password-file "
                f"{core.PASSWORD_FILE} --no-cache -o {shlex.quote('sftp.command=' + sftp)} {args}")
@@ -63,7 +69,8 @@ def restic(lab: LabHandle, host: str, args: str) -> str:
 
 def test_fresh_host_fails(lab: LabHandle) -> None:
     out = run_check(lab, ["srv2"])
-    assert "FAILED" in out and f"{core.CONFIG_FILE}: expected" in out, out[-3000:]
+    assert failed("srv2", "backup.setup") in out and f"{core.CONFIG_FILE}: expected" in out, \
+        out[-3000:]
 
 
 def test_apply_then_reapply_unchanged(lab: LabHandle) -> None:
@@ -116,7 +123,8 @@ def test_gap_in_the_chain_is_named(lab: LabHandle) -> None:
         out = run_check(lab, ["srv2"])
     finally:
         restic(lab, "srv2", "forget " + " ".join(ids))
-    assert "FAILED checks/test_backup.py::test_backup_continuity" in out, out[-3000:]
+    assert failed("srv2", "backup.continuity") in out, out[-3000:]
+    assert "1 failed, 5 passed" in out, out[-3000:]
     assert f"snapshots {ids[0][:8]} → {ids[1][:8]}: expected at most 7 days + 24 h apart, " \
         "found gap of 11.0 days from" in out, out[-3000:]
     assert "found gap of 13.0 days from" in out, out[-3000:]
@@ -127,6 +135,7 @@ def test_stopped_timer_fails_schedule_and_apply_repairs(lab: LabHandle) -> None:
     lab.ssh("srv2", f"systemctl stop {core.TIMER}")
     out = run_check(lab, ["srv2"])
     assert f"{core.TIMER}: expected enabled and active, found enabled, inactive" in out, out
+    assert failed("srv2", "backup.schedule") in out and "1 failed, 5 passed" in out, out
     assert outcomes(apply(lab, "backup", limit=["srv2"]), "backup") == {"srv2": "changed"}
     assert "6 passed" in run_check(lab, ["srv2"])
 
@@ -139,6 +148,7 @@ def test_wrong_password_is_a_clear_finding(lab: LabHandle) -> None:
     finally:
         lab.ssh("srv2", f"mv -f /root/pw.keep {core.PASSWORD_FILE}")
     assert "found Fatal: wrong password or no key found" in out, out[-3000:]
+    assert "4 failed, 2 passed" in out, out[-3000:]  # setup and schedule still pass
     assert "Traceback" not in out
     assert "6 passed" in run_check(lab, ["srv2"])
 
@@ -149,8 +159,8 @@ def test_corrupt_pack_fails_restic_check_and_restore(lab: LabHandle) -> None:
                     "o=64; while [ $o -lt $s ]; do printf '\\377' | dd of=$f bs=1 seek=$o "
                     "conv=notrunc 2>/dev/null; o=$((o+512)); done; done")
     out = run_check(lab, ["srv2"])
-    assert "FAILED checks/test_backup.py::test_backup_repository_check" in out, out[-3000:]
-    assert "FAILED checks/test_backup.py::test_backup_restore" in out, out[-3000:]
+    assert failed("srv2", "backup.repository") in out, out[-3000:]
+    assert failed("srv2", "backup.restore") in out, out[-3000:]
     assert "does not match" in out or "ciphertext verification failed" in out, out[-3000:]
     assert "6 passed" in run_check(lab, ["srv1"])  # srv1's repository is untouched
 
