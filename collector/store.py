@@ -252,12 +252,12 @@ def agents_by_state(tx: Tx) -> dict[str, int]:
 
 # ---- ingest -------------------------------------------------------------------------------
 
-_INSERT_EVENT = ("INSERT INTO events (agent_id, seq, id, host, ts, received, kind, fkey, "
+INSERT_EVENT = ("INSERT INTO events (agent_id, seq, id, host, ts, received, kind, fkey, "
                  "severity, found, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 # The current state, newest event wins (``WHERE``): batches may arrive in any order.
 _KEEP_IF_RESOLVED = ("control", "clauses", "severity", "rank", "expected", "found", "details")
-_UPSERT_FINDING = (
+UPSERT_FINDING = (
     "INSERT INTO findings (host, check_id, subject, control, clauses, severity, rank, "
     "expected, found, details, state, first_seen, last_seen, resolved_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -306,9 +306,9 @@ def ingest(tx: Tx, agent_id: int, events: list[Event], now: float) -> dict[str, 
             event_rows.append((agent_id, e.seq, e.id, host, e.ts, now, e.kind, fkey,
                                e.severity if fkey is not None else None,
                                e.found if fkey is not None else None, e.data or e.details))
-        tx.many(_INSERT_EVENT, event_rows)
+        tx.many(INSERT_EVENT, event_rows)
         if finding_rows:
-            tx.many(_UPSERT_FINDING, finding_rows)
+            tx.many(UPSERT_FINDING, finding_rows)
     total += len(new)
     max_seq = max(max_seq, *seqs)
     acked = _contiguous(tx, agent_id, acked, max_seq, total, set(seqs))

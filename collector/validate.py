@@ -33,6 +33,8 @@ _CHECK = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)*")
 _KIND = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
 USER = re.compile(r"[a-z_][a-z0-9_.-]{0,63}")
+# One encoder for every object (json.dumps with options builds a new encoder per call).
+_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 _MIN_TS = dt.datetime(2000, 1, 1, tzinfo=dt.UTC).timestamp()
 _MAX_TS = dt.datetime(2200, 1, 1, tzinfo=dt.UTC).timestamp()
 
@@ -106,8 +108,8 @@ def _json_object(value: Any, where: str, limit: int) -> str | None:
     if not value:
         return None
     try:
-        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except ValueError:
+        encoded = _ENCODE(value)
+    except (ValueError, RecursionError):
         raise Invalid(f"{where}: numbers must be finite") from None
     if len(encoded) > limit:
         raise Invalid(f"{where}: larger than {limit} bytes as JSON")

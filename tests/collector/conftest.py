@@ -10,11 +10,9 @@ import contextlib
 import os
 import re
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,10 +23,9 @@ from typing import Any
 import pytest
 
 from baomi.collector.client import Client
+from baomi.collector.pgcluster import Cluster, ClusterError, private_cluster
 
 HERE = Path(__file__).parent
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
@@ -45,72 +42,18 @@ def free_port() -> int:
 
 # ---- a private PostgreSQL cluster ---------------------------------------------------------
 
-@dataclass
-class PgCluster:
-    folder: Path
-    port: int
-    password: str
-
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql://baomi:{self.password}@127.0.0.1:{self.port}/{database}"
-
-    def new_database(self) -> str:
-        """A fresh empty database; its URL."""
-        import psycopg
-
-        name = f"t{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        return self.url(name)
-
-
-def _pg_tool(name: str) -> str:
-    path = PG_BIN / name
-    if not path.exists():
-        found = shutil.which(name)
-        if not found:
-            pytest.fail(f"{name} not found: scripts/setup installs Debian's postgresql",
-                        pytrace=False)
-        return found
-    return str(path)
-
-
 @pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
-    """initdb + pg_ctl start as the unprivileged `postgres` user into a temporary folder,
-    listening on a unix socket there and on a free loopback port; stopped even on failure."""
+def pg_cluster() -> Iterator[Cluster]:
+    """One private cluster for the session (see baomi.collector.pgcluster); each test that
+    needs PostgreSQL gets a fresh database in it."""
     if os.geteuid() != 0:
         pytest.fail("the PostgreSQL fixture runs initdb as the postgres user: run as root",
                     pytrace=False)
-    # Not under pytest's tmp (a root-only 0700 tree): the postgres user must reach it.
-    base = Path(tempfile.mkdtemp(prefix="baomi-pg-"))
-    folder = base / "data"
-    password = secrets.token_urlsafe(16)
-    pwfile = base / "pw"
-    pwfile.write_text(password + "\n")
-    shutil.chown(base, "postgres")
-    shutil.chown(pwfile, "postgres")
-    os.chmod(base, 0o700)
-    os.chmod(pwfile, 0o600)
-    as_pg = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_pg, _pg_tool("initdb"), "-D", str(folder), "-U", "baomi",
-                    "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8",
-                    "--locale=C.UTF-8"], check=True, capture_output=True)
-    port = free_port()
-    options = (f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={base} "
-               "-c max_connections=200 -c fsync=on -c shared_buffers=128MB")
-    started = subprocess.run([*as_pg, _pg_tool("pg_ctl"), "-D", str(folder), "-l",
-                              str(base / "log"), "-o", options, "-w", "-t", "60", "start"],
-                             capture_output=True, text=True)
     try:
-        if started.returncode != 0:
-            log = (base / "log").read_text() if (base / "log").exists() else ""
-            pytest.fail(f"pg_ctl start failed: {started.stderr} {log}", pytrace=False)
-        yield PgCluster(folder, port, password)
-    finally:
-        subprocess.run([*as_pg, _pg_tool("pg_ctl"), "-D", str(folder), "-m", "immediate",
-                        "-w", "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+        with private_cluster() as cluster:
+            yield cluster
+    except ClusterError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 # ---- collectors ---------------------------------------------------------------------------
