@@ -1,0 +1,323 @@
+"""The collector service on a host of inventory group ``collector`` (R-INC, R-LOG, R-TLS).
+
+Not a baseline control: ``baomi collector deploy -i INVENTORY`` (``deploy/collector.py``)
+installs it, ``checks/test_collector.py`` verifies it.  What "installed and serving" means:
+
+- the venv ``/opt/baomi/collector`` (a link to a venv made from shipped wheels,
+  :mod:`baomi.deploy.wheels`) runs ``baomi``;
+- the state folder (configuration, the private CA and its key, the SQLite database) belongs to
+  the system user ``baomi-collector``, mode 0700, and has been initialised;
+- the service runs: a sandboxed systemd unit (Restart=always), or, on a host without systemd,
+  a supervisor loop that restarts it (its PID in ``/run/baomi-collector.pid``);
+- the TLS port listens, and ``/api/v1/health`` answers ``{"ok": true}`` over TLS verified
+  against the CA the controller pinned (the copy fetched when the collector was initialised,
+  given as input ``collector_ca``) for the certificate name the host's agents use.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from baomi.controls.contract import Control, HostContext, check
+from baomi.findings import Finding
+from baomi.observe import cat, script, sections
+from baomi.records import state_dir
+
+GROUP = "collector"
+USER = "baomi-collector"
+STATE_DIR = "/var/lib/baomi-collector"
+VENV = "/opt/baomi/collector"
+UNIT = "baomi-collector.service"
+UNIT_PATH = f"/etc/systemd/system/{UNIT}"
+SUPERVISOR = "/usr/local/sbin/baomi-collector-supervise"
+PIDFILE = "/run/baomi-collector.pid"
+LOG = "/var/log/baomi-collector.log"
+FIRST_ADMIN = f"{STATE_DIR}/first-admin.txt"
+INPUT = "collector_ca"  # the pinned CA certificate (PEM), an input of the host's context
+HEADER = "# Managed by baomi: the collector (R-INC, R-LOG, R-TLS). Local edits are reverted.\n"
+
+INSTALLED = check("collector.installed", "the collector's venv is complete and runs baomi")
+STATE = check("collector.state_dir", "state folder initialised, owned by the service user, 0700")
+SERVICE = check("collector.service", "the service runs under systemd (or the supervisor)")
+LISTENING = check("collector.listening", "the TLS port listens")
+HEALTH = check("collector.health", "health answers over TLS verified by the pinned CA",
+               ("R-TLS", "R-INC"))
+CHECKS = (INSTALLED, STATE, SERVICE, LISTENING, HEALTH)
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The collector as the policy wants it on this host (``problem``: why it cannot be)."""
+
+    applies: bool
+    port: int
+    database: str
+    server_name: str  # the certificate name the health probe verifies (the host's name)
+    names: tuple[str, ...]  # DNS names for the server certificate
+    unit: str
+    supervisor: str
+    pinned_ca: str | None
+    problem: str | None = None
+
+    @property
+    def listen(self) -> str:
+        return f"0.0.0.0:{self.port}"
+
+    @property
+    def serve_argv(self) -> list[str]:
+        return [f"{VENV}/bin/baomi", "collector", "serve", STATE_DIR, "--listen", self.listen,
+                "--db", self.database]
+
+
+def pinned_ca_path(host: str) -> Path:
+    """Where the controller keeps the CA certificate of the collector on HOST (fetched by
+    ``baomi collector-deploy`` when the collector was initialised)."""
+    return state_dir() / "collector" / host / "ca.pem"
+
+
+def pinned_ca(host: str) -> str | None:
+    """The controller's pinned CA certificate for HOST's collector, if it has one."""
+    try:
+        return pinned_ca_path(host).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def database_problem(database: str, source: str) -> str | None:
+    """SQLite must live in the state folder: the only place the sandbox lets it write."""
+    if database.startswith("sqlite:///"):
+        path = database.removeprefix("sqlite:///")
+        if not path.startswith(STATE_DIR + "/"):
+            return (f"{source}: collector.database {database!r}: the SQLite file must be in "
+                    f"{STATE_DIR}/ (the service may write nowhere else)")
+    return None
+
+
+def unit_text(argv: list[str], port: int) -> str:
+    """The systemd unit: restarted always, sandboxed, writing only its state folder."""
+    caps = "CAP_NET_BIND_SERVICE" if port < 1024 else ""
+    return HEADER + "\n".join([
+        "[Unit]",
+        "Description=baomi collector: findings of every host over TLS",
+        "After=network.target",
+        "",
+        "[Service]",
+        "Type=simple",
+        f"User={USER}",
+        f"Group={USER}",
+        f"ExecStart={shlex.join(argv)}",
+        "Restart=always",
+        "RestartSec=2",
+        "UMask=0077",
+        f"ReadWritePaths={STATE_DIR}",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "PrivateDevices=yes",
+        "ProtectKernelTunables=yes",
+        "ProtectKernelModules=yes",
+        "ProtectControlGroups=yes",
+        "RestrictSUIDSGID=yes",
+        "RestrictRealtime=yes",
+        "LockPersonality=yes",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        f"CapabilityBoundingSet={caps}",
+        f"AmbientCapabilities={caps}",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "",
+    ])
+
+
+def supervisor_text(argv: list[str]) -> str:
+    """For hosts without systemd: a loop restarting the service, its PID in PIDFILE."""
+    return "\n".join([
+        "#!/bin/sh",
+        HEADER.rstrip("\n"),
+        "# No systemd on this host: this loop restarts the collector whenever it exits.",
+        "umask 077",
+        f"echo $$ > {PIDFILE}",
+        "while :; do",
+        f"  setpriv --reuid={USER} --regid={USER} --init-groups --no-new-privs "
+        f"{shlex.join(argv)}",
+        "  sleep 2",
+        "done",
+        "",
+    ])
+
+
+def desired(ctx: HostContext) -> Desired:
+    c = ctx.policy.collector
+    host_name = urlsplit(c.url).hostname or ""
+    names = tuple(dict.fromkeys(n for n in (ctx.host, host_name)
+                                if n and not n.replace(".", "").isdigit()))
+    base = Desired(GROUP in ctx.groups, c.listen_port, c.database, ctx.host, names, "", "",
+                   ctx.inputs.get(INPUT),
+                   database_problem(c.database, ctx.policy.source))
+    argv = base.serve_argv
+    return Desired(base.applies, base.port, base.database, base.server_name, base.names,
+                   unit_text(argv, base.port), supervisor_text(argv), base.pinned_ca,
+                   base.problem)
+
+
+def not_applicable(want: Desired) -> str | None:
+    return None if want.applies else f"not a collector host (inventory group {GROUP!r})"
+
+
+# Connects to the local port, verifies the certificate against the pinned CA (argv[1]) for
+# the host's name (argv[2]), asks for the health document; one line per fact, errors in one.
+_PROBE = r"""
+import socket, ssl, sys
+try:
+    ctx = ssl.create_default_context(cadata=sys.argv[1])
+    raw = socket.create_connection(("127.0.0.1", int(sys.argv[3])), timeout=10)
+    with ctx.wrap_socket(raw, server_hostname=sys.argv[2]) as s:
+        s.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: " + sys.argv[2].encode()
+                  + b"\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        print("tls", s.version())
+        print("status", head.split(b"\r\n")[0].decode(errors="replace"))
+        print("body", body.decode(errors="replace").strip()[-300:])
+except Exception as exc:
+    print("error", type(exc).__name__, " ".join(str(exc).split())[:300])
+    sys.exit(1)
+"""
+
+
+def observe_script(want: Desired) -> str:
+    """Read-only: the venv, the user and folder, the service, the port, the health answer."""
+    port_hex = f"{want.port:04X}"
+    commands = {
+        "venv": f"readlink {VENV} && cat {VENV}/.baomi-manifest && {VENV}/bin/baomi --version",
+        "user": f"getent passwd {USER}",
+        "state": f"stat -c '%U %a' {STATE_DIR} && ls -A {STATE_DIR}",
+        "systemd": "[ -d /run/systemd/system ]",
+        "unit": cat(UNIT_PATH),
+        "systemctl": f"systemctl is-enabled {UNIT}; systemctl is-active {UNIT}",
+        "supervisor": f"pid=$(cat {PIDFILE}) && kill -0 \"$pid\" && "
+                      f"tr '\\0' ' ' < /proc/$pid/cmdline",
+        "listening": f"awk '$4 == \"0A\" && $2 ~ /:{port_hex}$/' /proc/net/tcp /proc/net/tcp6",
+    }
+    if want.pinned_ca:
+        commands["health"] = (f"{VENV}/bin/python -c {shlex.quote(_PROBE)} "
+                              f"{shlex.quote(want.pinned_ca)} {shlex.quote(want.server_name)} "
+                              f"{want.port}")
+    return script(commands)
+
+
+@dataclass(frozen=True)
+class Observed:
+    venv: tuple[str, ...] | None  # link target, manifest, version; None when incomplete
+    venv_error: str
+    user: bool
+    state_owner: str | None
+    state_mode: str | None
+    state_files: tuple[str, ...]
+    systemd: bool
+    unit: str | None
+    enabled: str
+    active: str
+    supervisor: str | None  # the supervisor's command line when it runs
+    listening: bool
+    health: dict[str, str]  # tls, status, body, or error
+
+
+def parse(output: str, want: Desired | None = None) -> Observed:
+    sec = sections(output)
+    venv = sec.get("venv")
+    venv_lines = tuple(venv.out.strip().splitlines()) if venv is not None else ()
+    state = sec.text("state")
+    state_lines = state.strip().splitlines() if state else []
+    owner_mode = state_lines[0].split() if state_lines else []
+    systemctl = (sec["systemctl"].out.split() if "systemctl" in sec else []) + ["", ""]
+    health: dict[str, str] = {}
+    if "health" in sec:
+        for line in sec["health"].out.strip().splitlines():
+            key, _, value = line.partition(" ")
+            health[key] = value
+        if not sec["health"].ok and "error" not in health:
+            health["error"] = sec["health"].out.strip()[-300:] or f"rc {sec['health'].rc}"
+    listening = sec.text("listening")
+    return Observed(
+        venv=venv_lines if venv is not None and venv.ok and len(venv_lines) >= 3 else None,
+        venv_error=(venv_lines[-1] if venv_lines else "missing") if venv is not None else "",
+        user=sec.text("user") is not None,
+        state_owner=owner_mode[0] if len(owner_mode) == 2 else None,
+        state_mode=owner_mode[1] if len(owner_mode) == 2 else None,
+        state_files=tuple(state_lines[1:]),
+        systemd=sec.text("systemd") is not None,
+        unit=sec.text("unit"),
+        enabled=systemctl[0],
+        active=systemctl[1],
+        supervisor=(sec.text("supervisor") or "").strip() or None,
+        listening=bool(listening and listening.strip()),
+        health=health,
+    )
+
+
+def compare(want: Desired, seen: Observed) -> list[Finding]:
+    out: list[Finding] = []
+    if want.problem:
+        return [INSTALLED.finding("collector.database", f"an SQLite file in {STATE_DIR}/",
+                                  want.problem, "high")]
+    if seen.venv is None:
+        out.append(INSTALLED.finding(VENV, "a venv made from shipped wheels, running baomi",
+                                     seen.venv_error or "missing", "high"))
+    if not seen.user:
+        out.append(STATE.finding(f"user {USER}", "a system user", "missing", "high"))
+    mode = f"{seen.state_owner}:{seen.state_mode}" if seen.state_owner else "missing"
+    if mode != f"{USER}:700":
+        out.append(STATE.finding(STATE_DIR, f"{USER}:700", mode, "high"))
+    elif "collector.toml" not in seen.state_files or "ca.pem" not in seen.state_files:
+        out.append(STATE.finding(STATE_DIR, "initialised (collector.toml, ca.pem)",
+                                 "not initialised", "high"))
+    if seen.systemd:
+        if seen.unit != want.unit:
+            out.append(SERVICE.finding(UNIT_PATH, "the baomi unit",
+                                       "missing" if seen.unit is None else "edited content",
+                                       "medium"))
+        state = f"{seen.enabled or 'unknown'}, {seen.active or 'unknown'}"
+        if state != "enabled, active":
+            out.append(SERVICE.finding(UNIT, "enabled, active", state, "high"))
+    elif seen.supervisor is None or SUPERVISOR not in seen.supervisor:
+        out.append(SERVICE.finding(SUPERVISOR, f"running (PID in {PIDFILE}; no systemd)",
+                                   "not running", "high"))
+    if not seen.listening:
+        out.append(LISTENING.finding(f"TCP port {want.port}", "listening", "not listening",
+                                     "high"))
+    out += _health(want, seen)
+    return out
+
+
+def _health(want: Desired, seen: Observed) -> list[Finding]:
+    subject = f"https://{want.server_name}:{want.port}/api/v1/health"
+    if not want.pinned_ca:
+        return [HEALTH.finding(subject, "answers over TLS with the pinned CA",
+                               "no CA pinned on the controller for this host (run "
+                               "`baomi collector deploy` to fetch it)", "high")]
+    if "error" in seen.health:
+        return [HEALTH.finding(subject, "answers over TLS with the pinned CA",
+                               seen.health["error"], "high")]
+    status = seen.health.get("status", "")
+    try:
+        ok = json.loads(seen.health.get("body", "")).get("ok") is True
+    except (ValueError, AttributeError):
+        ok = False
+    if " 200 " not in f"{status} " or not ok:
+        return [HEALTH.finding(subject, '200 {"ok": true}',
+                               f"{status or 'no answer'} {seen.health.get('body', '')}"[:300],
+                               "high")]
+    return []
+
+
+CONTROL: Control[Desired, Observed] = Control(
+    "collector", CHECKS, desired, observe_script, parse, compare, not_applicable)

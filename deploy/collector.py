@@ -1,0 +1,158 @@
+"""The collector service on the hosts of inventory group ``collector`` (R-INC, R-LOG, R-TLS).
+
+Run by ``baomi collector-deploy -i INVENTORY`` (``controller/commands/collector_deploy.py``),
+not by ``baomi apply``: the collector is a service with its own life (upgrades restart it, its
+CA is made once), and a baseline run over a fleet should neither rebuild wheels nor restart
+the place every finding goes to.  Steps, per collector host:
+
+1. the wheels of ``baomi[collector]`` built on the controller, shipped, installed in the venv
+   ``/opt/baomi/collector`` (:mod:`baomi.deploy.wheels`; nothing is reinstalled when the same
+   wheels are already there);
+2. the system user ``baomi-collector`` and its state folder, 0700;
+3. ``baomi collector init`` as that user, once: the private CA and its key stay on the host;
+   the first admin's password goes to ``first-admin.txt`` there (0600, read it once and
+   delete it), never to the controller's output; the CA certificate comes back to the
+   controller (``$BAOMI_STATE_DIR/collector/HOST/ca.pem``) for agents and ``baomi login`` to
+   pin;
+4. the sandboxed systemd unit, enabled and started (restarted when the venv or the unit
+   changed); on a host without systemd, a supervisor loop started with ``setsid`` (PID in
+   ``/run/baomi-collector.pid``), which the check looks for;
+5. wait until the port listens (the deploy fails, with the service's last log lines, if not).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pyinfra import host
+from pyinfra.api import FactBase
+from pyinfra.operations import files, server
+from pyinfra.operations.util import any_changed
+
+from baomi.controls import collector as core
+from baomi.deploy import wheels
+from baomi.deploy.common import CommandSucceeds, context, op_name, put_text, shell_if
+
+C = "collector"
+WAIT_SECONDS = 60
+
+
+class Addresses(FactBase[list[str]]):
+    """The host's IP addresses (the server certificate names them, for clients using IPs)."""
+
+    default = list
+
+    def command(self) -> str:
+        return "hostname -I 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> list[str]:
+        return [a for line in output for a in line.split() if not a.startswith("fe80:")]
+
+
+def init_command(want: core.Desired, addresses: list[str]) -> str:
+    """``baomi collector init`` as the service user; its output (the password) to a 0600 file."""
+    argv = [f"{core.VENV}/bin/baomi", "collector", "init", core.STATE_DIR,
+            "--listen", want.listen, "--db", want.database]
+    for name in want.names:
+        argv += ["--name", name]
+    for address in addresses:
+        argv += ["--address", address]
+    user = core.USER
+    return "\n".join([
+        "set -e",
+        "out=$(mktemp)",
+        f"setpriv --reuid={user} --regid={user} --init-groups {shlex.join(argv)} > \"$out\"",
+        f"chmod 0600 \"$out\" && mv \"$out\" {core.FIRST_ADMIN}",
+    ])
+
+
+def wait_command(want: core.Desired, systemd: bool) -> str:
+    port = f"{want.port:04X}"
+    log = (f"journalctl -u {core.UNIT} -n 5 --no-pager" if systemd else f"tail -n 5 {core.LOG}")
+    return "\n".join([
+        f"for i in $(seq {WAIT_SECONDS * 2}); do",
+        f"  awk '$4 == \"0A\" && $2 ~ /:{port}$/ {{ found = 1 }} END {{ exit !found }}' "
+        "/proc/net/tcp /proc/net/tcp6 && exit 0",
+        "  sleep 0.5",
+        "done",
+        f"echo \"the collector does not listen on port {want.port} after {WAIT_SECONDS} s:\" >&2",
+        f"{log} >&2",
+        "exit 1",
+    ])
+
+
+def listening_test(want: core.Desired) -> str:
+    return (f"awk '$4 == \"0A\" && $2 ~ /:{want.port:04X}$/ {{ found = 1 }} END "
+            "{ exit !found }' /proc/net/tcp /proc/net/tcp6")
+
+
+def supervisor_running() -> str:
+    return (f"pid=$(cat {core.PIDFILE} 2>/dev/null) && kill -0 \"$pid\" 2>/dev/null && "
+            f"tr '\\0' ' ' < /proc/$pid/cmdline | grep -q {core.SUPERVISOR}")
+
+
+def apply() -> None:
+    want = core.desired(context())
+    reason = core.not_applicable(want)
+    if reason:
+        shell_if(name=op_name(C, "collector"), check="true", command="true", reason=reason)
+        return
+    if want.problem:
+        wheels.refuse(name=op_name(C, "policy"), message=want.problem)
+        return
+    try:
+        built = wheels.built("collector")
+    except wheels.WheelError as exc:
+        sys.stderr.write(f"baomi collector deploy: {exc}\n")
+        raise SystemExit(2) from None
+    installed = wheels.install(C, "collector", built)
+    if installed is None:
+        return
+    q = shlex.quote
+    shell_if(name=op_name(C, f"user {core.USER}"), check=f"getent passwd {core.USER} >/dev/null",
+             command=f"useradd --system --user-group --home-dir {core.STATE_DIR} "
+                     f"--no-create-home --shell /usr/sbin/nologin {core.USER}",
+             reason=f"{core.USER} exists")
+    files.directory(name=op_name(C, core.STATE_DIR), path=core.STATE_DIR, user=core.USER,
+                    group=core.USER, mode="0700")
+    addresses = host.get_fact(Addresses)
+    shell_if(name=op_name(C, "initialised (CA, server certificate, first admin)"),
+             check=f"[ -f {core.STATE_DIR}/collector.toml ]",
+             command=init_command(want, addresses),
+             reason=f"{core.STATE_DIR} already initialised")
+    files.get(name=op_name(C, "CA certificate to the controller"),
+              src=f"{core.STATE_DIR}/ca.pem", dest=str(core.pinned_ca_path(host.name)),
+              create_local_dir=True)
+    systemd = host.get_fact(CommandSucceeds, check="[ -d /run/systemd/system ]")
+    if systemd:
+        unit = put_text(C, core.UNIT_PATH, want.unit)
+        server.shell(name=op_name(C, f"{core.UNIT} restarted (new venv or unit)"),
+                     commands=[f"systemctl daemon-reload && systemctl restart {core.UNIT}"],
+                     _if=any_changed(installed, unit))  # type: ignore[arg-type]
+        shell_if(name=op_name(C, f"{core.UNIT} enabled and active"),
+                 check=f"systemctl is-enabled -q {core.UNIT} && systemctl is-active -q "
+                       f"{core.UNIT}",
+                 command=f"systemctl daemon-reload && systemctl enable --now {core.UNIT}",
+                 reason=f"{core.UNIT} enabled and active")
+    else:
+        script = put_text(C, core.SUPERVISOR, want.supervisor, mode="0755")
+        server.shell(name=op_name(C, "supervisor restarted (new venv or script)"),
+                     commands=[f"pid=$(cat {core.PIDFILE} 2>/dev/null) && kill \"$pid\"; "
+                               f"pkill -u {core.USER} || true; sleep 0.5"],
+                     _if=any_changed(installed, script))  # type: ignore[arg-type]
+        shell_if(name=op_name(C, "supervisor running (no systemd)"),
+                 check=supervisor_running(),
+                 command=f"setsid -f {core.SUPERVISOR} >> {q(core.LOG)} 2>&1 < /dev/null",
+                 reason=f"{core.SUPERVISOR} running")
+    shell_if(name=op_name(C, f"listening on port {want.port}"), check=listening_test(want),
+             command=wait_command(want, systemd), reason=f"port {want.port} listens")
+
+
+# `baomi collector-deploy` runs this file on its own (it is not in the baseline).
+if os.environ.get("BAOMI_COLLECTOR_DEPLOY") == "1":
+    apply()
