@@ -117,7 +117,7 @@ def test_full_baseline_on_the_vm_applies_reapplies_and_passes_every_check(
     for check_id in ("sensitive_paths", "luks_header", "mounted"):
         assert f"PASSED checks/test_disk_encryption.py::test_check[ssh://vm1-disk_encryption." \
             f"{check_id}]" in audit.stdout
-    assert "PASSED checks/test_audit_rules.py::test_audit_rules_loaded[ssh://vm1]" in \
+    assert "PASSED checks/test_audit_rules.py::test_check[ssh://vm1-audit_rules.loaded]" in \
         audit.stdout  # not skipped: the VM's kernel takes the rules
     # Every skip is a check the runner found not applicable, with its reason ("SKIPPED [1]
     # FILE:LINE: CHECK_ID: not applicable: REASON"); none of R-ENC's applicable parts, R-LOG's
