@@ -45,6 +45,9 @@ CONTROLS: tuple[Entry, ...] = (
           baseline=True),
     # Applied by `baomi account apply` from the approved requests, not by `baomi apply`.
     Entry("accounts", ("R-PRV",), "accounts only with a recorded request and approval"),
+    # The findings service on hosts of group `collector`: `baomi collector deploy`.
+    Entry("collector", ("R-INC", "R-LOG", "R-TLS"),
+          "central record, TLS ingest, alerts on critical findings"),
 )
 
 SECTIONS: tuple[Entry, ...] = (
@@ -60,8 +63,6 @@ SECTIONS: tuple[Entry, ...] = (
           kind="settings"),
     Entry("agent", ("R-FIM", "R-LOG", "R-SEC"),
           "resident agent: baseline, real-time watch, drift to the collector", kind="service"),
-    Entry("collector", ("R-INC", "R-LOG", "R-TLS"),
-          "central record, TLS ingest, alerts on critical findings", kind="service"),
     Entry("reporting", ("R-AUD",), "audit reports per host and clause, with history",
           kind="settings"),
 )

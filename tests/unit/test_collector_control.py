@@ -1,0 +1,93 @@
+"""The collector control's parse/compare on output captured from lab hosts (col1 deployed with
+systemd, col2 a fresh plain host), and edits of it standing for the failures seen in the lab."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from baomi.controls import collector as core
+from baomi.controls.contract import HostContext, evaluate
+from baomi.policy import load_text
+
+DATA = Path(__file__).parent / "data" / "collector"
+DEPLOYED = (DATA / "deployed_col1.out").read_text(encoding="utf-8")
+CA = json.loads((DATA / "contract.json").read_text(encoding="utf-8"))["compliant"]["inputs"][
+    core.INPUT]
+
+
+def _want(policy: str = "", ca: str | None = CA, groups: tuple[str, ...] = ("collector",),
+          ) -> core.Desired:
+    return core.desired(HostContext.of(load_text(policy), groups, "col1",
+                                       **({core.INPUT: ca} if ca else {})))
+
+
+def _failing(output: str, want: core.Desired | None = None) -> dict[str, str]:
+    want = want or _want()
+    result = evaluate(core.CONTROL, "col1", want, core.parse(output, want))
+    return {f.check: f.found for f in result.findings}
+
+
+def test_deployed_host_passes() -> None:
+    assert _failing(DEPLOYED) == {}
+
+
+def test_stopped_service_fails_service_port_and_health() -> None:
+    stopped = DEPLOYED.replace("enabled\nactive\n", "enabled\nactivating\n")
+    stopped = stopped.replace(stopped.split("==> listening\n")[1].split("\n<==")[0], "")
+    stopped = stopped.replace("tls TLSv1.3\nstatus HTTP/1.1 200 OK\nbody {\"ok\":true}",
+                              "error ConnectionRefusedError [Errno 111] Connection refused")
+    failing = _failing(stopped)
+    assert failing["collector.service"] == "enabled, activating"
+    assert failing["collector.listening"] == "not listening"
+    assert "ConnectionRefusedError" in failing["collector.health"]
+
+
+def test_certificate_from_another_ca_fails_health() -> None:
+    other = DEPLOYED.replace(
+        "tls TLSv1.3\nstatus HTTP/1.1 200 OK\nbody {\"ok\":true}\n\n<== health rc=0",
+        "error SSLCertVerificationError [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify "
+        "failed: self-signed certificate in certificate chain\n\n<== health rc=1")
+    assert "CERTIFICATE_VERIFY_FAILED" in _failing(other)["collector.health"]
+
+
+def test_no_pinned_ca_is_a_finding_not_a_pass() -> None:
+    assert "no CA pinned" in _failing(DEPLOYED, _want(ca=None))["collector.health"]
+
+
+def test_edited_unit_and_loose_state_folder() -> None:
+    edited = DEPLOYED.replace("NoNewPrivileges=yes\n", "").replace("baomi-collector 700",
+                                                                   "baomi-collector 755")
+    failing = _failing(edited)
+    assert failing["collector.service"] == "edited content"
+    assert failing["collector.state_dir"] == "baomi-collector:755"
+
+
+def test_sqlite_outside_the_state_folder_is_refused_with_the_key() -> None:
+    want = _want("collector:\n  database: sqlite:////var/lib/baomi/collector.db\n")
+    assert want.problem and "collector.database" in want.problem and core.STATE_DIR in want.problem
+    assert "must be in /var/lib/baomi-collector/" in _failing(DEPLOYED, want)["collector.installed"]
+    assert _want("collector:\n  database: postgresql://collector@db1/baomi\n").problem is None
+
+
+def test_low_port_gets_only_the_bind_capability() -> None:
+    assert "CapabilityBoundingSet=\n" in _want().unit
+    low = _want("collector:\n  listen_port: 443\n").unit
+    assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in low and "--listen 0.0.0.0:443" in low
+
+
+def test_not_a_collector_host() -> None:
+    assert core.not_applicable(_want(groups=("servers",))) is not None
+    assert core.not_applicable(_want()) is None
+
+
+def test_plain_host_needs_the_supervisor() -> None:
+    fresh = (DATA / "fresh_col2.out").read_text(encoding="utf-8")
+    failing = _failing(fresh)
+    assert set(failing) == {"collector.installed", "collector.state_dir", "collector.service",
+                            "collector.listening", "collector.health"}
+    assert failing["collector.service"] == "not running"
+    running = fresh.replace("cat: /run/baomi-collector.pid: No such file or directory\n",
+                            f"/bin/sh {core.SUPERVISOR} \n").replace(
+        "<== supervisor rc=1", "<== supervisor rc=0")
+    assert "collector.service" not in _failing(running)
