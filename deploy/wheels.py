@@ -11,6 +11,8 @@ Lab hosts (and many real servers) have no route to PyPI; the controller has one.
    being the sources' digest, so an unchanged tree reuses the same wheel, byte for byte.
    Both are linked into ``CACHE/sets/MANIFEST``; MANIFEST digests every wheel's name and
    content.
+   The tree is this checkout, or ``$BAOMI_WHEEL_SOURCE`` (an installed baomi has no sources
+   to build from; a frozen copy keeps a deploy reproducible while the checkout is edited).
 2. :func:`install` (pyinfra): upload that set (``files.sync``: only changed files travel),
    then, unless ``PREFIX/NAME`` already points at a venv made from the same MANIFEST, make a
    new venv ``PREFIX/NAME.venvs/MANIFEST`` (``python3 -m venv``; ensurepip comes with
@@ -160,7 +162,8 @@ def source_digest(root: Path) -> str:
     return _digest(parts)[:16]
 
 
-def _copy_sources(root: Path, dest: Path) -> None:
+def copy_sources(root: Path, dest: Path) -> None:
+    """A copy of what the baomi wheel is built from (also a frozen BAOMI_WHEEL_SOURCE)."""
     for path in _source_paths(root):
         target = dest / path.relative_to(root)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -218,8 +221,20 @@ def _build_into(final: Path, build: Callable[[Path], None]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def build(extra: str = "", root: Path = ROOT, cache_dir: Path | None = None) -> WheelSet:
+def source_root() -> Path:
+    """The baomi source tree to build from: ``$BAOMI_WHEEL_SOURCE``, else this checkout."""
+    env = os.environ.get("BAOMI_WHEEL_SOURCE")
+    root = Path(env) if env else ROOT
+    if not (root / "pyproject.toml").is_file():
+        raise WheelError(f"{root}: no pyproject.toml; baomi is not running from a checkout "
+                         "(set BAOMI_WHEEL_SOURCE to a baomi source tree)")
+    return root
+
+
+def build(extra: str = "", root: Path | None = None, cache_dir: Path | None = None,
+          ) -> WheelSet:
     """Every wheel ``baomi[extra]`` needs, from the cache when the inputs did not change."""
+    root = root or source_root()
     cache_dir = cache_dir or cache_root()
     pyproject = (root / "pyproject.toml").read_bytes()
     extras = tomllib.loads(pyproject.decode()).get("project", {}).get(
@@ -232,7 +247,7 @@ def build(extra: str = "", root: Path = ROOT, cache_dir: Path | None = None) -> 
         deps = cache_dir / f"deps-{deps_key(pyproject, extra, tag, _pip_constraints())}"
         if not deps.is_dir():
             def build_deps(tmp: Path) -> None:
-                _copy_sources(root, tmp / "src")
+                copy_sources(root, tmp / "src")
                 _pip_wheel(["-w", str(tmp / "wheels"), f"{tmp / 'src'}[{extra}]" if extra
                             else str(tmp / "src")], f"dependencies of baomi[{extra}]")
                 shutil.rmtree(tmp / "src")
@@ -245,7 +260,7 @@ def build(extra: str = "", root: Path = ROOT, cache_dir: Path | None = None) -> 
         own = cache_dir / f"baomi-{source_digest(root)}"
         if not own.is_dir():
             def build_own(tmp: Path) -> None:
-                _copy_sources(root, tmp / "src")
+                copy_sources(root, tmp / "src")
                 _pip_wheel(["--no-deps", "-w", str(tmp / "wheels"), str(tmp / "src")],
                            "the baomi wheel")
                 shutil.rmtree(tmp / "src")

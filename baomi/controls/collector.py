@@ -1,6 +1,6 @@
 """The collector service on a host of inventory group ``collector`` (R-INC, R-LOG, R-TLS).
 
-Not a baseline control: ``baomi collector deploy -i INVENTORY`` (``deploy/collector.py``)
+Not a baseline control: ``baomi collector-deploy -i INVENTORY`` (``deploy/collector.py``)
 installs it, ``checks/test_collector.py`` verifies it.  What "installed and serving" means:
 
 - the venv ``/opt/baomi/collector`` (a link to a venv made from shipped wheels,
@@ -303,7 +303,7 @@ def _health(want: Desired, seen: Observed) -> list[Finding]:
     if not want.pinned_ca:
         return [HEALTH.finding(subject, "answers over TLS with the pinned CA",
                                "no CA pinned on the controller for this host (run "
-                               "`baomi collector deploy` to fetch it)", "high")]
+                               "`baomi collector-deploy` to fetch it)", "high")]
     if "error" in seen.health:
         return [HEALTH.finding(subject, "answers over TLS with the pinned CA",
                                seen.health["error"], "high")]

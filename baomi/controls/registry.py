@@ -45,7 +45,7 @@ CONTROLS: tuple[Entry, ...] = (
           baseline=True),
     # Applied by `baomi account apply` from the approved requests, not by `baomi apply`.
     Entry("accounts", ("R-PRV",), "accounts only with a recorded request and approval"),
-    # The findings service on hosts of group `collector`: `baomi collector deploy`.
+    # The findings service on hosts of group `collector`: `baomi collector-deploy`.
     Entry("collector", ("R-INC", "R-LOG", "R-TLS"),
           "central record, TLS ingest, alerts on critical findings"),
 )
