@@ -83,10 +83,11 @@ def enroll(url: str, token: str, ca_file: str | None, host: str | None,
         answer = do_enroll(url, token, name, stored_ca)
     except CollectorError as exc:
         fail(f"enrolment failed: {exc}", 1)
-    # A new credential numbers its events from 1: the old spool cannot be sent any more.
-    spool = Path(policy.agent.spool_dir) / "spool.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{spool}{suffix}").unlink(missing_ok=True)
+    if _enrolment(directory) is not None:
+        # A new credential numbers its events from 1: the old spool cannot be sent any more.
+        spool = Path(policy.agent.spool_dir) / "spool.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{spool}{suffix}").unlink(missing_ok=True)
     path = save_enrolment(directory, Enrolment(url, int(answer["agent_id"]), answer["host"],
                                                answer["credential"], stored_ca, groups))
     click.echo(f"enrolled as agent {answer['agent_id']} ({answer['host']}) with {url}; "

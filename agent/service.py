@@ -259,11 +259,14 @@ class Agent:
                 self._error(f"{path}: {exc.strerror or exc}")
                 continue
             old = self.state.get(path)
-            if moved_from is not None and new is not None:
+            if moved_from is not None:
                 before = self.state.get(moved_from)
-                if before is not None:
+                if before is not None and new is not None:
                     self._moved(batch, before, new)
                     continue
+                if before is not None:  # moved on again already: the old path is gone
+                    for gone in self.state.subtree(moved_from):
+                        batch.compare(gone, None)
             if new is not None and new.kind == "d" and old is None:
                 subtrees.append(path)  # a new directory: its contents by a scan
                 continue
@@ -367,6 +370,7 @@ class Agent:
         next_rescan = time.monotonic() + a.rescan_minutes * 60
         next_check = time.monotonic() + a.self_check_minutes * 60
         next_supervise = time.monotonic() + SUPERVISE
+        last_status = time.monotonic()
         while not self.stopping.is_set():
             now = time.monotonic()
             if self.polling:
@@ -392,6 +396,10 @@ class Agent:
             if now >= next_supervise:
                 self._safe(self.supervise)
                 next_supervise = now + SUPERVISE
+                last_status = now
+            elif items and now - last_status >= 1.0:
+                self._safe(self.write_status)  # busy: status at most once a second
+                last_status = now
         self.close()
 
     def _safe(self, work: Callable[[], object]) -> None:

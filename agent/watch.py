@@ -74,6 +74,8 @@ class Pending:
         now = time.monotonic()
         with self._cond:
             self.events += 1
+            if moved_from is not None:
+                self._items.pop(moved_from, None)  # its earlier events: the move covers them
             item = self._items.get(path)
             if item is None:
                 if len(self._items) >= MAX_PENDING:
@@ -145,7 +147,7 @@ class Handler(FileSystemEventHandler):
         try:
             src = os.fsdecode(event.src_path)
             if isinstance(event, (FileMovedEvent, DirMovedEvent)):
-                self.pending.add(src)  # gone from here
+                # One item for the move: the processor replaces the old path's rows.
                 self.pending.add(os.fsdecode(event.dest_path), moved_from=src)
             else:
                 self.pending.add(src)
