@@ -1,13 +1,16 @@
-"""R-OFF 离职帐号冻结与注销, R-RET 清退客户资料: the freeze and purge of a departed user, as data.
+"""R-OFF 离职帐号冻结与注销, R-RET 清退客户资料: reading a departed user's state on a host.
 
-Everything here is pure.  A host is read once with :func:`observe_script` (read-only, one
-round trip); :func:`parse` turns the output into :class:`Facts` (``getent shadow`` fields
-1,3-8 only: the password hash never leaves the host).  :func:`freeze_steps` and
-:func:`purge_steps` then give the ordered :class:`Step` list: what, which clause, a shell
-``command`` and a shell ``done`` test that succeeds when the step is already true.  Any runner
-executes a step as "unless ``done`` succeeds, run ``command``": pyinfra over SSH
-(``deploy/offboard.py``) today, the agent locally on endpoints that were offline later, so
-there is one implementation of what freezing means.
+Everything here is pure and read-only.  A host is read once with :func:`observe_script`
+(one round trip); :func:`parse` turns the output into :class:`Facts` (``getent shadow``
+fields 1,3-8 only: the password hash never leaves the host); :func:`compare` says whether a
+user this host's record calls frozen (or deleted) is really shut out, each finding made by
+one of the checks below (stable IDs, like a control's).  Offboarding is a procedure with its
+own command, not a baseline control, so it has no ``Control``; the due dates and the
+refusals (who may never be offboarded) are here too.
+
+The freeze and purge themselves — the steps that change the host — are in
+:mod:`baomi.fixes.offboarding`, run by pyinfra over SSH (``deploy/offboarding.py``) today and
+by the agent locally on endpoints that were offline later.
 
 >>> due_date(date(2026, 11, 23))
 datetime.date(2026, 12, 31)
@@ -21,16 +24,45 @@ import calendar
 import json
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from baomi.controls.contract import Check, Result, check
+from baomi.controls.registry import entry
 from baomi.findings import Finding
 from baomi.observe import cat, script, sections
 from baomi.policy import Policy
 
-CONTROL = "offboarding"
-CLAUSES = ("R-OFF", "R-RET")
+NAME = "offboarding"
+CLAUSES = entry(NAME).clauses
+OFF, RET = ("R-OFF",), ("R-OFF", "R-RET")
+
+LOCKED = check("offboarding.locked", "the frozen user's password is locked", OFF)
+EXPIRED = check("offboarding.expired", "the frozen user's account is expired (chage -E 0)", OFF)
+NOLOGIN_SHELL = check("offboarding.nologin", "the frozen user's login shell is nologin", OFF)
+KEYS_REMOVED = check("offboarding.keys_removed",
+                     "no authorized_keys file of the frozen user is left in place", OFF)
+SUDO_REMOVED = check("offboarding.sudo_removed", "no sudoers rule names the frozen user", OFF)
+GROUPS_REMOVED = check("offboarding.groups_removed",
+                       "the frozen user is in no group besides the primary one", OFF)
+JOBS_REMOVED = check("offboarding.jobs_removed", "no crontab and no at job of the frozen user",
+                     OFF)
+PROCESSES_ENDED = check("offboarding.processes_ended",
+                        "no process or session of the frozen user runs", OFF)
+RECORDED = check("offboarding.recorded",
+                 "a user recorded frozen still has its account (deletion is recorded)", OFF)
+DELETED = check("offboarding.account_deleted", "a user recorded deleted has no account", OFF)
+DUE = check("offboarding.deleted_when_due", "a frozen user is deleted by the due date "
+            "(次月月底注销), files archived to the custodian", RET)
+UID_RETIRED = check("offboarding.uid_retired",
+                    "a deleted user's UID is held by a locked placeholder (never reused)", OFF)
+CHECKS = (LOCKED, EXPIRED, NOLOGIN_SHELL, KEYS_REMOVED, SUDO_REMOVED, GROUPS_REMOVED,
+          JOBS_REMOVED, PROCESSES_ENDED, RECORDED, DELETED, DUE, UID_RETIRED)
+OF_FROZEN = (LOCKED, EXPIRED, NOLOGIN_SHELL, KEYS_REMOVED, SUDO_REMOVED, GROUPS_REMOVED,
+             JOBS_REMOVED, PROCESSES_ENDED, RECORDED, DUE)
+OF_DELETED = (DELETED, UID_RETIRED)
 
 STATE_DIR = "/var/lib/baomi/offboarding"
 QUARANTINE_DIR = f"{STATE_DIR}/quarantine"
@@ -49,9 +81,13 @@ def due_date(frozen: date) -> date:
     return date(year, month, calendar.monthrange(year, month)[1])
 
 
+def is_due(record: dict[str, Any], today: date) -> bool:
+    return record.get("state") == "frozen" and date.fromisoformat(str(record["due"])) <= today
+
+
 # --- refusals --------------------------------------------------------------------------------
 
-def _rx(user: str) -> str:
+def ere(user: str) -> str:
     """A valid user name as an extended regular expression ('.' is its only metacharacter)."""
     return user.replace(".", "\\.")
 
@@ -163,9 +199,9 @@ def observe_script(user: str) -> str:
         "groups": f"id -ng {u} && id -nG {u}",
         "sshd": f"sshd -T -C user={u},host=localhost,addr=127.0.0.1 2>/dev/null "
                 "| grep -i '^authorizedkeysfile ' || sshd -T | grep -i '^authorizedkeysfile '",
-        "sudoers": "grep -nE '^[[:space:]]*" + _rx(user) + "[[:space:]]' /etc/sudoers "
+        "sudoers": "grep -nE '^[[:space:]]*" + ere(user) + "[[:space:]]' /etc/sudoers "
                    "/etc/sudoers.d/* 2>/dev/null",
-        "sudo_aliases": "grep -nE '^[[:space:]]*User_Alias[[:space:]].*[=,[:space:]]" + _rx(user)
+        "sudo_aliases": "grep -nE '^[[:space:]]*User_Alias[[:space:]].*[=,[:space:]]" + ere(user)
                         + "([[:space:]]*,|[[:space:]]*$)' /etc/sudoers /etc/sudoers.d/* "
                         "2>/dev/null",
         "crontab": f"for f in /var/spool/cron/crontabs/{u} /var/spool/cron/{u}; do "
@@ -280,243 +316,6 @@ def keys_paths(templates: tuple[str, ...], account: Account) -> tuple[str, ...]:
     return tuple(paths)
 
 
-# --- steps -----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Step:
-    """One thing to make true on a host: run ``command`` unless ``done`` already succeeds."""
-
-    user: str
-    phase: str        # freeze / purge
-    what: str         # what it does, in words (the operation's name)
-    clause: str
-    command: str
-    done: str
-
-    def script(self) -> str:
-        """Run-if-needed as one shell line, with a line in the host's log when it acts."""
-        note = json.dumps({"step": self.what, "phase": self.phase, "clause": self.clause},
-                          ensure_ascii=False)
-        log = shlex.quote(log_path(self.user))
-        return (f"if ! ( {self.done} ); then ( {self.command} ) && "
-                f"printf '%s %s\\n' \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" {shlex.quote(note)} "
-                f">> {log}; fi")
-
-    def as_dict(self) -> dict[str, str]:
-        return {"user": self.user, "phase": self.phase, "what": self.what,
-                "clause": self.clause, "command": self.command, "done": self.done}
-
-
-@dataclass(frozen=True)
-class Ticket:
-    """Who asked for the freeze and when it takes effect (HR's trigger)."""
-
-    ticket: str
-    operator: str
-    reason: str
-    effective: date
-    time: str  # ISO 8601 UTC of the run
-
-
-def _state_dirs(user: str) -> str:
-    q = shlex.quote(quarantine(user))
-    return (f"install -d -m 0755 -o root -g root /var/lib/baomi && "
-            f"install -d -m 0700 -o root -g root {STATE_DIR} {QUARANTINE_DIR} {q} && "
-            f"touch {shlex.quote(log_path(user))} && chmod 0600 {shlex.quote(log_path(user))}")
-
-
-def freeze_steps(policy: Policy, user: str, facts: Facts, ticket: Ticket) -> list[Step]:
-    """The freeze of USER on a host with FACTS, in order; empty when there is no such account."""
-    a = facts.account
-    if a is None:
-        return []
-    u = shlex.quote(user)
-    q = quarantine(user)
-
-    def step(what: str, command: str, done: str, clause: str = "R-OFF") -> Step:
-        return Step(user, "freeze", what, clause, command, done)
-
-    steps = [
-        step("prepare the root-only record and quarantine directories", _state_dirs(user),
-             f"[ -d {shlex.quote(q)} ] && [ -f {shlex.quote(log_path(user))} ]"),
-        step("lock the password", f"usermod -L {u}",
-             f"passwd -S {u} | awk '{{exit !($2 == \"L\")}}'"),
-        step("expire the account (chage -E 0)", f"chage -E 0 {u}",
-             f"[ \"$(getent shadow {u} | cut -d: -f8)\" = 0 ]"),
-        step(f"set the login shell to {NOLOGIN}", f"usermod -s {NOLOGIN} {u}",
-             f"[ \"$(getent passwd {u} | cut -d: -f7)\" = {NOLOGIN} ]"),
-    ]
-    # The record first: it keeps the state before the freeze (groups, shell) as evidence.
-    record = {
-        "user": user, "uid": a.uid, "gid": a.gid, "home": a.home, "shell": a.shell,
-        "state": "frozen", "ticket": ticket.ticket, "operator": ticket.operator,
-        "reason": ticket.reason, "frozen_at": ticket.time,
-        "effective": ticket.effective.isoformat(),
-        "due": due_date(ticket.effective).isoformat(),
-        "groups_removed": list(facts.groups), "sudoers_disabled": list(facts.sudoers),
-        "sudo_aliases_left": list(facts.sudo_aliases), "quarantine": q,
-        "clauses": list(CLAUSES),
-    }
-    steps.insert(1, step(f"write the root-only record (ticket {ticket.ticket}, due "
-                      f"{record['due']})",
-                      write_file_script(record_path(user), json.dumps(record, ensure_ascii=False,
-                                                                      sort_keys=True)),
-                      f"[ -s {shlex.quote(record_path(user))} ]"))
-    for index, path in enumerate(keys_paths(facts.keys_files, a)):
-        p = shlex.quote(path)
-        dest = shlex.quote(f"{q}/ssh-{index}-{path.rsplit('/', 1)[-1]}")
-        steps.append(step(f"move {path} to the quarantine",
-                          f"mv -f {p} {dest} && chown root:root {dest} && chmod 0600 {dest}",
-                          f"[ ! -e {p} ] && [ ! -L {p} ]"))
-    if facts.sudoers:
-        files = sorted({x.split(":", 1)[0] for x in facts.sudoers})
-        cmds = []
-        for f in files:
-            qf = shlex.quote(f)
-            new = shlex.quote(f + ".baomi-new")
-            cmds.append(f"cp -p {qf} {new} && sed -i -E 's/^([[:space:]]*{_rx(user)}[[:space:]])/"
-                        f"# baomi offboarded {user}: \\1/' {new} && visudo -cqf {new} "
-                        f"&& mv -f {new} {qf}")
-        steps.append(step(f"disable the sudoers rules of {user} ({', '.join(files)})",
-                          " && ".join(cmds),
-                          f"! grep -qE '^[[:space:]]*{_rx(user)}[[:space:]]' "
-                          + " ".join(shlex.quote(f) for f in files)))
-    if facts.groups:
-        steps.append(step(f"remove {user} from the groups {', '.join(facts.groups)} "
-                          "(sudo and every other right that comes with a group)",
-                          f"usermod -G '' {u}",
-                          f"[ \"$(id -nG {u})\" = \"$(id -ng {u})\" ]"))
-    for path in facts.crontabs:
-        p = shlex.quote(path)
-        steps.append(step(f"disable the crontab {path} (moved to the quarantine)",
-                          f"mv -f {p} {shlex.quote(q + '/crontab')}", f"[ ! -e {p} ]"))
-    if facts.at_jobs:
-        saves = " && ".join(f"at -c {j} > {shlex.quote(f'{q}/at-{j}')}" for j in facts.at_jobs)
-        steps.append(step(f"disable the at jobs {', '.join(facts.at_jobs)} (saved to the "
-                          "quarantine)",
-                          f"{saves} && atrm {' '.join(facts.at_jobs)}",
-                          f"! atq | awk '$NF == \"{user}\"' | grep -q ."))
-    deny = " ".join(f"/etc/{d}.deny" for d in ("cron", "at"))
-    steps.append(step("deny new cron and at jobs (cron.deny, at.deny)",
-                      f"for f in {deny}; do grep -qx {u} \"$f\" 2>/dev/null || "
-                      f"echo {u} >> \"$f\"; done",
-                      f"for f in {deny}; do grep -qx {u} \"$f\" || exit 1; done"))
-    if policy.offboarding.kill_sessions:
-        stop = []
-        if facts.systemd:
-            stop.append(f"loginctl disable-linger {u} 2>/dev/null; "
-                        f"loginctl terminate-user {u} 2>/dev/null")
-        stop.append(f"pkill -KILL -U {u}; pkill -KILL -u {u}; "
-                    f"for i in 1 2 3 4 5 6 7 8 9 10; do pgrep -u {u} >/dev/null || "
-                    f"pgrep -U {u} >/dev/null || break; sleep 0.2; pkill -KILL -u {u}; done; "
-                    f"! pgrep -u {u} >/dev/null")
-        steps.append(step("end every process and session of the user (SSH included)",
-                          "; ".join(stop),
-                          f"! pgrep -u {u} >/dev/null && ! pgrep -U {u} >/dev/null"
-                          + (f" && [ ! -e /var/lib/systemd/linger/{u} ]"
-                             if facts.systemd else "")))
-    return steps
-
-
-def write_file_script(path: str, content: str) -> str:
-    """Exact content, root-only (0600), atomically."""
-    q = shlex.quote(path)
-    return (f"umask 077 && printf '%s\\n' {shlex.quote(content)} > {q}.baomi-new && "
-            f"chown root:root {q}.baomi-new && mv -f {q}.baomi-new {q}")
-
-
-def is_due(record: dict[str, Any], today: date) -> bool:
-    return record.get("state") == "frozen" and date.fromisoformat(str(record["due"])) <= today
-
-
-def archive_name(record: dict[str, Any]) -> str:
-    return (f"{policy_safe(record['user'])}-uid{int(record['uid'])}-"
-            f"frozen{str(record['frozen_at'])[:10]}.tar.gz")
-
-
-def policy_safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
-
-
-def purge_steps(policy: Policy, record: dict[str, Any], facts: Facts, now: str) -> list[Step]:
-    """Archive to the custodian, delete the account and home, keep the UID retired."""
-    user = str(record["user"])
-    uid = int(record["uid"])
-    gid = int(record.get("gid", uid))
-    u = shlex.quote(user)
-    home = facts.account.home if facts.account else str(record.get("home", ""))
-    custodian = policy.offboarding.custodian
-    c = shlex.quote(custodian)
-    archive_dir = policy.offboarding.archive_dir
-    archive = f"{archive_dir}/{archive_name(record)}"
-    qa = shlex.quote(archive)
-    manifest = shlex.quote(archive + ".manifest")
-    sensitive = [p.path for p in policy.sensitive_paths]
-    owns_home = (home not in ("", "/", "/nonexistent") and facts.home_owner == uid)
-    sources = [p for p in ([home] if owns_home else []) + [quarantine(user)]]
-    find_sensitive = " ".join(shlex.quote(p) for p in sensitive)
-    list_files = "; ".join(
-        [f"[ -d {shlex.quote(p)} ] && find {shlex.quote(p)} -xdev \\( -type f -o -type l \\)"
-         for p in sources]
-        + ([f"find {find_sensitive} -xdev -uid {uid} \\( -type f -o -type l \\) 2>/dev/null"]
-           if sensitive else []))
-
-    def step(what: str, command: str, done: str, clause: str = "R-OFF") -> Step:
-        return Step(user, "purge", what, clause, command, done)
-
-    work = shlex.quote(f"{STATE_DIR}/.purge-{user}")
-    steps = [
-        step(f"archive the home and the files under sensitive paths to {archive} "
-             f"(SHA-256 manifest, custodian {custodian})",
-             f"getent passwd {c} >/dev/null || {{ echo 'custodian {custodian} has no account "
-             f"on this host' >&2; exit 1; }}; "
-             f"install -d -m 0700 -o {c} -g root {shlex.quote(archive_dir)} && "
-             f"rm -rf {work} && install -d -m 0700 {work} && "
-             f"{{ {list_files}; }} | sed 's|^/||' | sort -u > {work}/files && "
-             f"(cd / && tr '\\n' '\\0' < {work}/files | xargs -0 -r sha256sum --) "
-             f"> {work}/manifest && "
-             f"(cd / && tar --create --gzip --file {qa}.part --no-recursion "
-             f"--verbatim-files-from --files-from {work}/files) && "
-             f"cp {work}/manifest {manifest} && "
-             f"(cd {shlex.quote(archive_dir)} && sha256sum {shlex.quote(archive_name(record))}"
-             f".part | sed 's/\\.part$//' > {qa}.sha256) && mv -f {qa}.part {qa} && "
-             f"chown {c} {qa} {manifest} {qa}.sha256 && chmod 0400 {qa} {manifest} {qa}.sha256 "
-             f"&& rm -rf {work}",
-             f"[ -s {qa} ] && [ -e {manifest} ] && [ -s {qa}.sha256 ]", clause="R-RET"),
-    ]
-    if sensitive:
-        steps.append(step(f"hand {user}'s files under sensitive paths to the custodian "
-                          f"{custodian}",
-                          f"find {find_sensitive} -xdev -uid {uid} -exec chown -h {c} {{}} + "
-                          "2>/dev/null; true",
-                          f"! find {find_sensitive} -xdev -uid {uid} 2>/dev/null | grep -q .",
-                          clause="R-RET"))
-    remove_home = "-r " if owns_home else ""
-    steps.append(step(f"delete the account{' and its home ' + home if owns_home else ''}",
-                      f"pkill -KILL -u {u}; pkill -KILL -U {u}; sleep 0.2; "
-                      f"userdel {remove_home}{u} 2>&1 | grep -v 'mail spool' >&2; "
-                      f"! getent passwd {u} >/dev/null"
-                      + (f" && [ ! -e {shlex.quote(home)} ]" if owns_home else ""),
-                      f"! getent passwd {u} >/dev/null"))
-    holder = f"{RETIRED_PREFIX}{uid}"
-    h = shlex.quote(holder)
-    steps.append(step(f"keep UID {uid} retired ({holder}: locked, expired, nologin, no home)",
-                      f"{{ getent group {gid} >/dev/null || groupadd -g {gid} {h}; }} && "
-                      f"useradd -u {uid} -g {gid} -M -d /nonexistent -s {NOLOGIN} "
-                      f"-c 'UID of {user}, offboarded; never reuse' {h} && "
-                      f"usermod -L {h} && chage -E 0 {h}",
-                      f"getent passwd {h} >/dev/null"))
-    deleted = dict(record, state="deleted", deleted_at=now, archive=archive,
-                   manifest=archive + ".manifest", archive_sha256_file=archive + ".sha256",
-                   custodian=custodian, retired_uid=uid, retired_by=holder)
-    steps.append(step(f"mark the record deleted (archive {archive})",
-                      write_file_script(record_path(user),
-                                        json.dumps(deleted, ensure_ascii=False,
-                                                   sort_keys=True)),
-                      f"grep -q '\"state\": \"deleted\"' {shlex.quote(record_path(user))}"))
-    return steps
-
-
 def sections_out(output: str, name: str) -> str:
     """The output of one section of an observe script ('' when it failed or is missing)."""
     return sections(output).text(name) or ""
@@ -542,44 +341,75 @@ def compare(record: dict[str, Any], facts: Facts, present: tuple[str, ...],
     state = record.get("state")
     found: list[Finding] = []
 
-    def finding(subject: str, expected: str, seen: str, severity: str = "high",
-                clauses: tuple[str, ...] = ("R-OFF",)) -> None:
-        found.append(Finding(CONTROL, clauses, severity, f"{user}: {subject}", expected, seen))
+    def finding(of: Check, subject: str, expected: str, seen: str,
+                severity: str = "high") -> None:
+        found.append(of.finding(f"{user}: {subject}", expected, seen, severity))
 
     a = facts.account
     if state == "deleted":
         if a is not None:
-            finding("account", "deleted (record says so)", f"present (UID {a.uid})")
+            finding(DELETED, "account", "deleted (record says so)", f"present (UID {a.uid})")
         if int(record.get("uid", -1)) not in facts.retired:
-            finding("UID", f"{record.get('uid')} kept retired by {RETIRED_PREFIX}"
-                    f"{record.get('uid')}", "no placeholder (a new account may reuse it)",
-                    "medium")
+            finding(UID_RETIRED, "UID", f"{record.get('uid')} kept retired by "
+                    f"{RETIRED_PREFIX}{record.get('uid')}",
+                    "no placeholder (a new account may reuse it)", "medium")
         return found
     if state != "frozen" or a is None:
         if state == "frozen":
-            finding("account", "frozen", "missing without a deletion record", "medium")
+            finding(RECORDED, "account", "frozen", "missing without a deletion record", "medium")
         return found
     sh = facts.shadow
     if sh is None or not sh.locked:
-        finding("password", "locked", f"status {sh.status if sh else 'unknown'}")
+        finding(LOCKED, "password", "locked", f"status {sh.status if sh else 'unknown'}")
     if sh is None or not sh.expired:
-        finding("account expiry", "0 (expired)", (sh.expire or "never") if sh else "unknown")
+        finding(EXPIRED, "account expiry", "0 (expired)",
+                (sh.expire or "never") if sh else "unknown")
     if a.shell != NOLOGIN:
-        finding("login shell", NOLOGIN, a.shell)
+        finding(NOLOGIN_SHELL, "login shell", NOLOGIN, a.shell)
     for path in present:
-        finding("SSH keys", "none (quarantined)", path, "critical")
+        finding(KEYS_REMOVED, "SSH keys", "none (quarantined)", path, "critical")
     for where in facts.sudoers:
-        finding("sudoers rule", "none", where, "critical")
+        finding(SUDO_REMOVED, "sudoers rule", "none", where, "critical")
     if facts.groups:
-        finding("groups", "none besides the primary group", ", ".join(facts.groups))
+        finding(GROUPS_REMOVED, "groups", "none besides the primary group",
+                ", ".join(facts.groups))
     for path in facts.crontabs:
-        finding("crontab", "none", path)
+        finding(JOBS_REMOVED, "crontab", "none", path)
     if facts.at_jobs:
-        finding("at jobs", "none", ", ".join(facts.at_jobs))
+        finding(JOBS_REMOVED, "at jobs", "none", ", ".join(facts.at_jobs))
     if facts.processes:
-        finding("processes", "none", f"{len(facts.processes)} running (PIDs "
+        finding(PROCESSES_ENDED, "processes", "none", f"{len(facts.processes)} running (PIDs "
                 f"{', '.join(str(p) for p in facts.processes[:10])})", "critical")
     if is_due(record, today):
-        finding("deletion", f"done by {record.get('due')} (次月月底注销)",
-                f"still frozen on {today.isoformat()}", "high", ("R-OFF", "R-RET"))
+        finding(DUE, "deletion", f"done by {record.get('due')} (次月月底注销)",
+                f"still frozen on {today.isoformat()}", "high")
     return found
+
+
+def not_applicable(records: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Checks with nobody to look at on this host: no frozen, no deleted user recorded."""
+    states = {r.get("state") for r in records.values()}
+    out: dict[str, str] = {}
+    if "frozen" not in states:
+        out.update((c.id, "no user is recorded frozen on this host") for c in OF_FROZEN)
+    if "deleted" not in states:
+        out.update((c.id, "no user is recorded deleted on this host") for c in OF_DELETED)
+    return out
+
+
+def run(execute: Callable[[str], str], host: str, today: date) -> Result:
+    """Every user this host's records name, read (``execute`` runs a read-only script on the
+    host, over SSH or locally) and compared: the check's and the agent's one reading."""
+    records = parse_records(sections_out(execute(records_script()), "records"))
+    findings: list[Finding] = []
+    for user, record in sorted(records.items()):
+        facts = parse(user, execute(observe_script(user)))
+        present: tuple[str, ...] = ()
+        if facts.account is not None:
+            paths = keys_paths(facts.keys_files, facts.account)
+            present = parse_present(execute(present_script(paths)))
+        findings += compare(record, facts, present, today)
+    skipped = not_applicable(records)
+    for f in findings:
+        skipped.pop(f.check, None)
+    return Result(NAME, host, CHECKS, tuple(findings), skipped)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from baomi.controls import get
-from baomi.controls.contract import HostContext, Result, run
+from baomi.controls.contract import Check, HostContext, Result, run
 from baomi.findings import report
 from baomi.inventory import InventoryError, host_groups
 from baomi.policy import Policy, PolicyError, default_policy_path, load
@@ -95,15 +95,27 @@ def control_checks(name: str, inputs: Callable[[HostContext], HostContext] | Non
     ``inputs`` adds controller records to the host's context (the accounts control's requests).
     """
     control = get(name)
+
+    def read(host: Any, context: HostContext) -> Result:
+        ctx = inputs(context) if inputs else context
+        return run(control, ctx, lambda script: observe(host, script))
+
+    return host_checks(name, control.checks, read)
+
+
+def host_checks(name: str, checks: tuple[Check, ...],
+                read: Callable[[Any, HostContext], Result]) -> Callable[..., None]:
+    """A test per (host, check ID) of ``checks``; ``read`` reads a host once per session and
+    gives its :class:`Result`.  :func:`control_checks` for registry controls; a procedure with
+    checks of its own (offboarding) passes its own ``read``."""
     params = [pytest.param(c.id, id=c.id, marks=[pytest.mark.clause(x) for x in c.clauses])
-              for c in control.checks]
+              for c in checks]
 
     def test_check(check_id: str, host: Any, context: HostContext,
                    _results: dict[tuple[str, str], Result], record_property: Any) -> None:
         key = (host.backend.hostname, name)
         if key not in _results:
-            ctx = inputs(context) if inputs else context
-            _results[key] = run(control, ctx, lambda script: observe(host, script))
+            _results[key] = read(host, context)
         result = _results[key]
         status = result.status(check_id)
         record_property("check", check_id)
@@ -116,6 +128,6 @@ def control_checks(name: str, inputs: Callable[[HostContext], HostContext] | Non
         findings = result.findings_of(check_id)
         assert not findings, report(findings)
 
-    test_check.__doc__ = f"Each check of the {name} control, per host."
+    test_check.__doc__ = f"Each check of {name}, per host."
     parametrised: Callable[..., None] = pytest.mark.parametrize("check_id", params)(test_check)
     return parametrised

@@ -1,28 +1,23 @@
-"""R-OFF 离职帐号冻结与注销, R-RET: every user this host's records say is frozen is shut out."""
+"""R-OFF 离职帐号冻结与注销, R-RET 清退客户资料: every user this host's records say is frozen is
+shut out, and deleted (its UID kept retired) once due.
+
+Offboarding is a procedure, not a registry control: :func:`baomi.offboarding.run` reads every
+recorded user once per host; each of its checks is a test, like a control's.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
-
 from baomi import offboarding as core
-from baomi.checks.conftest import observe
-from baomi.findings import report
+from baomi.checks.conftest import host_checks, observe
+from baomi.controls.contract import HostContext, Result
 
 
-@pytest.mark.clause("R-OFF")
-def test_offboarded_users_are_shut_out(host: Any) -> None:
-    records = core.parse_records(core.sections_out(observe(host, core.records_script()),
-                                                   "records"))
-    today = datetime.now(UTC).date()
-    findings = []
-    for user, record in sorted(records.items()):
-        facts = core.parse(user, observe(host, core.observe_script(user)))
-        present: tuple[str, ...] = ()
-        if facts.account is not None:
-            paths = core.keys_paths(facts.keys_files, facts.account)
-            present = core.parse_present(observe(host, core.present_script(paths)))
-        findings += core.compare(record, facts, present, today)
-    assert not findings, report(findings)
+def read(host: Any, context: HostContext) -> Result:
+    return core.run(lambda script: observe(host, script), context.host,
+                    datetime.now(UTC).date())
+
+
+test_check = host_checks(core.NAME, core.CHECKS, read)

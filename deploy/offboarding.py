@@ -10,7 +10,8 @@ parameters come from the environment:
 
 Every operation is named ``[offboarding] USER PHASE: what`` (PHASE: freeze, purge, wait,
 absent, refused), which the CLI turns into the ledger.  The steps themselves (command + "is it
-already done" test) come from baomi/offboarding.py; this file only executes them.
+already done" test) come from baomi/fixes/offboarding.py, decided on what baomi/offboarding.py
+reads; this file only executes them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-# `pyinfra INVENTORY deploy/offboard.py` from a checkout without an installed baomi.
+# `pyinfra INVENTORY deploy/offboarding.py` from a checkout without an installed baomi.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyinfra import host
@@ -29,8 +30,9 @@ from pyinfra.api import OperationError, operation
 
 from baomi import offboarding as core
 from baomi.deploy.common import CommandSucceeds, Observation, policy
+from baomi.fixes import offboarding as fix
 
-C = core.CONTROL
+C = core.NAME
 
 
 def name(user: str, phase: str, what: str) -> str:
@@ -88,7 +90,7 @@ def _connect_user() -> str | None:
     return str(value) if value else None
 
 
-def execute(steps: list[core.Step]) -> None:
+def execute(steps: list[fix.Step]) -> None:
     for step in steps:
         meta = run_step(name=name(step.user, step.phase, step.what), step_script=step.script(),
                         done=step.done, reason=f"{step.user}: already done: {step.what}")
@@ -112,10 +114,10 @@ def freeze() -> None:
                      reason=f"{user}: no such account on this host"),
                 user, "absent", "no such account on this host")
         return
-    ticket = core.Ticket(ticket=_env("TICKET"), operator=_env("OPERATOR"),
+    ticket = fix.Ticket(ticket=_env("TICKET"), operator=_env("OPERATOR"),
                          reason=_env("REASON"),
                          effective=date.fromisoformat(_env("EFFECTIVE")), time=_env("TIME"))
-    execute(core.freeze_steps(pol, user, facts, ticket))
+    execute(fix.freeze_steps(pol, user, facts, ticket))
 
 
 def purge() -> None:
@@ -137,7 +139,7 @@ def purge() -> None:
         if reason:
             refused(user, reason)
             continue
-        execute(core.purge_steps(pol, record, facts, _env("TIME")))
+        execute(fix.purge_steps(pol, record, facts, _env("TIME")))
         # The archive's name is in the step; the CLI records it with the deletion.
 
 

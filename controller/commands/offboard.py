@@ -1,7 +1,7 @@
 """`baomi offboard`: freeze a departed user everywhere, purge what is due, show the status.
 
-The steps come from baomi/offboarding.py and run through deploy/offboard.py (pyinfra, via
-baomi/controller/runner.py).  This module keeps the controller's evidence: an append-only
+The steps come from baomi/fixes/offboarding.py and run through deploy/offboarding.py (pyinfra,
+via baomi/controller/runner.py). This module keeps the controller's evidence: an append-only
 ledger of JSON lines (``$BAOMI_STATE_DIR/offboarding/ledger.jsonl``, default state dir
 /var/lib/baomi, mode 0600), one line per user and host and run, from which ``--status`` is
 folded.  A host that could not be reached is *pending*; the next ``baomi offboard USER`` or
@@ -30,7 +30,7 @@ from baomi.policy import default_policy_path
 from baomi.records import RecordError, append_jsonl, read_jsonl, state_dir
 from baomi.ui import EXIT_USAGE, fail, json_option, load_policy_or_exit, policy_option, print_json
 
-DEPLOY_FILE = DEPLOYS / "offboard.py"
+DEPLOY_FILE = DEPLOYS / "offboarding.py"
 EXIT_REFUSED = EXIT_USAGE
 
 
@@ -105,7 +105,7 @@ def _date(value: str, option: str) -> date:
 def run_deploy(inventory: str, policy_path: str, env: dict[str, str], *, dry: bool,
                limit: list[str], hosts: list[str],
                ) -> tuple[ApplyResult, dict[str, list[dict[str, Any]]]]:
-    """Run deploy/offboard.py; return the runner's result and each host's planned steps."""
+    """Run deploy/offboarding.py; return the runner's result and each host's planned steps."""
     with tempfile.TemporaryDirectory(prefix="baomi-offboard-") as folder:
         result = run(inventory, policy_path, dry=dry, limit=limit, known_hosts=hosts,
                      deploy_file=DEPLOY_FILE,

@@ -163,7 +163,7 @@ def test_freeze_closes_every_door_and_purge_waits_for_the_due_date(
                 proc.kill()
                 proc.wait()
 
-    audit = check(olab, "test_offboard", HOSTS)
+    audit = check(olab, "test_offboarding", HOSTS)
     assert audit.returncode == 0, audit.stdout[-3000:]
 
     # Freezing a frozen user changes nothing.
@@ -176,15 +176,17 @@ def test_freeze_closes_every_door_and_purge_waits_for_the_due_date(
     # A key put back (an admin's mistake, a restore) is named by the check, removed by a rerun.
     pub = key.with_suffix(".pub").read_text(encoding="utf-8").strip()
     olab.ssh("srv1", f"printf '%s\\n' '{pub}' > /home/{user}/.ssh/authorized_keys")
-    audit = check(olab, "test_offboard", ["srv1"])
+    audit = check(olab, "test_offboarding", ["srv1"])
     assert audit.returncode != 0
+    assert "FAILED checks/test_offboarding.py::test_check[ssh://srv1-offboarding.keys_removed]" \
+        in audit.stdout and "1 failed, 9 passed, 2 skipped" in audit.stdout, audit.stdout[-3000:]
     assert f"{user}: SSH keys: expected none (quarantined), found " \
            f"/home/{user}/.ssh/authorized_keys" in audit.stdout, audit.stdout[-3000:]
     fixed = baomi(state, "offboard", user, "--ticket", "HR-2026-117", "-i",
                   str(olab.inventory), "--json")
     assert json.loads(fixed.stdout)["hosts"]["srv1"]["done"] == [
         f"move /home/{user}/.ssh/authorized_keys to the quarantine"]
-    assert check(olab, "test_offboard", HOSTS).returncode == 0
+    assert check(olab, "test_offboarding", HOSTS).returncode == 0
 
     status = json.loads(baomi(state, "offboard", "--status", user, "--json").stdout)
     assert {h: r["state"] for h, r in status[user].items()} == dict.fromkeys(HOSTS, "frozen")
@@ -228,7 +230,7 @@ def test_freeze_closes_every_door_and_purge_waits_for_the_due_date(
         assert int(fresh.stdout.strip().splitlines()[-1]) != uids[h]
     status = json.loads(baomi(state, "offboard", "--status", user, "--json").stdout)
     assert {h: r["state"] for h, r in status[user].items()} == dict.fromkeys(HOSTS, "deleted")
-    assert check(olab, "test_offboard", HOSTS).returncode == 0
+    assert check(olab, "test_offboarding", HOSTS).returncode == 0
     plain = baomi(state, "offboard", "--status")
     assert f"{user}\tsrv1\tdeleted" in plain.stdout, plain.stdout
     ledger = state / "offboarding" / "ledger.jsonl"

@@ -1,8 +1,12 @@
 """Offboarding's pure core: due dates, refusals, parsers on output captured from lab hosts,
-the freeze/purge steps, compare, and the controller's ledger fold."""
+compare (with its check IDs), the freeze/purge steps (baomi.fixes.offboarding), and the
+controller's ledger fold."""
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -13,11 +17,12 @@ from hypothesis import strategies as st
 from baomi import offboarding as core
 from baomi.controller.commands.offboard import fold
 from baomi.controls import explain
+from baomi.fixes import offboarding as fix
 from baomi.policy import load, load_text
 
 DATA = Path(__file__).parent / "data" / "offboarding"
 POLICY = load_text("")
-TICKET = core.Ticket(ticket="HR-7", operator="hr-it", reason="left", effective=date(2026, 11, 23),
+TICKET = fix.Ticket(ticket="HR-7", operator="hr-it", reason="left", effective=date(2026, 11, 23),
                      time="2026-11-23T09:00:00Z")
 
 
@@ -121,6 +126,7 @@ def test_parse_after_the_freeze_and_compare_finds_nothing() -> None:
     assert f.record["shell"] == "/bin/bash"
     assert core.compare(f.record, f, (), date(2026, 12, 30)) == []
     overdue = core.compare(f.record, f, (), date(2026, 12, 31))
+    assert [x.check for x in overdue] == ["offboarding.deleted_when_due"]
     assert [str(x) for x in overdue] == [
         "[R-OFF 离职帐号冻结与注销, R-RET 清退客户资料] dave: deletion: expected done by "
         "2026-12-31 (次月月底注销), found still frozen on 2026-12-31"]
@@ -130,8 +136,14 @@ def test_compare_names_every_open_door() -> None:
     before = facts("before_srv2.out")
     record = facts("frozen_srv2.out").record
     assert record is not None
-    text = "\n".join(str(x) for x in core.compare(
-        record, before, ("/home/dave/.ssh/authorized_keys",), date(2026, 11, 24)))
+    found = core.compare(record, before, ("/home/dave/.ssh/authorized_keys",),
+                         date(2026, 11, 24))
+    text = "\n".join(str(x) for x in found)
+    assert [x.check for x in found] == [
+        "offboarding.locked", "offboarding.expired", "offboarding.nologin",
+        "offboarding.keys_removed", "offboarding.sudo_removed", "offboarding.groups_removed",
+        "offboarding.jobs_removed", "offboarding.jobs_removed", "offboarding.processes_ended"]
+    assert all(x.clauses == ("R-OFF",) for x in found)
     for expected in ("dave: password: expected locked, found status P",
                      "dave: account expiry: expected 0 (expired), found never",
                      "dave: login shell: expected /usr/sbin/nologin, found /bin/bash",
@@ -148,11 +160,11 @@ def test_compare_names_every_open_door() -> None:
 def test_absent_user_has_no_steps() -> None:
     f = facts("absent_srv1.out", "ghost")
     assert f.account is None and f.shadow is None
-    assert core.freeze_steps(POLICY, "ghost", f, TICKET) == []
+    assert fix.freeze_steps(POLICY, "ghost", f, TICKET) == []
 
 
 def test_freeze_steps_close_every_door_in_order() -> None:
-    steps = core.freeze_steps(POLICY, "dave", facts("before_srv2.out"), TICKET)
+    steps = fix.freeze_steps(POLICY, "dave", facts("before_srv2.out"), TICKET)
     whats = [s.what for s in steps]
     assert whats == [
         "prepare the root-only record and quarantine directories",
@@ -177,16 +189,21 @@ def test_freeze_steps_close_every_door_in_order() -> None:
     assert "pkill -KILL -u dave" in kill.command
     sudo = by["disable the sudoers rules of dave (/etc/sudoers.d/dave)"]
     assert "visudo -cqf" in sudo.command  # never installs a sudoers file sudo would reject
-    record = by["write the root-only record (ticket HR-7, due 2026-12-31)"]
-    assert "umask 077" in record.command and '\\"due\\": \\"2026-12-31\\"' not in record.command
+    record = by["write the root-only record (ticket HR-7, due 2026-12-31)"].command
+    # Through the one validated install: root 0600, renamed into place, content exact.
+    assert "chmod 0600 \"$new\"" in record and "chown root:root \"$new\"" in record
+    assert 'mv -f "$new" /var/lib/baomi/offboarding/dave.json' in record
+    written = json.loads(base64.b64decode(re.findall(r"printf %s (\S+) \| base64", record)[0]))
+    assert (written["ticket"], written["due"], written["state"]) == ("HR-7", "2026-12-31",
+                                                                     "frozen")
     assert all(s.clause == "R-OFF" for s in steps)
     assert steps[2].script().startswith("if ! ( passwd -S dave")
 
 
 def test_freeze_without_kill_sessions_policy() -> None:
     policy = load_text("offboarding:\n  kill_sessions: false\n")
-    whats = [s.what for s in core.freeze_steps(policy, "dave", facts("before_srv2.out"),
-                                               TICKET)]
+    whats = [s.what for s in fix.freeze_steps(policy, "dave", facts("before_srv2.out"),
+                                              TICKET)]
     assert "end every process and session of the user (SSH included)" not in whats
 
 
@@ -201,7 +218,7 @@ def test_purge_steps_archive_delete_and_retire_the_uid() -> None:
     f = facts("frozen_srv2.out")
     assert f.record is not None
     shipped = load(Path(__file__).resolve().parents[2] / "policy.yaml")  # has sensitive paths
-    steps = core.purge_steps(shipped, f.record, f, "2026-12-31T02:00:00Z")
+    steps = fix.purge_steps(shipped, f.record, f, "2026-12-31T02:00:00Z")
     whats = [s.what for s in steps]
     archive = "/var/lib/baomi/custody/dave-uid1003-frozen2026-11-23.tar.gz"
     assert whats == [
@@ -234,6 +251,18 @@ def test_records_are_parsed_from_the_host() -> None:
     assert records["bob"]["retired_by"] == "baomi-retired-1001"
 
 
+def test_checks_with_nobody_to_look_at_are_not_applicable() -> None:
+    text = (DATA / "records_srv2.out").read_text(encoding="utf-8")
+    both = core.parse_records(core.sections_out(text, "records"))
+    assert core.not_applicable(both) == {}
+    frozen_only = {u: r for u, r in both.items() if r["state"] == "frozen"}
+    assert core.not_applicable(frozen_only) == {
+        "offboarding.account_deleted": "no user is recorded deleted on this host",
+        "offboarding.uid_retired": "no user is recorded deleted on this host"}
+    nobody = core.not_applicable({})
+    assert set(nobody) == {c.id for c in core.CHECKS}
+
+
 def test_ledger_fold_keeps_the_latest_state_with_times() -> None:
     events = [
         {"time": "t1", "user": "u", "host": "a", "state": "frozen", "ticket": "T", "due": "d"},
@@ -257,5 +286,5 @@ def test_policy_explain_shows_offboarding_served() -> None:
     rows = {r["clause"]: r for r in explain(POLICY)}
     for clause in ("R-OFF", "R-RET"):
         assert rows[clause]["enforced"] and rows[clause]["verified"], rows[clause]
-        assert rows[clause]["controls"][0]["deploy"] == "baomi.deploy.offboard"
-        assert rows[clause]["controls"][0]["check"] == "baomi.checks.test_offboard"
+        assert rows[clause]["controls"][0]["deploy"] == "baomi.deploy.offboarding"
+        assert rows[clause]["controls"][0]["check"] == "baomi.checks.test_offboarding"
