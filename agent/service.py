@@ -360,7 +360,7 @@ class Agent:
                                                         "paths": len(self.roots)})])
         if self.shipper is not None:
             self.shipper.start()
-        self.watcher.start()
+        self._safe(self.watcher.start)
         self.scan_all("start")
         self._safe(self.self_check)
         self.supervise()

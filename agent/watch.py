@@ -208,15 +208,22 @@ class Watcher:
         self.restarts = 0
 
     def start(self) -> None:
+        """Watch every existing root; a root that cannot be watched (e.g. the inotify watch
+        limit is reached) is reported and left to the rescans (polling) until a restart
+        succeeds."""
         observer = Observer(self.pending.overflow)
         handler = Handler(self.pending, self.errors)
-        self.watched = []
-        for root in self.roots:
-            if os.path.isdir(root):
-                observer.schedule(handler, root, recursive=True, event_filter=EVENT_FILTER)
-                self.watched.append(root)
         observer.start()
         self.observer = observer
+        self.watched = []
+        for root in self.roots:
+            if not os.path.isdir(root):
+                continue
+            try:
+                observer.schedule(handler, root, recursive=True, event_filter=EVENT_FILTER)
+                self.watched.append(root)
+            except OSError as exc:
+                self.errors(f"cannot watch {root}: {exc.strerror or exc}")
 
     def stop(self) -> None:
         if self.observer is not None:

@@ -185,9 +185,10 @@ class Agent:
         self.cli("enroll", "--collector", collector.url, "--token",
                  collector.enrolment_token(self.host), "--ca", collector.ca, "--host", self.host)
 
-    def start(self, wait: bool = True) -> None:
+    def start(self, wait: bool = True, prefix: tuple[str, ...] = ()) -> None:
+        """Run the agent (``prefix``: a command it is exec'd by, keeping its pid)."""
         log = open(self.folder / "agent.log", "ab")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen([*BAOMI, "agent", "run", "--policy", str(self.policy),
+        self.proc = subprocess.Popen([*prefix, *BAOMI, "agent", "run", "--policy", str(self.policy),
                                       "--state-dir", str(self.state)], stdout=log, stderr=log,
                                      env={**os.environ, "BAOMI_DEBUG": "1"})
         if wait:

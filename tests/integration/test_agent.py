@@ -235,6 +235,32 @@ def test_inotify_overflow_is_followed_by_a_rescan_that_finds_every_change(
     assert status["last_scan"]["reason"] == "overflow"
 
 
+def test_watch_limit_falls_back_to_polling_and_says_so(collector: Collector,
+                                                      setup: Setup) -> None:
+    """In a user namespace of its own the agent gets an inotify watch limit of 4 (the
+    machine's limits are untouched): fewer watches than directories → polling rescans and
+    an agent.watch_polling finding; a file created in an unwatched folder still arrives."""
+    agent, base = setup.agent, setup.data / "conf"
+    for d in range(10):
+        (base / f"d{d}").mkdir(mode=0o750)
+    agent.enroll(collector)
+    limit = ("unshare", "--user", "--map-root-user", "sh", "-c",
+             'echo 4 > /proc/sys/user/max_inotify_watches && exec "$@"', "sh")
+    agent.start(prefix=limit)
+    status = wait_for("polling", lambda: (lambda st: st if st and st["polling"] else None)(
+        agent.status()), 30)
+    assert status["inotify_watches"] <= 4
+    found = wait_for("the polling finding", lambda: collector.findings(
+        agent.host, "agent.watch_polling"), 30)
+    assert found[0]["clauses"] == ["R-FIM"] and "polled instead" in found[0]["found"]
+    late = base / "d9" / "late.txt"
+    late.write_text("made in a folder inotify does not watch")
+    os.chmod(late, 0o600)
+    wait_for("the polled change at the collector", lambda: [
+        f for f in collector.findings(agent.host, "agent.drift.created")
+        if f["subject"] == str(late)], 40, every=1)
+
+
 def test_full_spool_drops_lowest_severities_counts_them_and_keeps_critical(
         collector: Collector, tmp_path: Path) -> None:
     s = Setup(tmp_path, "full-spool", spool_max_mb=1)
