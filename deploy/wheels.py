@@ -38,11 +38,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 from pyinfra import host
@@ -279,10 +279,19 @@ def build(extra: str = "", root: Path | None = None, cache_dir: Path | None = No
     return WheelSet(extra, stage, names, manifest, tag, lock_lines(names))
 
 
-@cache
+_BUILT: dict[str, WheelSet] = {}
+# pyinfra prepares hosts in greenlets of one process (threading is gevent's there): without
+# this lock a second host would wait on the cache's flock inside the same process, blocking
+# the loop that the first host's pip needs: a deadlock.
+_BUILDING = threading.Lock()
+
+
 def built(extra: str) -> WheelSet:
     """:func:`build` once per controller process (each deploy file asks for it per host)."""
-    return build(extra)
+    with _BUILDING:
+        if extra not in _BUILT:
+            _BUILT[extra] = build(extra)
+        return _BUILT[extra]
 
 
 def venv_paths(name: str, manifest: str, prefix: str = PREFIX) -> tuple[str, str]:
