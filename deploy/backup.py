@@ -18,18 +18,25 @@ import os
 import secrets
 import shlex
 import subprocess
-from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import FactBase, OperationError, operation
-from pyinfra.api.command import FileUploadCommand, FunctionCommand
+from pyinfra.api.command import FunctionCommand
 from pyinfra.api.host import Host
 from pyinfra.operations import files
 
 from baomi.controller.escrow import EscrowStore
 from baomi.controls import backup as core
 from baomi.controls.contract import HostContext
-from baomi.deploy.common import CommandSucceeds, context, op_name, policy, put_text, shell_if
+from baomi.deploy.common import (
+    CommandSucceeds,
+    context,
+    op_name,
+    policy,
+    put_secret,
+    put_text,
+    shell_if,
+)
 from baomi.fixes import backup as fix
 
 C = core.CONTROL.name
@@ -176,7 +183,7 @@ def repository_password(repository: str):  # type: ignore[no-untyped-def]
         secret = secrets.token_urlsafe(32)
         yield FunctionCommand(_escrow, (host.name, repository, secret), {})
     temp = f"{core.PASSWORD_FILE}.baomi-new"
-    yield FileUploadCommand(StringIO(secret), temp)  # never on a command line
+    yield from put_secret(temp, secret)  # through a 0700 folder, never on a command line
     yield fix.place_secret_script(temp, core.PASSWORD_FILE)
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
 import sys
+from collections.abc import Iterator
 from functools import cache
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import FactBase, operation
+from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
+from pyinfra.api.arguments import ConnectorArguments
+from pyinfra.api.command import PyinfraCommand
 from pyinfra.operations import files
 
 from baomi.controls.contract import HostContext
@@ -69,6 +73,32 @@ def put_text(control: str, path: str, content: str, mode: str = "0644", user: st
     """Upload exact file contents (pyinfra compares checksums, so re-runs change nothing)."""
     return files.put(name=op_name(control, f"{path}"), src=StringIO(content), dest=path,
                      user=user, group=group, mode=mode)
+
+
+# Connector arguments that run a command as the SSH user itself (no sudo/su/doas/dzdo).
+AS_SSH_USER: ConnectorArguments = {"_sudo": False, "_su_user": "", "_doas": False,
+                                   "_dzdo": False}
+
+
+def put_secret(path: str, secret: str) -> Iterator[PyinfraCommand | str]:
+    """Commands (for an operation to ``yield from``) placing ``secret`` at ``path``, root 0600.
+
+    Why not a plain upload: under ``_sudo`` pyinfra sends a file as the SSH user to the
+    predictable ``/tmp/pyinfra-<sha1 of the path>`` (mode 0644 by sftp-server's umask), then
+    copies it as root, so any local user can read (or pre-create) it. Here the SSH user makes
+    a fresh directory itself, mode 0700, under a name drawn on the controller (``mkdir``
+    without ``-p`` fails if anything, a link included, already has that name); the secret is
+    uploaded into it with no sudo, then root copies it with ``install`` (the target is
+    unlinked first and created 0600 root:root under umask 077, a link there is replaced, not
+    followed) and the directory goes however the copy ends. The secret is never on a
+    command line. Root without sudo takes the same steps.
+    """
+    staging = f"/tmp/baomi-secret-{secrets.token_hex(16)}"
+    upload = f"{staging}/secret"
+    yield StringCommand("mkdir", "-m", "0700", "--", staging, **AS_SSH_USER)
+    yield FileUploadCommand(StringIO(secret), upload, **AS_SSH_USER)
+    yield (f"trap 'rm -rf -- {staging}' EXIT; umask 077 && "
+           f"install -m 0600 -o root -g root -T -- {upload} {shlex.quote(path)}")
 
 
 @operation()

@@ -17,14 +17,13 @@ import dataclasses
 import secrets
 import shlex
 import uuid
-from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, OperationError, operation
+from pyinfra.api import OperationError, operation
 
 from baomi.controller.escrow import EscrowError, EscrowStore
 from baomi.controls import disk_encryption as core
-from baomi.deploy.common import Observation, context, op_name
+from baomi.deploy.common import Observation, context, op_name, put_secret
 from baomi.fixes import disk_encryption as fix
 
 C = core.CONTROL.name
@@ -78,7 +77,7 @@ def luks_header(want: core.Desired, v: core.VolumeWant):  # type: ignore[no-unty
         raise OperationError(f"[{C}] cannot escrow the recovery key, not formatting: {exc}") \
             from None
     yield f"mkdir -p -m 0700 {core.SECRETS_DIR}"
-    yield FileUploadCommand(StringIO(secret), recovery_file)
+    yield from put_secret(recovery_file, secret)
     yield fix.format_script(want, v, luks_uuid, recovery_file, decision.wipe)
 
 
