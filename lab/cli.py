@@ -69,10 +69,15 @@ def lab() -> None:
               help="How many OF those workstations boot systemd.")
 @click.option("--backup", type=int, default=0,
               help="Add N backup hosts (bak1, ...): serve repositories over SFTP.")
+@click.option("--collector", type=int, default=0,
+              help="Add N collector hosts (col1, ...; group collector): the findings service.")
+@click.option("--systemd-collector", type=int, default=0,
+              help="How many OF those collector hosts boot systemd (to run it as a unit).")
 @click.option("--vm", is_flag=True, help="Add vm1: a qemu VM (groups servers, vm), slow.")
 @_one_line_errors
 def up(name: str, servers: int, systemd_servers: int, workstations: int,
-       systemd_workstations: int, backup: int, vm: bool) -> None:
+       systemd_workstations: int, backup: int, collector: int, systemd_collector: int,
+       vm: bool) -> None:
     """Start lab NAME, or add hosts to it when it already runs.
 
     Without counts, a new lab is the demo lab: srv1 (plain), srv2 (systemd), ws1, bak1;
@@ -84,13 +89,15 @@ def up(name: str, servers: int, systemd_servers: int, workstations: int,
       baomi lab up                                   # the demo lab
       baomi lab up --servers 2 --systemd-servers 1 --workstations 1 --backup 1
       baomi lab up --name t1 --servers 3 --vm
+      baomi lab up --name t2 --servers 1 --collector 1 --systemd-collector 1
     """
     from baomi.lab.lifecycle import Request
     from baomi.lab.lifecycle import up as lab_up
 
     req = Request(servers=servers, workstations=workstations, backup=backup,
-                  systemd_servers=systemd_servers,
-                  systemd_workstations=systemd_workstations, vm=vm)
+                  collector=collector, systemd_servers=systemd_servers,
+                  systemd_workstations=systemd_workstations,
+                  systemd_collector=systemd_collector, vm=vm)
     res = lab_up(name, req, log=_log)
     if res.image_seconds is not None:
         click.echo(f"built the image in {res.image_seconds:.1f}s", err=True)

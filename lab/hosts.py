@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from baomi.lab import procs
 from baomi.lab.errors import LabError
 
 # A minimal, predictable environment for everything run inside a host.
@@ -251,31 +252,6 @@ def start_systemd(layout: HostLayout, hostname: str, netns: str, nspawn: Path) -
 # --- common -----------------------------------------------------------------------------
 
 
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def kill(pid: int | None, sig: signal.Signals = signal.SIGKILL) -> None:
-    if pid and pid_alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-
-
-def wait_gone(pids: list[int], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not any(pid_alive(p) for p in pids):
-            return True
-        time.sleep(0.05)
-    return not any(pid_alive(p) for p in pids)
-
-
 def ssh_banner(address: str, timeout: float = 1.0) -> str | None:
     """The server's SSH identification line, or None if nothing answers like sshd."""
     try:
@@ -288,22 +264,33 @@ def ssh_banner(address: str, timeout: float = 1.0) -> str | None:
     return line if line.startswith("SSH-") else None
 
 
-def wait_ssh(address: str, pid: int, hostname: str, log: Path, timeout: float = 60.0) -> None:
-    """Block until sshd on ADDRESS sends its banner; fail fast if the host died."""
+def wait_ssh(address: str, pid: int, hostname: str, log: Path, timeout: float = 60.0, *,
+             probe_timeout: float = 0.5, error: type[LabError] = LabError) -> None:
+    """Block until sshd on ADDRESS sends its banner; fail fast if the host's PID died.
+
+    Every flavour waits here (the VM passes a longer PROBE_TIMEOUT: under emulation its
+    sshd takes seconds to answer a connection, and the VM's own ERROR type).
+    """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ssh_banner(address, timeout=0.5):
+    while True:
+        if ssh_banner(address, timeout=probe_timeout):
             return
-        if not pid_alive(pid):
-            raise LabError(f"{hostname}: host exited during start: {_tail(log)}")
+        if not procs.pid_alive(pid):
+            raise error(f"{hostname}: host exited during start; {log}: {tail(log)}")
+        if time.monotonic() > deadline:
+            raise error(f"{hostname}: sshd on {address} did not answer in {timeout:.0f}s; "
+                        f"{log}: {tail(log)}")
         time.sleep(0.05)
-    raise LabError(f"{hostname}: sshd did not answer on {address}:22 in {timeout:.0f}s: "
-                   f"{_tail(log)}")
 
 
-def _tail(log: Path) -> str:
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colours systemd writes to a console
+
+
+def tail(log: Path, lines: int = 3) -> str:
+    """The last LINES of a host's console log on one line (" | "), for one-line errors."""
     try:
-        lines = log.read_text(errors="replace").strip().splitlines()
+        data = log.read_bytes()[-16384:]
     except OSError:
         return ""
-    return " | ".join(lines[-2:])
+    text = _ANSI.sub("", data.decode("utf-8", "replace").replace("\r", ""))
+    return " | ".join(text.strip().splitlines()[-lines:])

@@ -14,7 +14,7 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +39,8 @@ PACKAGES: tuple[str, ...] = tuple(
             "openssh-sftp-server",  # pyinfra uploads and the backup host use SFTP
             "sudo",
             "python3",
+            # Agent and collector deploys make venvs from shipped wheels (ensurepip lives here).
+            "python3-venv",
             "systemd",
             "systemd-sysv",
             "dbus",
@@ -76,16 +78,17 @@ _CUSTOMIZE = (
 )
 
 
+def recipe_key(recipe: Mapping[str, object]) -> str:
+    """A short digest of an image recipe: what names a cached image (container or VM)."""
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def cache_key(
     packages: tuple[str, ...] = PACKAGES, suite: str = SUITE, variant: str = VARIANT
 ) -> str:
     """A short digest of the recipe; the tarball's name, so a new list means a new build."""
-    recipe = json.dumps(
-        {"suite": suite, "variant": variant, "packages": sorted(set(packages)),
-         "recipe": RECIPE_VERSION},
-        sort_keys=True,
-    )
-    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
+    return recipe_key({"suite": suite, "variant": variant, "packages": sorted(set(packages)),
+                       "recipe": RECIPE_VERSION})
 
 
 @dataclass(frozen=True)
@@ -110,24 +113,50 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def require_tools(what: str, *tools: str) -> None:
+    """Fail early, naming the missing program, before a build starts half-way."""
+    for tool in tools:
+        if shutil.which(tool) is None:
+            raise LabError(f"{what}: {tool} is not installed (run scripts/setup)")
+
+
+def mmdebstrap_command(target: Path, packages: Sequence[str], *, options: Sequence[str] = (),
+                       setup_hooks: Sequence[str] = (),
+                       customize_hooks: Sequence[str] = ()) -> list[str]:
+    """The mmdebstrap call for one lab image from this machine's sources (pure, for tests).
+
+    TARGET is a directory or a tarball; hooks run in mmdebstrap's shell with $1 = the root.
+    """
+    argv = ["mmdebstrap", *options, f"--variant={VARIANT}",
+            "--include=" + ",".join(sorted(set(packages)))]
+    argv += [f"--setup-hook={hook}" for hook in setup_hooks]
+    argv += [f"--customize-hook={hook}" for hook in customize_hooks]
+    return [*argv, SUITE, str(target), str(SOURCES)]
+
+
+def run_mmdebstrap(argv: list[str], what: str) -> None:
+    """Run a build from mmdebstrap_command; a failure is one line with its last output."""
+    require_tools(what, "mmdebstrap")
+    if not SOURCES.exists():
+        raise LabError(f"{what}: no package sources at {SOURCES} (nor /etc/apt/sources.list)")
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=1800)
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"{what}: mmdebstrap timed out after 1800 s") from exc
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise LabError(f"{what} failed (mmdebstrap): " + " | ".join(tail))
+
+
 def build_tarball(out: Path, packages: tuple[str, ...] = PACKAGES) -> None:
     """Run mmdebstrap from this machine's package sources into OUT (written atomically)."""
-    if shutil.which("mmdebstrap") is None:
-        raise LabError("mmdebstrap is not installed; run scripts/setup")
-    if not SOURCES.exists():
-        raise LabError(f"no package sources at {SOURCES} (nor /etc/apt/sources.list)")
     tmp = out.with_name(out.name + ".part.tar.zst")
-    cmd = [
-        "mmdebstrap", "--quiet", f"--variant={VARIANT}",
-        "--include=" + ",".join(packages),
-        f"--customize-hook={_CUSTOMIZE}",
-        SUITE, str(tmp), str(SOURCES),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
+    try:
+        run_mmdebstrap(mmdebstrap_command(tmp, packages, options=["--quiet"],
+                                          customize_hooks=[_CUSTOMIZE]), "image build")
+    except LabError:
         tmp.unlink(missing_ok=True)
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise LabError("image build failed (mmdebstrap): " + " | ".join(tail))
+        raise
     tmp.rename(out)
 
 

@@ -8,7 +8,6 @@ a crashed run is cleaned up as well as a healthy one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -24,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from baomi.lab import hosts as hostlib
-from baomi.lab import net, render
+from baomi.lab import net, procs, render, sweep
+from baomi.lab import vm as labvm
 from baomi.lab.errors import LabError
 from baomi.lab.image import ensure_image, file_lock
 from baomi.lab.state import (
@@ -41,11 +41,13 @@ from baomi.lab.state import (
 
 Log = Callable[[str], None]
 
-ROLE_PREFIX = {"servers": "srv", "workstations": "ws", "backup": "bak", "vm": "vm"}
+ROLE_PREFIX = {"servers": "srv", "workstations": "ws", "backup": "bak", "collector": "col",
+               "vm": "vm"}
 ROLE_GROUPS = {
     "servers": ["servers"],
     "workstations": ["workstations"],
     "backup": ["backup"],
+    "collector": ["collector"],
     "vm": ["servers", "vm"],
 }
 
@@ -57,26 +59,36 @@ class Request:
     servers: int = 0
     workstations: int = 0
     backup: int = 0
+    # The collector's hosts (group `collector`, col1...): where the findings service runs.
+    collector: int = 0
     systemd_servers: int = 0
     systemd_workstations: int = 0
+    systemd_collector: int = 0
     vm: bool = False
 
     def is_empty(self) -> bool:
-        return not (self.servers or self.workstations or self.backup or self.vm)
+        return not (self.servers or self.workstations or self.backup or self.collector
+                    or self.vm)
 
     def validate(self) -> None:
         for label, n in (("servers", self.servers), ("workstations", self.workstations),
-                         ("backup", self.backup), ("systemd-servers", self.systemd_servers),
-                         ("systemd-workstations", self.systemd_workstations)):
+                         ("backup", self.backup), ("collector", self.collector),
+                         ("systemd-servers", self.systemd_servers),
+                         ("systemd-workstations", self.systemd_workstations),
+                         ("systemd-collector", self.systemd_collector)):
             if n < 0 or n > 50:
                 raise LabError(f"--{label} {n}: use a number from 0 to 50")
-        if self.systemd_servers > self.servers:
-            raise LabError(f"--systemd-servers {self.systemd_servers} is more than "
-                           f"--servers {self.servers} (it says how many OF the servers boot "
-                           "systemd)")
-        if self.systemd_workstations > self.workstations:
-            raise LabError(f"--systemd-workstations {self.systemd_workstations} is more than "
-                           f"--workstations {self.workstations}")
+        for role, total, n_systemd in self.role_counts():
+            if n_systemd > total:
+                raise LabError(f"--systemd-{role} {n_systemd} is more than --{role} {total} "
+                               f"(it says how many OF the {role} boot systemd)")
+
+    def role_counts(self) -> tuple[tuple[str, int, int], ...]:
+        """(role, hosts, how many of them boot systemd) for every container role."""
+        return (("servers", self.servers, self.systemd_servers),
+                ("workstations", self.workstations, self.systemd_workstations),
+                ("backup", self.backup, 0),
+                ("collector", self.collector, self.systemd_collector))
 
 
 # The demo lab: 2 servers (srv2 boots systemd), 1 workstation, 1 backup host.
@@ -106,9 +118,7 @@ def plan_hosts(existing: list[str], req: Request) -> list[PlannedHost]:
         taken.add(name)
         return name
 
-    for role, total, n_systemd in (("servers", req.servers, req.systemd_servers),
-                                   ("workstations", req.workstations, req.systemd_workstations),
-                                   ("backup", req.backup, 0)):
+    for role, total, n_systemd in req.role_counts():
         for i in range(total):
             flavour = "systemd" if i >= total - n_systemd else "plain"
             plan.append(PlannedHost(next_name(role), role, flavour, tuple(ROLE_GROUPS[role])))
@@ -145,7 +155,7 @@ def healthy(state: LabState) -> bool:
     if not net.link_exists(state.bridge):
         return False
     for h in state.hosts:
-        if not hostlib.pid_alive(h.pid):
+        if not procs.pid_alive(h.pid):
             return False
         if h.netns and net.netns_inode(h.netns) is None:
             return False
@@ -208,11 +218,7 @@ def _start_one(paths: LabPaths, state: LabState, ph: PlannedHost, rec: HostRecor
 
 
 def _start_vm(paths: LabPaths, state: LabState, rec: HostRecord, hosts_file: str) -> HostRecord:
-    """Wire in the VM flavour from lab/vm.py (maintained separately), imported lazily."""
-    try:
-        from baomi.lab import vm as labvm  # type: ignore[attr-defined,unused-ignore]
-    except ImportError as exc:
-        raise LabError(f"--vm needs lab/vm.py, which is not available: {exc}") from exc
+    """Boot the VM flavour (lab/vm.py) on the lab's bridge; start_vm waits for its sshd."""
     image = labvm.ensure_vm_image(cache_dir())
     # lab/vm.py keeps its files in STATE_DIR/NAME, i.e. the same hosts/vm1 as other hosts;
     # the tap carries the lab prefix so a crashed run's sweep finds it.
@@ -226,7 +232,6 @@ def _start_vm(paths: LabPaths, state: LabState, rec: HostRecord, hosts_file: str
     rec.host_key = " ".join(str(info.host_key).split()[:2])
     rec.host_keys = [rec.host_key]
     rec.extra = {"vm": _jsonable(info)}
-    hostlib.wait_ssh(rec.address, rec.pid, rec.name, Path(str(info.console_log)), timeout=60.0)
     return rec
 
 
@@ -265,7 +270,7 @@ def _up(name: str, req: Request | None, log: Log) -> UpResult:
         state = None
     created = state is None
     if state is None:
-        clear_leftovers(paths, log)
+        sweep.clear_leftovers(paths, log)
         state = _new_state(paths)
     if req is None or req.is_empty():
         req = DEFAULT_REQUEST if created or not state.hosts else Request()
@@ -359,27 +364,20 @@ class DownResult:
 def _stop_host(paths: LabPaths, rec: HostRecord) -> None:
     if rec.flavour == "plain":
         # sshd is PID 1 of the host's pid namespace: killing it ends every host process.
-        hostlib.kill(rec.pid)
-        hostlib.wait_gone([rec.pid], 5)
-        hostlib.kill(rec.leader_pid)
+        procs.kill(rec.pid)
+        procs.wait_gone([rec.pid], 5)
+        procs.kill(rec.leader_pid)
     elif rec.flavour == "systemd":
         # SIGTERM asks nspawn for an orderly poweroff of the container.
-        hostlib.kill(rec.pid, signal.SIGTERM)
-        if not hostlib.wait_gone([rec.pid], 15):
-            hostlib.kill(rec.pid)
+        procs.kill(rec.pid, signal.SIGTERM)
+        if not procs.wait_gone([rec.pid], 15):
+            procs.kill(rec.pid)
         if rec.netns:
-            _kill_netns_processes(rec.netns)
+            procs.kill_netns_processes(rec.netns)
             for cg in hostlib.host_cgroups(rec.netns):
                 hostlib.remove_cgroup_tree(cg)
     elif rec.flavour == "vm":
-        try:
-            from baomi.lab import vm as labvm  # type: ignore[attr-defined,unused-ignore]
-
-            labvm.stop_vm(paths.host_dir(rec.name).parent, rec.name)
-        except ImportError:
-            hostlib.kill(rec.pid, signal.SIGTERM)
-            if not hostlib.wait_gone([rec.pid], 10):
-                hostlib.kill(rec.pid)
+        labvm.stop_vm(paths.host_dir(rec.name).parent, rec.name)
 
 
 def _stop_hosts(paths: LabPaths, recs: list[HostRecord]) -> None:
@@ -391,129 +389,10 @@ def _stop_hosts(paths: LabPaths, recs: list[HostRecord]) -> None:
 
 def _remove_host_network(rec: HostRecord) -> None:
     if rec.netns:
-        _kill_netns_processes(rec.netns)
+        procs.kill_netns_processes(rec.netns)
         net.delete_netns(rec.netns)
     if rec.veth:
         net.delete_link(rec.veth)
-
-
-def _pids() -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-
-
-def _kill_netns_processes(ns: str) -> list[int]:
-    """SIGKILL every process living in the lab netns NS (a crashed host's leftovers)."""
-    ino = net.netns_inode(ns)
-    if ino is None:
-        return []
-    killed = []
-    for pid in _pids():
-        try:
-            if os.stat(f"/proc/{pid}/ns/net").st_ino == ino:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-        except OSError:
-            continue
-    hostlib.wait_gone(killed, 5)
-    return killed
-
-
-def _ancestors() -> set[int]:
-    pids, pid = set(), os.getpid()
-    while pid > 1:
-        pids.add(pid)
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            break
-    return pids
-
-
-_OURS = {"unshare", "systemd-nspawn", "ssh", "sshd", "bash", "sh", "ip", "qemu-system-x86"}
-
-
-def _kill_state_dir_processes(state_dir: Path) -> list[int]:
-    """Processes the lab started that live outside its netns (nspawn, ssh masters, qemu)."""
-    needle = str(state_dir).encode() + b"/"
-    mine, killed = _ancestors(), []
-    for pid in _pids():
-        if pid in mine:
-            continue
-        try:
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if comm in _OURS and needle in cmdline.replace(b"\0", b" ") + b"/":
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-            except OSError:
-                continue
-    hostlib.wait_gone(killed, 5)
-    return killed
-
-
-def _loop_devices_under(state_dir: Path) -> list[str]:
-    out = subprocess.run(["losetup", "-J", "-l"], capture_output=True, text=True,
-                         check=False).stdout
-    try:
-        devs = json.loads(out or "{}").get("loopdevices", [])
-    except ValueError:
-        return []
-    root = str(state_dir) + "/"
-    return [d["name"] for d in devs if str(d.get("back-file") or "").startswith(root)]
-
-
-def _mounts_under(state_dir: Path) -> list[str]:
-    root = str(state_dir) + "/"
-    found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        target = line.split()[4].replace("\\040", " ")
-        if target.startswith(root):
-            found.append(target)
-    return found
-
-
-def _clear_vms(paths: LabPaths) -> list[str]:
-    """VMs lab/vm.py still knows under the lab's hosts dir (its own crash sweep)."""
-    hosts_dir = paths.state_dir / "hosts"
-    try:
-        from baomi.lab import vm as labvm  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return []
-    return [f"vm {n}" for n in labvm.cleanup_vms(hosts_dir)] if hosts_dir.is_dir() else []
-
-
-def clear_leftovers(paths: LabPaths, log: Log = lambda _m: None) -> list[str]:
-    """Sweep everything carrying the lab's prefix or living under its state dir."""
-    swept = []
-    for ns in net.lab_netns(paths.name):
-        killed = _kill_netns_processes(ns)
-        net.delete_netns(ns)
-        swept.append(f"netns {ns}" + (f" ({len(killed)} processes)" if killed else ""))
-    killed = _kill_state_dir_processes(paths.state_dir)
-    if killed:
-        swept.append(f"{len(killed)} processes under {paths.state_dir}")
-    for dev in _loop_devices_under(paths.state_dir):
-        subprocess.run(["losetup", "-d", dev], check=False, capture_output=True)
-        swept.append(f"loop {dev}")
-    for target in sorted(_mounts_under(paths.state_dir), key=len, reverse=True):
-        subprocess.run(["umount", "-l", target], check=False, capture_output=True)
-        swept.append(f"mount {target}")
-    for hierarchy in hostlib.cgroup_hierarchies():
-        for cg in (hierarchy / hostlib.CGROUP_GROUP).glob(net.prefix(paths.name) + "*"):
-            hostlib.remove_cgroup_tree(cg)
-            swept.append(f"cgroup {cg}")
-        with contextlib.suppress(OSError):  # shared by all labs: goes once the last is gone
-            (hierarchy / hostlib.CGROUP_GROUP).rmdir()
-    bridge = net.bridge_name(paths.name)
-    for link in sorted(net.lab_links(paths.name), key=lambda n: n == bridge):
-        net.delete_link(link)
-        swept.append(f"link {link}")
-    for item in swept:
-        log(f"lab {paths.name}: removed {item}")
-    return swept
 
 
 def down(name: str, log: Log = lambda _m: None) -> DownResult:
@@ -541,7 +420,7 @@ def _down(name: str, log: Log) -> DownResult:
             _remove_host_network(rec)
         net.delete_link(state.bridge)
         result.stopped = [h.name for h in state.hosts]
-    result.swept = _clear_vms(paths) + clear_leftovers(paths, log)
+    result.swept = sweep.clear_vms(paths) + sweep.clear_leftovers(paths, log)
     if paths.marker.exists():
         shutil.rmtree(paths.state_dir, ignore_errors=True)
     result.seconds = time.monotonic() - t0
@@ -597,7 +476,7 @@ def status(name: str) -> LabStatus:
             except subprocess.TimeoutExpired:
                 ok = False
         return HostStatus(name=h.name, groups=h.groups, flavour=h.flavour, address=h.address,
-                          pid=h.pid, running=hostlib.pid_alive(h.pid), banner=banner,
+                          pid=h.pid, running=procs.pid_alive(h.pid), banner=banner,
                           ssh_ok=ok)
 
     with ThreadPoolExecutor(max_workers=max(1, len(state.hosts))) as pool:

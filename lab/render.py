@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from baomi.lab.state import LabPaths, LabState
 
-ROLE_GROUPS = ("servers", "workstations", "backup", "vm")
+# Groups every lab inventory defines, empty or not, so deploys can name them in any lab.
+INVENTORY_GROUPS = ("servers", "workstations", "backup", "collector")
 
 
 def known_hosts(state: LabState) -> str:
@@ -63,8 +64,7 @@ def inventory(state: LabState, paths: LabPaths) -> str:
         }
         out.append(f"    ({h.name!r}, {data!r}),")
     out.append("]")
-    groups = sorted({g for h in state.hosts for g in h.groups} | {"servers", "workstations",
-                                                                  "backup"})
+    groups = sorted({g for h in state.hosts for g in h.groups} | set(INVENTORY_GROUPS))
     for group in groups:
         members = [h.name for h in state.hosts if group in h.groups]
         out.append(f"{group} = {members!r}")

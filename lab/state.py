@@ -61,10 +61,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("BAOMI_LAB_CACHE") or DEFAULT_CACHE)
 
 
-def require_root() -> None:
-    """Namespaces, mounts and bridges need root; say so instead of failing half-way."""
+def require_root(what: str = "the lab", why: str = "namespaces, mounts, a bridge") -> None:
+    """WHAT needs root for WHY; say so before starting instead of failing half-way."""
     if os.geteuid() != 0:
-        raise NotRootError("the lab needs root (namespaces, mounts, a bridge): run as root")
+        raise NotRootError(f"{what} needs root ({why}): run as root")
 
 
 @dataclass(frozen=True)

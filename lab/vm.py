@@ -3,7 +3,7 @@
 Why a VM at all: this machine's kernel has no modules and no device-mapper, so the
 disk-encryption control (LUKS/dm-crypt: format, open, mount, ``lsblk`` showing
 ``crypt``) cannot be proven in a namespace host. Debian's cloud kernel inside
-``qemu -accel tcg`` can (KVM does not boot stock guests here, see LAB-NOTES).
+``qemu -accel tcg`` can (KVM does not boot stock guests on this machine).
 
 Shape of it:
 
@@ -36,7 +36,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tarfile
 import tempfile
@@ -47,10 +46,11 @@ from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from baomi.lab import image as labimage
+from baomi.lab import procs
 from baomi.lab.errors import LabError
-
-# One Debian release and mirror, and one build lock, for every lab image.
-from baomi.lab.image import SOURCES, SUITE, VARIANT, file_lock
+from baomi.lab.hosts import wait_ssh
+from baomi.lab.state import require_root
 
 # Bump when the build steps below change in a way the package list does not show.
 RECIPE_VERSION = 3
@@ -67,6 +67,8 @@ VM_PACKAGES: tuple[str, ...] = tuple(
             "openssh-sftp-server",  # pyinfra uploads files over SFTP
             "sudo",
             "python3",
+            # Agent and collector deploys make venvs from shipped wheels (ensurepip lives here).
+            "python3-venv",
             "cryptsetup",
             "cryptsetup-bin",
             "e2fsprogs",
@@ -217,56 +219,23 @@ def _run(argv: Sequence[str], what: str, *, timeout: float = 600) -> str:
     return proc.stdout
 
 
-def _require_root(what: str) -> None:
-    if os.geteuid() != 0:
-        raise VmError(f"{what} needs root (tap devices, mmdebstrap); run it with sudo")
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    """The last lines of a (console) log, for error messages; empty if unreadable."""
-    try:
-        data = path.read_bytes()[-16384:]
-    except OSError:
-        return ""
-    text = data.decode("utf-8", "replace").replace("\r", "")
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)  # ANSI colours from systemd
-    return "\n".join(text.splitlines()[-lines:])
-
-
 # ---------------------------------------------------------------------------- image
 
 
 def vm_cache_key(
-    packages: Sequence[str] = VM_PACKAGES, suite: str = SUITE, variant: str = VARIANT
+    packages: Sequence[str] = VM_PACKAGES, suite: str = labimage.SUITE,
+    variant: str = labimage.VARIANT,
 ) -> str:
     """A short digest of the recipe: a new package list (or recipe) means a new build."""
-    recipe = json.dumps(
-        {
-            "kind": "vm",
-            "suite": suite,
-            "variant": variant,
-            "packages": sorted(set(packages)),
-            "recipe": RECIPE_VERSION,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
+    return labimage.recipe_key({"kind": "vm", "suite": suite, "variant": variant,
+                                "packages": sorted(set(packages)), "recipe": RECIPE_VERSION})
 
 
-def mmdebstrap_command(
-    root: Path, packages: Sequence[str] = VM_PACKAGES, sources: Path = SOURCES
-) -> list[str]:
+def mmdebstrap_command(root: Path, packages: Sequence[str] = VM_PACKAGES) -> list[str]:
     """The mmdebstrap call that builds the guest's root directory (pure, for tests)."""
-    argv = [
-        "mmdebstrap",
-        "--mode=root",
-        f"--variant={VARIANT}",
-        "--include=" + ",".join(sorted(set(packages))),
-    ]
-    argv += [f"--setup-hook={hook}" for hook in _SETUP_HOOKS]
-    argv += [f"--customize-hook={hook}" for hook in _CUSTOMIZE_HOOKS]
-    argv += [SUITE, str(root), str(sources)]
-    return argv
+    return labimage.mmdebstrap_command(root, packages, options=["--mode=root"],
+                                       setup_hooks=_SETUP_HOOKS,
+                                       customize_hooks=_CUSTOMIZE_HOOKS)
 
 
 def _image_paths(cache_dir: Path, key: str) -> VmImage:
@@ -307,19 +276,16 @@ def ensure_vm_image(cache_dir: Path, packages: Sequence[str] = VM_PACKAGES) -> V
     marker = final / "complete"
     if marker.exists():
         return image
-    _require_root("building the VM image")
-    for tool in ("mmdebstrap", "mkfs.ext4"):
-        if shutil.which(tool) is None:
-            raise VmError(f"building the VM image: {tool} is not installed (run scripts/setup)")
-    with file_lock(cache_dir / "vm-image.lock"):
+    require_root("building the VM image", "mmdebstrap")
+    labimage.require_tools("building the VM image", "mmdebstrap", "mkfs.ext4")
+    with labimage.file_lock(cache_dir / "vm-image.lock"):
         if marker.exists():  # another process built it while we waited
             return image
         cache_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f"vm-{key}.build-", dir=cache_dir))
         try:
             root = work / "root"
-            _run(mmdebstrap_command(root, packages), "building the VM image (mmdebstrap)",
-                 timeout=1800)
+            labimage.run_mmdebstrap(mmdebstrap_command(root, packages), "building the VM image")
             _install_guest_files(root)
             out = work / "image"
             out.mkdir()
@@ -493,50 +459,8 @@ def is_our_qemu(cmdline: bytes, name: str) -> bool:
     return qemu_vm_name(cmdline) == name
 
 
-def _read_cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); treat it as gone.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
 def _is_tap(dev: str) -> bool:
     return Path(f"/sys/class/net/{dev}/tun_flags").exists()
-
-
-def _wait_ssh(address: str, bridge: str, pid: int, console: Path, deadline: float) -> None:
-    """Poll until sshd's banner arrives; fail early if qemu died."""
-    while True:
-        if not _pid_alive(pid):
-            raise VmError(f"qemu exited during boot; console {console}:\n{tail(console)}")
-        try:
-            with socket.create_connection((address, 22), timeout=2) as sock:
-                sock.settimeout(5)
-                if sock.recv(64).startswith(b"SSH-"):
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise VmError(
-                f"sshd on {address} did not answer in time (is {bridge} addressed in its"
-                f" subnet?); console {console}:\n{tail(console)}"
-            )
-        time.sleep(0.5)
 
 
 # ---------------------------------------------------------------------------- start/stop
@@ -563,7 +487,7 @@ def start_vm(
     On any failure everything started so far (qemu, tap, disks) is removed again and
     the VM's console log is kept in ``state_dir/name/`` for a look.
     """
-    _require_root("starting a VM")
+    require_root("starting a VM", "tap devices")
     if not _NAME_RE.match(name):
         raise VmError(f"VM name {name!r}: use lowercase letters, digits and '-' (max 63)")
     if not Path(f"/sys/class/net/{bridge}/bridge").is_dir():
@@ -577,7 +501,7 @@ def start_vm(
     vm_dir = state_dir / name
     old = _load_state(vm_dir)
     old_pid = int(str((old or {}).get("pid") or 0))
-    if old_pid > 0 and is_our_qemu(_read_cmdline(old_pid), name):
+    if old_pid > 0 and is_our_qemu(procs.read_cmdline(old_pid), name):
         raise VmError(f"VM {name} is already running (pid {old_pid}); stop it first")
     stop_vm(state_dir, name)  # clear a dead run's files and recorded tap
     if Path(f"/sys/class/net/{tap}").exists():
@@ -621,7 +545,8 @@ def start_vm(
         pid = int((vm_dir / "qemu.pid").read_text().strip())
         state["pid"] = pid
         _save_state(vm_dir, state)
-        _wait_ssh(address, bridge, pid, console, started + timeout)
+        wait_ssh(address, pid, f"VM {name}", console, timeout - (time.monotonic() - started),
+                 probe_timeout=5.0, error=VmError)
         boot = time.monotonic() - started
     except BaseException:
         _teardown(vm_dir, state, keep_log=True)
@@ -650,20 +575,14 @@ def _load_state(vm_dir: Path) -> dict[str, object] | None:
 
 def _kill_qemu(pid: int, name: str) -> None:
     """SIGTERM then SIGKILL one PID, only if it still is our qemu for ``name``."""
-    if pid <= 0 or not is_our_qemu(_read_cmdline(pid), name):
+    if pid <= 0 or not is_our_qemu(procs.read_cmdline(pid), name):
         return
-    with suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _pid_alive(pid) and is_our_qemu(_read_cmdline(pid), name):
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-    if _pid_alive(pid):
+    procs.kill(pid, signal.SIGTERM)
+    procs.wait_gone([pid], 10)
+    if procs.pid_alive(pid) and is_our_qemu(procs.read_cmdline(pid), name):
+        procs.kill(pid)
+        procs.wait_gone([pid], 5)
+    if procs.pid_alive(pid):
         raise VmError(f"VM {name}: qemu pid {pid} does not exit")
     # A daemonized qemu is reaped by PID 1; give it a moment so callers see it gone.
     deadline = time.monotonic() + 3
@@ -724,14 +643,12 @@ def _our_qemu_processes(state_dir: Path) -> list[tuple[int, str]]:
     """(pid, vm name) of every qemu started by start_vm with its files under state_dir."""
     found: list[tuple[int, str]] = []
     prefix = str(state_dir.resolve()) + "/"
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        raw = _read_cmdline(int(proc.name))
+    for pid in procs.all_pids():
+        raw = procs.read_cmdline(pid)
         name = qemu_vm_name(raw)
         argv = [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
         if name and any(prefix in a for a in argv):
-            found.append((int(proc.name), name))
+            found.append((pid, name))
     return found
 
 

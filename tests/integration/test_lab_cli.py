@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from baomi.lab import net
-from baomi.lab.hosts import CGROUP_GROUP, cgroup_hierarchies, pid_alive
+from baomi.lab.hosts import CGROUP_GROUP, cgroup_hierarchies
+from baomi.lab.procs import pid_alive
 from baomi.lab.state import LabPaths
 
 BAOMI = str(Path(sys.executable).parent / "baomi")
@@ -93,6 +95,17 @@ def test_up_add_status_down(name: str) -> None:
     assert {h["name"]: h["pid"] for h in st["hosts"] if h["name"] != "ws1"} == pids
     assert all(h["ssh_ok"] for h in st["hosts"])
     assert st["hosts"][3]["groups"] == ["workstations"]
+
+    # Collector hosts: col1 plain, col2 boots systemd (the collector runs as a unit there).
+    proc = baomi("up", "--name", name, "--collector", "2", "--systemd-collector", "1")
+    assert proc.returncode == 0, proc.stderr
+    st = json.loads(baomi("status", "--name", name, "--json").stdout)
+    cols = {h["name"]: h for h in st["hosts"] if h["name"].startswith("col")}
+    assert {n: (h["groups"], h["flavour"], h["ssh_ok"]) for n, h in cols.items()} == {
+        "col1": (["collector"], "plain", True), "col2": (["collector"], "systemd", True)}
+    inventory = runpy.run_path(st["inventory"])
+    assert inventory["collector"] == ["col1", "col2"]
+    assert inventory["servers"] == ["srv1", "srv2", "srv3"]
 
     # A loop device on a file under the lab dir (as a disk-encryption test would make).
     disk = Path(st["state_dir"]) / "hosts/srv1/upper/root/disk.img"

@@ -76,6 +76,16 @@ def test_systemd_host_boots_systemd(lab: LabHandle) -> None:
     assert _ok(lab, name, "cat /proc/1/comm").strip() == "systemd"
 
 
+def test_every_host_makes_a_venv_without_a_network(lab: LabHandle) -> None:
+    """Agent and collector deploys install shipped wheels into a venv: ensurepip must work."""
+    for name in lab.names:
+        out = _ok(lab, name, "python3 -m venv /tmp/baomi-venv && /tmp/baomi-venv/bin/python -c "
+                             "'import sys; print(sys.prefix)' && /tmp/baomi-venv/bin/pip --version"
+                             "; rc=$?; rm -rf /tmp/baomi-venv; exit $rc")
+        assert out.splitlines()[0] == "/tmp/baomi-venv", (name, out)
+        assert out.splitlines()[1].startswith("pip "), (name, out)
+
+
 def test_plain_hosts_do_not_see_the_machine(lab: LabHandle) -> None:
     for name in lab.flavour("plain"):
         # Own pid namespace (sshd is PID 1), no default route, no real disks in /dev.

@@ -140,6 +140,17 @@ def test_boots_with_pinned_host_key_and_only_the_bridge(vm: Vm) -> None:
     assert vm.ok("ls /etc/ssh/ | grep _key$").split() == ["ssh_host_ed25519_key"]
 
 
+def test_python_makes_a_venv_without_a_network(vm: Vm) -> None:
+    """python3-venv is baked in: a venv is made and ensurepip has its bundled pip (installing
+    that pip into the venv takes minutes under emulation; the container hosts' test does it)."""
+    out = vm.ok("python3 -m venv --without-pip /tmp/v && /tmp/v/bin/python -c 'import sys;"
+                " print(sys.prefix)' && /tmp/v/bin/python -c 'import ensurepip;"
+                " print(ensurepip.version())'; rc=$?; rm -rf /tmp/v; exit $rc")
+    prefix, pip_version = out.split()
+    assert prefix == "/tmp/v"
+    assert re.fullmatch(r"\d+(\.\d+)+", pip_version), out
+
+
 def test_cryptsetup_and_dm_crypt_target(vm: Vm) -> None:
     assert "cryptsetup 2." in vm.ok("cryptsetup --version")
     targets = vm.ok("modprobe dm_crypt && dmsetup targets")

@@ -26,6 +26,25 @@ def test_adding_hosts_numbers_on_from_existing_ones() -> None:
     assert plan[-1].groups == ("servers", "vm") and plan[-1].flavour == "vm"
 
 
+def test_collector_hosts_are_col_in_group_collector_systemd_last() -> None:
+    req = Request(servers=1, collector=2, systemd_collector=1)
+    req.validate()
+    plan = plan_hosts(["col1"], req)
+    assert [(p.name, p.role, p.flavour, p.groups) for p in plan] == [
+        ("srv1", "servers", "plain", ("servers",)),
+        ("col2", "collector", "plain", ("collector",)),
+        ("col3", "collector", "systemd", ("collector",)),
+    ]
+    assert not Request(collector=1).is_empty()
+
+
+def test_more_systemd_collector_hosts_than_collector_hosts_is_refused() -> None:
+    with pytest.raises(LabError, match=r"--systemd-collector 2 is more than --collector 1"):
+        Request(collector=1, systemd_collector=2).validate()
+    with pytest.raises(LabError, match=r"--collector -1: use a number from 0 to 50"):
+        Request(collector=-1).validate()
+
+
 def test_only_one_vm_per_lab() -> None:
     with pytest.raises(LabError):
         plan_hosts(["vm1"], Request(vm=True))

@@ -23,6 +23,8 @@ def lab_state() -> tuple[LabState, LabPaths]:
                    host_key="ssh-ed25519 AAAA2", host_keys=["ssh-ed25519 AAAA2"]),
         HostRecord("bak1", "plain", ["backup"], "10.213.5.13", 102,
                    host_key="ssh-ed25519 AAAA3", host_keys=["ssh-ed25519 AAAA3"]),
+        HostRecord("col1", "systemd", ["collector"], "10.213.5.14", 103,
+                   host_key="ssh-ed25519 AAAA4", host_keys=["ssh-ed25519 AAAA4"]),
     ]
     return state, paths
 
@@ -36,9 +38,11 @@ def test_inventory_is_a_pyinfra_inventory_with_pinned_keys(
     ns = runpy.run_path(str(inv))
     assert ns["servers"] == ["srv1", "srv2"]
     assert ns["backup"] == ["bak1"]
+    assert ns["collector"] == ["col1"]
     assert ns["workstations"] == []
     hosts = dict(ns["all"])
-    assert set(hosts) == {"srv1", "srv2", "bak1"}
+    assert set(hosts) == {"srv1", "srv2", "bak1", "col1"}
+    assert hosts["col1"]["lab_groups"] == ["collector"]
     data = hosts["srv2"]
     assert data["ssh_hostname"] == "10.213.5.12"
     assert data["ssh_user"] == "root"
@@ -66,7 +70,18 @@ def test_known_hosts_has_alias_and_address_per_key(lab_state: tuple[LabState, La
     lines = render.known_hosts(state).splitlines()
     assert "srv1,10.213.5.11 ssh-ed25519 AAAA1" in lines
     assert "srv1,10.213.5.11 ssh-rsa R1" in lines
-    assert len(lines) == 4
+    assert len(lines) == 5
+
+
+def test_every_inventory_names_the_role_groups_even_when_empty(tmp_path: Path) -> None:
+    paths = LabPaths(name="empty", state_dir=Path("/srv/labs/empty"))
+    state = LabState(name="empty", subnet="10.213.6.0/24", bridge="empty-br",
+                     gateway="10.213.6.1")
+    inv = tmp_path / "inventory.py"
+    inv.write_text(render.inventory(state, paths))
+    ns = runpy.run_path(str(inv))
+    assert {g: ns[g] for g in ("servers", "workstations", "backup", "collector")} == {
+        "servers": [], "workstations": [], "backup": [], "collector": []}
 
 
 def test_state_round_trips(lab_state: tuple[LabState, LabPaths], tmp_path: Path) -> None:
@@ -81,5 +96,6 @@ def test_image_key_changes_with_the_package_list_only() -> None:
     assert base == image.cache_key(tuple(reversed(image.PACKAGES)))
     assert base != image.cache_key((*image.PACKAGES, "tcpdump"))
     assert len(base) == 16
-    for needed in ("openssh-server", "systemd", "usbguard", "restic", "cryptsetup", "auditd"):
+    for needed in ("openssh-server", "systemd", "usbguard", "restic", "cryptsetup", "auditd",
+                   "python3-venv"):
         assert needed in image.PACKAGES

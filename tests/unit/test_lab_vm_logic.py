@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from baomi.lab import vm
+from baomi.lab.hosts import tail
 from baomi.lab.image import SOURCES
 from baomi.lab.vm import (
     VM_PACKAGES,
@@ -32,7 +33,6 @@ from baomi.lab.vm import (
     seed_archive,
     start_vm,
     stop_vm,
-    tail,
     tap_name,
     vm_cache_key,
 )
@@ -64,7 +64,8 @@ def test_mmdebstrap_command_builds_from_the_machine_sources_without_identity() -
     assert SOURCES.exists()
     include = next(a for a in argv if a.startswith("--include=")).removeprefix("--include=")
     assert include.split(",") == sorted(VM_PACKAGES)
-    for needed in ("linux-image-cloud-amd64", "cryptsetup", "dmsetup", "openssh-server"):
+    for needed in ("linux-image-cloud-amd64", "cryptsetup", "dmsetup", "openssh-server",
+                   "python3-venv"):
         assert needed in include.split(",")
     hooks = " ".join(a for a in argv if a.startswith("--customize-hook="))
     assert "ssh_host_" in hooks and "machine-id" in hooks
@@ -179,8 +180,7 @@ def test_tail_strips_colours_and_keeps_the_end(tmp_path: Path) -> None:
     log = tmp_path / "console.log"
     log.write_bytes(b"".join(f"line {i}\r\n".encode() for i in range(40))
                     + b"[\x1b[0;32m  OK  \x1b[0m] Started ssh\r\n")
-    out = tail(log, 3).splitlines()
-    assert out == ["line 38", "line 39", "[  OK  ] Started ssh"]
+    assert tail(log, 3) == "line 38 | line 39 | [  OK  ] Started ssh"
     assert tail(tmp_path / "missing") == ""
 
 
