@@ -51,6 +51,12 @@ def test_sensitive_paths_cycle(lab: LabHandle, tmp_path: Path) -> None:
            "found missing" in fresh.stdout
     assert f"{shared.path} xattr {core.MARK_ATTR}: expected {shared.mark!r}, found missing" \
         in fresh.stdout
+    # Per host: no directory and no mark fail; owners and modes have nothing to look at yet.
+    assert "4 failed, 4 skipped" in fresh.stdout, fresh.stdout[-3000:]
+    for host in hosts:
+        for check_id in ("directory", "mark"):
+            assert f"FAILED checks/{CHECK}.py::test_check[ssh://{host}-{C}.{check_id}]" \
+                in fresh.stdout
 
     # --dry reports what would change and changes nothing (no directory, no group).
     dry = apply(lab, C, limit=hosts, extra=("--dry",))
@@ -103,6 +109,11 @@ def test_sensitive_paths_cycle(lab: LabHandle, tmp_path: Path) -> None:
     assert tamper.returncode == 0, tamper.stderr
     drifted = check(lab, CHECK, [server])
     assert drifted.returncode == 1
+    # R-ACL's ownership and modes and R-CLS's mark fail; the directory is there.
+    assert "3 failed, 1 passed" in drifted.stdout, drifted.stdout[-3000:]
+    for check_id in ("ownership", "file_mode", "mark"):
+        assert f"FAILED checks/{CHECK}.py::test_check[ssh://{server}-{C}.{check_id}]" \
+            in drifted.stdout
     assert f"{deep}: expected file mode at most {conf.max_file_mode:04o} ({conf.level}), " \
            "found 0644 (too open by 0004, world access)" in drifted.stdout
     assert f"{top.path}: expected directory mode at most {top.max_dir_mode:04o} ({top.level}), " \
