@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from baomi.collector import credentials, store, validate
 from baomi.collector.config import Config
-from baomi.collector.db import Conflict, Database, DatabaseUnavailable
+from baomi.collector.db import Conflict, Database, DatabaseUnavailable, Refused
 from baomi.collector.openapi import document
 from baomi.collector.store import Forbidden, NotFound, Principal, Unauthorized
 from baomi.collector.validate import Invalid
@@ -143,7 +143,8 @@ def create_app(config: Config, database: Database) -> Starlette:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         token = token.strip()
-        if scheme.lower() != "bearer" or not token or len(token) > 200:
+        if scheme.lower() != "bearer" or not token or len(token) > 200 \
+                or not token.isascii() or not token.isprintable():
             raise ApiError(401, "missing bearer credential (Authorization: Bearer TOKEN)",
                            {"WWW-Authenticate": "Bearer"})
         if metrics_token and hmac.compare_digest(token, metrics_token):
@@ -174,6 +175,9 @@ def create_app(config: Config, database: Database) -> Starlette:
                 response = JSONResponse({"error": str(exc)}, 404)
             except Conflict as exc:
                 response = JSONResponse({"error": f"conflict: {exc}"}, 409)
+            except Refused as exc:
+                response = JSONResponse({"error": f"value refused by the database: {exc}"},
+                                        422)
             except DatabaseUnavailable as exc:
                 log.error("database: %s", exc)
                 response = JSONResponse({"error": "database unavailable; retry later"}, 503,
@@ -232,9 +236,9 @@ def create_app(config: Config, database: Database) -> Starlette:
         return JSONResponse(made, 201)
 
     async def user_delete(request: Request) -> Response:
-        await who(request, IT)
+        principal = await who(request, IT)
         user = request.path_params["user"]
-        await database.write(lambda tx: store.delete_user(tx, user))
+        await database.write(lambda tx: store.delete_user(tx, user, principal.name))
         return Response(status_code=204)
 
     # -- enrolment --
@@ -407,7 +411,7 @@ def create_app(config: Config, database: Database) -> Starlette:
         status = getattr(exc, "status_code", 404)
         detail = getattr(exc, "detail", "not found")
         return JSONResponse({"error": f"{request.method} {request.url.path}: {detail}"},
-                            status)
+                            status, headers=getattr(exc, "headers", None))
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("internal error on %s %s", request.method, request.url.path)

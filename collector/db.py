@@ -34,6 +34,10 @@ class Conflict(Exception):
     """A uniqueness rule of the schema refused the write (answered as 409)."""
 
 
+class Refused(Exception):
+    """The database refused a value (e.g. a NUL character in PostgreSQL text; answered 422)."""
+
+
 def sqlite_path(url: str) -> str:
     """``sqlite:////abs/file.db`` → ``/abs/file.db`` (``sqlite:///rel.db`` → ``rel.db``)."""
     prefix = "sqlite:///"
@@ -209,6 +213,7 @@ class Database:
     def transaction(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` in a transaction on this thread's connection (synchronously)."""
         integrity, operational = _errors(self.postgres)
+        data = _data_errors(self.postgres)
         try:
             conn = self._conn()
         except operational as exc:
@@ -229,6 +234,8 @@ class Database:
             return result
         except integrity as exc:
             raise Conflict(_one_line(exc)) from None
+        except data as exc:
+            raise Refused(_one_line(exc)) from None
         except operational as exc:
             self.errors += 1
             self._drop()
@@ -246,6 +253,8 @@ class Database:
                 return fn(Tx(conn, False))
             finally:
                 conn.execute("COMMIT")
+        except _data_errors(False) as exc:
+            raise Refused(_one_line(exc)) from None
         except operational as exc:
             self.errors += 1
             raise DatabaseUnavailable(_one_line(exc)) from None
@@ -296,6 +305,14 @@ def _errors(postgres: bool) -> tuple[type[Exception], tuple[type[Exception], ...
 
         return psycopg.IntegrityError, (psycopg.OperationalError, psycopg.InterfaceError)
     return sqlite3.IntegrityError, (sqlite3.OperationalError, sqlite3.DatabaseError)
+
+
+def _data_errors(postgres: bool) -> tuple[type[Exception], ...]:
+    if postgres:
+        import psycopg
+
+        return psycopg.DataError, OverflowError
+    return sqlite3.DataError, OverflowError
 
 
 def _one_line(exc: Exception) -> str:

@@ -41,6 +41,7 @@ _CLAUSE = _str(enum=list(CLAUSES))
 _CHECK = _str(pattern=r"^[a-z0-9_]+(\.[a-z0-9_]+)*$", maxLength=128)
 _HOST = _str(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 _USER = _str(pattern=r"^[a-z_][a-z0-9_.-]{0,63}$")
+_NO_NUL = r"^[^\x00]*$"  # text is stored as text: a NUL character is refused (422)
 
 
 def _ref(name: str) -> S:
@@ -83,19 +84,24 @@ def _query(name: str, schema: S) -> S:
     return {"name": name, "in": "query", "required": False, "schema": schema}
 
 
+# null is the same as absent; a `finding` event needs clauses, severity, expected and found
+# (docs/collector-api.md), a `resolved` event only check and subject.
 _FINDING_IN = _obj({
-    "check": _CHECK, "control": _str(), "clauses": {"type": "array", "items": _CLAUSE,
-                                                    "minItems": 1},
-    "severity": _SEVERITY, "subject": _str(minLength=1, maxLength=1024),
-    "expected": _str(maxLength=4096), "found": _str(maxLength=4096),
-    "details": {"type": "object"}}, ("check", "subject"))
+    "check": _CHECK, "control": _str(nullable=True),
+    "clauses": {"type": "array", "items": _CLAUSE, "minItems": 1, "nullable": True},
+    "severity": {**_SEVERITY, "nullable": True},
+    "subject": _str(minLength=1, maxLength=1024, pattern=_NO_NUL),
+    "expected": _str(maxLength=4096, nullable=True, pattern=_NO_NUL),
+    "found": _str(maxLength=4096, nullable=True, pattern=_NO_NUL),
+    "details": {"type": "object", "nullable": True}}, ("check", "subject"))
 
 _SCHEMAS: S = {
     "Error": _obj({"error": _str()}, ("error",)),
     "Event": _obj({
         "id": _str(format="uuid"), "seq": _int(minimum=1, maximum=2**63 - 1), "ts": _TIME,
         "kind": _str(pattern=r"^[a-z][a-z0-9_.-]{0,63}$"),
-        "finding": _FINDING_IN, "data": {"type": "object"}}, ("id", "seq", "ts", "kind")),
+        "finding": _FINDING_IN, "data": {"type": "object", "nullable": True}},
+        ("id", "seq", "ts", "kind")),
     "Ack": _obj({"acked_seq": _int(), "stored": _int(), "duplicates": _int(),
                  "max_seq": _int(), "missing": _int()},
                 ("acked_seq", "stored", "duplicates", "max_seq", "missing")),
@@ -164,8 +170,10 @@ def document() -> S:
                                                                 "one_time": {"type":
                                                                              "boolean"},
                                                                 "expires": _NTIME})),
-                        body=_obj({"host": _HOST, "one_time": {"type": "boolean"},
-                                   "expires_in": _int(minimum=60, maximum=30 * 86400)}))},
+                        body=_obj({"host": {**_HOST, "nullable": True},
+                                   "one_time": {"type": "boolean"},
+                                   "expires_in": _int(minimum=60, maximum=30 * 86400,
+                                                      nullable=True)}))},
         "/api/v1/enrolment-tokens/{id}": {"delete": _op(
             "Revoke an enrolment token", _answer("204", "revoked", None), errors=(404,),
             params=[_path_id()])},
@@ -190,8 +198,8 @@ def document() -> S:
                 {"work": {"type": "array", "items": {"type": "object"}},
                  "acked_seq": _int()}, ("work", "acked_seq"))),
             body={"type": "object", "maxProperties": 64, "additionalProperties": {
-                "nullable": True, "oneOf": [_str(maxLength=1024), {"type": "number"},
-                                            {"type": "boolean"}]}},
+                "nullable": True, "oneOf": [_str(maxLength=1024, pattern=_NO_NUL),
+                                            {"type": "number"}, {"type": "boolean"}]}},
             errors=(429,))},
         "/api/v1/hosts": {"get": _op("Hosts with their agent and findings", _answer(
             "200", "hosts", _obj({"hosts": {"type": "array", "items": {"type": "object"}}})))},
@@ -205,7 +213,8 @@ def document() -> S:
             errors=(404,), params=[_path_id()])},
         "/api/v1/findings/{id}/ack": {"post": _op(
             "Acknowledge a finding", _answer("200", "the finding", _ref("Finding")),
-            body=_obj({"comment": _str(minLength=1, maxLength=2000)}, ("comment",)),
+            body=_obj({"comment": _str(minLength=1, maxLength=2000, pattern=_NO_NUL)},
+                      ("comment",)),
             errors=(404, 409), params=[_path_id()])},
         "/api/v1/summary": {"get": _op("Compliance by clause and by host", _answer(
             "200", "summary", _obj({"hosts": _int(),

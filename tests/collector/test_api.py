@@ -306,7 +306,13 @@ def test_people_and_logout(collector: Collector) -> None:
     again = collector.client(collector.login("carol", "correct horse battery"))
     assert it.request("DELETE", f"{API}/users/carol").status == 204
     assert again.get(f"{API}/me").status == 401  # deleting a user ends their sessions
-    assert it.request("DELETE", f"{API}/users/admin").status == 409  # the last `it` user
+    assert it.request("DELETE", f"{API}/users/admin").status == 409  # oneself
+    other_it = collector.client(collector.user("it"))
+    me = other_it.get(f"{API}/me").body["user"]
+    assert other_it.request("DELETE", f"{API}/users/admin").status == 204
+    assert it.get(f"{API}/me").status == 401
+    last = other_it.request("DELETE", f"{API}/users/{me}")
+    assert last.status == 409 and "own account" in last.body["error"]
     assert it.request("DELETE", f"{API}/users/carol").status == 404
 
 
