@@ -37,9 +37,10 @@ def test_a_valid_batch() -> None:
                                                 "subject": "PermitRootLogin"}}
     other = {"id": str(uuid.uuid4()), "seq": 3, "ts": "2026-12-02T11:00:00Z",
              "kind": "agent.started", "data": {"version": "1"}}
-    first, second, third = parse_batch({"events": [raw_event(details={"uid": 0}), resolved,
-                                                   other]})
-    assert first.control == "ssh" and first.clauses == " R-TLS " and first.severity == "high"
+    first, second, third = parse_batch({"events": [raw_event(details={"uid": 0}, control="usb"),
+                                                   resolved, other]})
+    assert first.control == "ssh"  # always the check's own, whatever was sent
+    assert first.clauses == " R-TLS " and first.severity == "high"
     assert json.loads(first.details or "") == {"uid": 0}
     assert second.id == resolved["id"].lower() and second.ts == first.ts - 7 * 3600
     assert second.severity == "info" and second.clauses == "" and second.found == ""
@@ -61,8 +62,14 @@ def test_a_valid_batch() -> None:
      "events[0].finding.clauses: unknown clause 'R-XYZ'"),
     ({"events": [raw_event(severity="urgent")]}, 422,
      "events[0].finding.severity: expected one of info, low, medium, high, critical"),
-    ({"events": [raw_event(control="usb")]}, 422,
-     "events[0].finding.control: 'usb' is not the control of check 'ssh.permit_root_login'"),
+    ({"events": [raw_event(severity={"x": 1})]}, 422,
+     "events[0].finding.severity: expected one of info, low, medium, high, critical"),
+    ({"events": [raw_event(clauses=[["R-TLS"]])]}, 422,
+     "events[0].finding.clauses: unknown clause ['R-TLS']"),
+    ({"events": [{**raw_event(), "kind": "agent.note", "finding": {"check": "a",
+                                                                  "subject": "s",
+                                                                  "severity": {}}}]}, 422,
+     "events[0].finding.severity: expected one of info, low, medium, high, critical"),
     ({"events": [raw_event(check="SSH root")]}, 422,
      "events[0].finding.check: expected a check ID like 'ssh.permit_root_login'"),
     ({"events": [raw_event(subject="")]}, 422, "events[0].finding.subject: must not be empty"),
