@@ -82,6 +82,10 @@ def test_passwords_cycle(lab: LabHandle, human: tuple[int, str], tmp_path: Path)
     assert "pam_pwquality minlen: expected at least 12, found 8 (the built-in default)" \
         in fresh.stdout
     assert "/etc/login.defs PASS_MAX_DAYS: expected 90, found 99999" in fresh.stdout
+    # One test per host and stable check ID.
+    for check_id in ("account_ageing", "min_length", "min_classes", "login_defs", "dropin"):
+        assert f"FAILED checks/test_passwords.py::test_check[ssh://srv1-passwords.{check_id}]" \
+            in fresh.stdout, fresh.stdout[-3000:]
 
     dry = apply(lab, C, limit=HOSTS, extra=("--dry",))
     assert set(outcomes(dry, C).values()) == {"would change"}
@@ -130,6 +134,10 @@ def test_passwords_cycle(lab: LabHandle, human: tuple[int, str], tmp_path: Path)
     assert "/etc/pam.d/common-password: expected an active 'password requisite " \
            "pam_pwquality.so' line before pam_unix.so, found no pam_pwquality.so line" \
         in drifted.stdout
+    for host, check_id in (("srv1", "account_ageing"), ("srv1", "min_length"),
+                           ("srv3", "login_defs"), ("srv3", "dropin"), ("srv3", "pam_stack")):
+        assert f"FAILED checks/test_passwords.py::test_check[ssh://{host}-passwords.{check_id}]" \
+            in drifted.stdout, drifted.stdout[-3000:]
 
     repaired = apply_raw(lab, C, limit=HOSTS)
     assert_no_hash(lab, repaired.stdout, repaired.stderr)
