@@ -15,21 +15,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pyinfra import host
-from pyinfra.api import operation
 
 from baomi.controls import accounts as core
-from baomi.deploy.common import context, op_name, shell_if
+from baomi.deploy.common import context, nothing_to_do, op_name, shell_if
 from baomi.records import RecordError
 
 C = core.CONTROL.name
-
-
-@operation()
-def no_request(reason: str):  # type: ignore[no-untyped-def]
-    """Reported as "unchanged" with its reason, instead of no row at all."""
-    host.noop(reason)
-    yield from ()
 
 
 def apply() -> None:
@@ -40,7 +31,7 @@ def apply() -> None:
         raise SystemExit(2) from None
     want = core.desired(context(**{core.INPUT: requests}))
     if not want.create:
-        no_request(name=op_name(C, "no approved account request for this host"),
+        nothing_to_do(name=op_name(C, "no approved account request for this host"),
                    reason="no approved account request covers this host")
     for r in want.create:
         u = shlex.quote(r.user)

@@ -102,6 +102,14 @@ def put_secret(path: str, secret: str) -> Iterator[PyinfraCommand | str]:
 
 
 @operation()
+def nothing_to_do(reason: str):  # type: ignore[no-untyped-def]
+    """Nothing to do on this host: a row "unchanged" with its reason, instead of no row at all
+    (the one spelling for every control)."""
+    host.noop(reason)
+    yield from ()
+
+
+@operation()
 def shell_if(check: str, command: str, reason: str):  # type: ignore[no-untyped-def]
     """Run ``command`` unless ``check`` (a read-only shell test) already succeeds."""
     if host.get_fact(CommandSucceeds, check=check):

@@ -10,7 +10,7 @@ from pyinfra import host
 from pyinfra.api import operation
 
 from baomi.controls import sensitive_paths as core
-from baomi.deploy.common import Observation, context, op_name, shell_if
+from baomi.deploy.common import Observation, context, nothing_to_do, op_name, shell_if
 from baomi.fixes import sensitive_paths as fix
 
 C = core.CONTROL.name
@@ -19,13 +19,6 @@ C = core.CONTROL.name
 def _seen(marking: str, want: core.PathWant) -> core.PathSeen:
     one = core.Desired(marking, (want,))
     return core.parse(host.get_fact(Observation, script=core.observe_script(one)), one).paths[0]
-
-
-@operation()
-def not_applicable(reason: str):  # type: ignore[no-untyped-def]
-    """Reported as "unchanged" with its reason, instead of no row at all."""
-    host.noop(reason)
-    yield from ()
 
 
 @operation()
@@ -63,7 +56,7 @@ def apply() -> None:
     want = core.desired(context())
     reason = core.CONTROL.not_applicable(want)
     if reason:
-        not_applicable(name=op_name(C, "sensitive paths"), reason=reason)
+        nothing_to_do(name=op_name(C, "sensitive paths"), reason=reason)
     for p in want.paths:
         q, owner, group = shlex.quote(p.path), shlex.quote(p.owner), shlex.quote(p.group)
         shell_if(name=op_name(C, f"group {p.group}"), check=f"getent group {group} >/dev/null",
