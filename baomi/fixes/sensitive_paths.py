@@ -1,10 +1,12 @@
 """R-ACL, R-CLS fixes: the level's mark, owners and modes of the offending entries, setgid
-directories.  Modes are fixed by *removing* the bits above the ceiling (``chmod g-w,o-rwx``)
-from the entries that have them, never by forcing one mode, so stricter files stay stricter."""
+directories.  Modes are fixed by *removing* the bits above the ceiling from the entries that
+have them, never by forcing one mode, so stricter files stay stricter; every mode change goes
+through baomi/hostside/tree_modes.py, which never acts through a link."""
 
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 from baomi.controls.sensitive_paths import (
     MARK_ATTR,
@@ -14,16 +16,12 @@ from baomi.controls.sensitive_paths import (
 )
 from baomi.fixes.install import install_file
 
+# The host-side program that changes modes without following links (see its docstring).
+TREE_MODES = (Path(__file__).parents[1] / "hostside" / "tree_modes.py").read_text(encoding="utf-8")
 
-def symbolic_removal(excess: int) -> str:
-    """``chmod`` argument removing exactly the bits in ``excess``: 0o137 → ``u-x,g-wx,o-rwx``."""
-    parts = []
-    for who, shift in (("u", 6), ("g", 3), ("o", 0)):
-        bits = (excess >> shift) & 0o7
-        letters = "".join(c for c, b in (("r", 4), ("w", 2), ("x", 1)) if bits & b)
-        if letters:
-            parts.append(f"{who}-{letters}")
-    return ",".join(parts)
+
+def tree_modes(path: str, *args: str) -> str:
+    return " ".join(["python3", "-c", shlex.quote(TREE_MODES), shlex.quote(path), *args])
 
 
 def write_xattr(path: str, value: str) -> str:
@@ -51,12 +49,9 @@ def ownership_script(want: PathWant) -> str:
 
 
 def modes_script(want: PathWant) -> str:
-    """Remove the permission bits above the level's ceilings from the entries that have them."""
-    q = shlex.quote(want.path)
-    return (f"find {q} ! -type l -type d -perm /{want.dir_excess:03o} -exec chmod "
-            f"{symbolic_removal(want.dir_excess)} {{}} + && "
-            f"find {q} ! -type l ! -type d -perm /{want.file_excess:03o} -exec chmod "
-            f"{symbolic_removal(want.file_excess)} {{}} +")
+    """Remove the permission bits above the level's ceilings from the entries that have them,
+    never through a link (not even a directory swapped for one while it runs)."""
+    return tree_modes(want.path, "modes", f"{want.dir_excess:03o}", f"{want.file_excess:03o}")
 
 
 def no_setgid_dir(want: PathWant) -> str:
@@ -66,5 +61,6 @@ def no_setgid_dir(want: PathWant) -> str:
 
 def setgid_script(want: PathWant) -> str:
     """setgid directories: files created later inherit the path's group instead of their
-    creator's, so everyday work keeps the tree compliant (R-ACL)."""
-    return f"{no_setgid_dir(want)} -exec chmod g+s {{}} +"
+    creator's, so everyday work keeps the tree compliant (R-ACL). Each directory is changed
+    through its own descriptor: one swapped for a link is skipped, its target untouched."""
+    return tree_modes(want.path, "setgid")

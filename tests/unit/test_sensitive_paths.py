@@ -13,8 +13,6 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
-
 from baomi.controls import sensitive_paths as core
 from baomi.controls.contract import HostContext, evaluate
 from baomi.fixes import sensitive_paths as fix
@@ -51,11 +49,32 @@ def test_desired_follows_policy_levels_and_groups() -> None:
     assert core.CONTROL.not_applicable(SERVERS) is None
 
 
-@pytest.mark.parametrize(("excess", "symbolic"), [
-    (0o137, "u-x,g-wx,o-rwx"), (0o027, "g-w,o-rwx"), (0o177, "u-x,g-rwx,o-rwx"),
-    (0o077, "g-rwx,o-rwx"), (0, "")])
-def test_bits_above_the_ceiling_are_removed_symbolically(excess: int, symbolic: str) -> None:
-    assert fix.symbolic_removal(excess) == symbolic
+def test_modes_and_setgid_passes_remove_bits_and_never_follow_links(tmp_path: Path) -> None:
+    """The host-side program run for real on a local tree: bits above the ceilings go, stricter
+    entries stay stricter, a link's target and a hard-linked file keep their modes."""
+    top, outside = tmp_path / "tree", tmp_path / "outside"
+    (top / "sub").mkdir(parents=True)
+    outside.write_text("x")
+    outside.chmod(0o755)
+    (top / "open").write_text("x")
+    (top / "open").chmod(0o666)
+    (top / "strict").write_text("x")
+    (top / "strict").chmod(0o400)
+    (top / "sub").chmod(0o777)
+    (top / "link").symlink_to(outside)
+    (top / "hard").hardlink_to(outside)
+    want = replace(SERVERS.paths[0], path=str(top))  # 机密: files ≤ 0640, directories ≤ 0750
+    modes = subprocess.run(["sh", "-c", fix.modes_script(want)], capture_output=True, text=True)
+    assert modes.returncode == 1 and f"{top}/hard: 2 hard links" in modes.stderr, modes.stderr
+    setgid = subprocess.run(["sh", "-c", fix.setgid_script(want)], capture_output=True, text=True)
+    assert setgid.returncode == 0, setgid.stderr
+
+    def mode(path: Path) -> int:
+        return path.lstat().st_mode & 0o7777
+
+    assert mode(top / "open") == 0o640 and mode(top / "strict") == 0o400
+    assert mode(top / "sub") == 0o2750 and mode(top) & 0o2000
+    assert mode(outside) == 0o755
 
 
 def test_fresh_host_reports_missing_paths_groups_and_marks() -> None:
