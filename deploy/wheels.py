@@ -56,6 +56,7 @@ PREFIX = "/opt/baomi"
 REMOTE_WHEELS = "/var/cache/baomi/wheels"
 MANIFEST_FILE = ".baomi-manifest"
 _BUILD_TIMEOUT = 1800
+KEEP = 3  # cache entries of each kind kept (the ones in use among them)
 
 
 class WheelError(Exception):
@@ -275,8 +276,22 @@ def build(extra: str = "", root: Path | None = None, cache_dir: Path | None = No
                 for p in wheels:
                     os.link(p, tmp / p.name)
             _build_into(stage, link_all)
+        prune(cache_dir, in_use={deps, own, stage})
     names = tuple(p.name for p in wheels)
     return WheelSet(extra, stage, names, manifest, tag, lock_lines(names))
+
+
+def prune(cache_dir: Path, in_use: set[Path], keep: int = KEEP) -> list[Path]:
+    """Remove all but the KEEP newest entries of each kind (deps, baomi, sets), never those
+    IN_USE; an edited checkout would otherwise leave one baomi wheel per deploy behind."""
+    removed = []
+    for pattern in ("deps-*", "baomi-*", "sets/*"):
+        entries = sorted((p for p in cache_dir.glob(pattern) if p.is_dir() and p not in in_use),
+                         key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in entries[max(0, keep - len({p for p in in_use if p.match(pattern)})):]:
+            shutil.rmtree(old, ignore_errors=True)
+            removed.append(old)
+    return removed
 
 
 _BUILT: dict[str, WheelSet] = {}

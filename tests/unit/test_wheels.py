@@ -126,3 +126,14 @@ def test_installed_test_needs_link_and_manifest(tmp_path: Path) -> None:
     assert installed()
     (Path(venv) / w.MANIFEST_FILE).write_text("ef" * 16 + "\n")
     assert not installed(), "other wheels in the venv"
+
+
+def test_prune_keeps_the_newest_and_those_in_use(tmp_path: Path) -> None:
+    for i, name in enumerate(["deps-a", "deps-b", "deps-c", "deps-d", "baomi-1", "sets/m1"]):
+        (tmp_path / name).mkdir(parents=True)
+        os.utime(tmp_path / name, (1000 + i, 1000 + i))
+    in_use = {tmp_path / "deps-a", tmp_path / "baomi-1", tmp_path / "sets/m1"}
+    removed = w.prune(tmp_path, in_use, keep=2)
+    assert removed == [tmp_path / "deps-c", tmp_path / "deps-b"]
+    assert {p.name for p in tmp_path.glob("deps-*")} == {"deps-a", "deps-d"}
+    assert (tmp_path / "baomi-1").is_dir() and (tmp_path / "sets/m1").is_dir()
