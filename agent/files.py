@@ -88,8 +88,12 @@ def observe(path: str, algorithm: str = "sha256", max_bytes: int = 1 << 30) -> F
         if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
             return from_stat(path, st, None)
         h = hashlib.new(algorithm)
-        while chunk := os.read(fd, READ_CHUNK):
+        want = min(st.st_size + 1, READ_CHUNK)  # a small file: one read, short = end of file
+        while chunk := os.read(fd, want):
             h.update(chunk)
+            if len(chunk) < want:
+                break
+            want = READ_CHUNK
         return from_stat(path, st, f"{algorithm}:{h.hexdigest()}")
     finally:
         os.close(fd)

@@ -26,6 +26,9 @@ from baomi.agent.files import FileState, from_stat, observe
 from baomi.agent.state import State
 
 CHUNK = 1000
+PER_TASK = 16
+Observed = list[FileState | OSError | None]  # one reader task's answers, in order
+Group = list[tuple[str, FileState | None]]  # paths handed to one task, with their baseline
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ def differs(old: FileState, new: FileState) -> bool:
 class Scanner:
     """Owned by the agent's processing thread (it alone writes the baseline)."""
 
-    def __init__(self, state: State, algorithm: str, max_bytes: int, workers: int = 8) -> None:
+    def __init__(self, state: State, algorithm: str, max_bytes: int, workers: int = 16) -> None:
         self.state = state
         self.algorithm = algorithm
         self.max_bytes = max_bytes
@@ -95,7 +98,9 @@ class Scanner:
         """Compare the tree under ``root`` with the baseline; report and record every change."""
         started = time.monotonic()
         stats = ScanStats(root)
-        pending: deque[tuple[Future[FileState | None], FileState | None, str]] = deque()
+        pending: deque[tuple[Future[Observed],
+                             Group]] = deque()
+        chunk: Group = []
         batch = Batch(self.state, emit, stats)
         try:
             top = self.observe(root)
@@ -141,9 +146,13 @@ class Scanner:
                 except OSError as exc:
                     stats.errors.append(f"{entry.path}: {exc.strerror or exc}")
                     continue
-                pending.append((self.pool.submit(self.observe, entry.path), old, entry.path))
-                while len(pending) > 4 * self.workers:
-                    self._collect(pending.popleft(), batch)
+                chunk.append((entry.path, old))
+                if len(chunk) >= PER_TASK:
+                    self._submit(chunk, pending, batch)
+                    chunk = []
+            if chunk:
+                self._submit(chunk, pending, batch)
+                chunk = []
             for gone in rows.values():
                 for state in self.state.subtree(gone.path):
                     batch.compare(state, None)
@@ -153,19 +162,38 @@ class Scanner:
         stats.seconds = time.monotonic() - started
         return stats
 
-    def _collect(self, item: tuple[Future[FileState | None], FileState | None, str],
+    def _observe_many(self, paths: list[str]) -> Observed:
+        out: Observed = []
+        for path in paths:
+            try:
+                out.append(self.observe(path))
+            except OSError as exc:
+                out.append(exc)
+        return out
+
+    def _submit(self, chunk: Group,
+                pending: deque[tuple[Future[Observed],
+                                     Group]],
+                batch: Batch) -> None:
+        """Files go to the readers in small groups (a future per file costs more than a
+        small file's read); a bounded number of groups in flight."""
+        pending.append((self.pool.submit(self._observe_many, [p for p, _ in chunk]), chunk))
+        while len(pending) > 8 * self.workers:
+            self._collect(pending.popleft(), batch)
+
+    def _collect(self, item: tuple[Future[Observed],
+                                   Group],
                  batch: Batch) -> None:
-        future, old, path = item
-        try:
-            new = future.result()
-        except OSError as exc:
-            batch.stats.errors.append(f"{path}: {exc.strerror or exc}")
-            return
-        if new is not None:
-            batch.stats.files += 1
-            batch.stats.bytes += new.size
-            batch.stats.hashed += new.digest is not None
-        batch.compare(old, new)
+        future, chunk = item
+        for (path, old), new in zip(chunk, future.result(), strict=True):
+            if isinstance(new, OSError):
+                batch.stats.errors.append(f"{path}: {new.strerror or new}")
+                continue
+            if new is not None:
+                batch.stats.files += 1
+                batch.stats.bytes += new.size
+                batch.stats.hashed += new.digest is not None
+            batch.compare(old, new)
 
 
 class Batch:

@@ -88,7 +88,7 @@ def names_from_system() -> rules.Names:
 
 class Agent:
     def __init__(self, policy: Policy, directory: Path, enrolment: Enrolment | None,
-                 groups: tuple[str, ...] = (), workers: int = 8) -> None:
+                 groups: tuple[str, ...] = (), workers: int = 16) -> None:
         self.policy = policy
         self.dir = directory
         self.enrolment = enrolment

@@ -138,8 +138,10 @@ def running_collector(folder: Path) -> Iterator[Collector]:
 
 
 def write_policy(path: Path, data: Path, spool: Path, *, spool_max_mb: int = 256,
-                 rescan_minutes: int = 60) -> Path:
-    """A policy whose sensitive paths are folders under ``data`` (root-owned, group root)."""
+                 rescan_minutes: int = 60, ship_interval_seconds: int = 1) -> Path:
+    """A policy whose sensitive paths are folders under ``data`` (root-owned, group root);
+    the idle tick is 1 s (tests notice a returning collector sooner), the policy's 5 s
+    otherwise."""
     path.write_text(f"""
 sensitive_paths:
   - path: {data}/top
@@ -158,7 +160,7 @@ agent:
   spool_dir: {spool}
   spool_max_mb: {spool_max_mb}
   rescan_minutes: {rescan_minutes}
-  ship_interval_seconds: 1
+  ship_interval_seconds: {ship_interval_seconds}
 """, encoding="utf-8")
     for name in ("top", "conf", "secret"):
         (data / name).mkdir(parents=True, exist_ok=True, mode=0o700)
