@@ -40,6 +40,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collector-deploy": ("baomi.controller.commands.collector_deploy:collector_deploy",
                          "Install the collector service on the inventory's hosts of group "
                          "`collector`."),
+    "disk": ("baomi.controller.commands.disk:disk",
+             "R-ENC: one-time permissions to wipe one disk (host + device + serial + ticket)."),
     "escrow": ("baomi.controller.commands.escrow:escrow",
                "Recovery secrets escrowed on the controller; every retrieval is recorded."),
     "findings": ("baomi.controller.commands.session:findings_cmd",

@@ -95,7 +95,6 @@ class Volume:
     mount: str
     filesystem: str
     groups: tuple[str, ...]
-    wipe_allowed: bool
     name: str = ""
 
 
@@ -441,9 +440,15 @@ def _volumes(ctx: Context, reader: MapReader) -> tuple[Volume, ...]:
             mount=r.get("mount", absolute_path, "", required=True),
             filesystem=r.get("filesystem", choice(("ext4", "xfs", "btrfs")), "ext4"),
             groups=_list(ctx, r, "groups", group_name, ("all",), min_items=1),
-            wipe_allowed=r.get("wipe_allowed", boolean, False),
             name=r.get("name", mapper_name, ""),
         ))
+        # A permanent, group-wide permission to destroy data is gone: one wipe of one disk
+        # (host + serial + ticket) is allowed on the controller instead.  `false` stays valid.
+        if r.get("wipe_allowed", boolean, False):
+            ctx.report(r.raw("wipe_allowed"), f"disk_encryption.volumes[{index}].wipe_allowed: "
+                       "a permanent permission to wipe is no longer accepted",
+                       "remove it; allow one wipe of one disk with `baomi disk allow-wipe HOST "
+                       "DEVICE --serial SERIAL --ticket TICKET`")
         r.done()
     return tuple(_named(v) for v in out)
 
@@ -458,7 +463,7 @@ def _named(volume: Volume) -> Volume:
         return volume
     slug = re.sub(r"[^a-z0-9]+", "-", volume.mount.lower()).strip("-") or "root"
     return Volume(volume.device, volume.mount, volume.filesystem, volume.groups,
-                  volume.wipe_allowed, f"baomi-{slug}"[:63])
+                  f"baomi-{slug}"[:63])
 
 
 def _disk_encryption(ctx: Context, r: MapReader) -> DiskEncryption:

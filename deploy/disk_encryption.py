@@ -2,8 +2,12 @@
 
 Per volume, in order (each operation reads the host again at execute time):
 
-1. the LUKS2 header: only on a blank device (or one the policy marks ``wipe_allowed``); a
-   header baomi escrowed is left alone; anything else stops the host with the reason.
+1. the LUKS2 header: only on a blank device, or on one that a one-time wipe permission names
+   (``baomi disk allow-wipe``: this host, this device, its serial; recorded as used before the
+   host gets the script); a header baomi escrowed is left alone, any other LUKS header is
+   never touched; anything else stops the host with the reason.  The host checks the device
+   (baomi/fixes/disk_encryption.gate_script) in the observation and again in the script, right
+   before ``luksFormat``.
    The recovery passphrase is generated here on the controller and escrowed *before* the
    host sees it (a crash cannot leave it only on the host); it reaches the host as a 0600
    file on tmpfs (``/run``), never on a command line, and is removed however the script ends.
@@ -21,10 +25,13 @@ import uuid
 from pyinfra import host
 from pyinfra.api import OperationError, operation
 
+from baomi.controller import wipe
 from baomi.controller.escrow import EscrowError, EscrowStore
 from baomi.controls import disk_encryption as core
 from baomi.deploy.common import Observation, context, op_name, put_secret
 from baomi.fixes import disk_encryption as fix
+from baomi.observe import script, sections
+from baomi.records import RecordError
 
 C = core.CONTROL.name
 
@@ -51,11 +58,32 @@ def recovery_passphrase() -> str:
     return "-".join("".join(secrets.choice(alphabet) for _ in range(5)) for _ in range(8))
 
 
+def _permission(device: str) -> wipe.Permission | None:
+    try:
+        return wipe.open_permission(host.name, device)
+    except RecordError as exc:
+        raise OperationError(f"[{C}] wipe permissions: {exc}") from None
+
+
+def _gates(v: core.VolumeWant, real: str | None,
+           permission: wipe.Permission | None) -> tuple[fix.Gate, fix.Gate | None]:
+    """The host's verdicts on the device: as it is, and under the open wipe permission."""
+    checks = {"blank": fix.gate_script(host.name, v.device, real)}
+    if permission is not None:
+        checks["wipe"] = fix.gate_script(host.name, v.device, real, permission.serial)
+    found = sections(host.get_fact(Observation, script=script(checks)))
+    return (fix.Gate.of(found.get("blank")),
+            fix.Gate.of(found.get("wipe")) if permission is not None else None)
+
+
 @operation()
 def luks_header(want: core.Desired, v: core.VolumeWant):  # type: ignore[no-untyped-def]
-    observed, seen = _seen(want, v)
+    _, seen = _seen(want, v)
     store = EscrowStore.default()
-    decision = fix.decide(v, seen, observed, _escrowed_uuids(store, v.device))
+    permission = _permission(v.device)
+    blank, wiping = _gates(v, seen.real, permission)
+    decision = fix.decide(v, seen, _escrowed_uuids(store, v.device), blank,
+                          permission.id if permission else None, wiping)
     if decision.action == "refuse":
         raise OperationError(f"[{C}] {decision.reason}")
     if decision.action == "keep":
@@ -76,9 +104,18 @@ def luks_header(want: core.Desired, v: core.VolumeWant):  # type: ignore[no-unty
     except (EscrowError, OSError) as exc:
         raise OperationError(f"[{C}] cannot escrow the recovery key, not formatting: {exc}") \
             from None
+    wipe_serial = None
+    if decision.permission is not None and permission is not None:
+        try:  # used up before the host sees the script: it can never serve twice
+            wipe.consume(permission, luks_uuid)
+        except RecordError as exc:
+            raise OperationError(f"[{C}] cannot record the wipe permission as used, not "
+                                 f"wiping: {exc}") from None
+        wipe_serial = permission.serial
     yield f"mkdir -p -m 0700 {core.SECRETS_DIR}"
     yield from put_secret(recovery_file, secret)
-    yield fix.format_script(want, v, luks_uuid, recovery_file, decision.wipe)
+    yield fix.format_script(want, v, host.name, luks_uuid, recovery_file, seen.real or v.device,
+                            wipe_serial)
 
 
 def _require_luks(seen: core.VolumeSeen, v: core.VolumeWant) -> core.LuksHeader | None:

@@ -8,8 +8,9 @@ Two halves, one truth:
   mounted through ``/etc/fstab``.  A second key slot holds a recovery passphrase that lives
   in the controller's escrow (controller/escrow.py), never only on the host.
   :func:`baomi.fixes.disk_encryption.decide` says what the deploy may do with a device:
-  format it only when it is blank (or the policy marks it ``wipe_allowed``), leave a header
-  baomi escrowed alone, refuse anything else with the reason, since formatting destroys data.
+  format it only when it is blank (or one wipe of that very disk was allowed on the controller
+  with ``baomi disk allow-wipe``), leave a header baomi escrowed alone, never touch any other
+  LUKS header, refuse anything else with the reason, since formatting destroys data.
 * **Placement**: every sensitive path of a level with ``encryption: true`` (and ``/`` on the
   groups of ``require_root_on``) must sit on a mount whose device chain (``findmnt -J -T`` →
   ``lsblk -J`` parents) holds an active crypt mapping (``cryptsetup status``) with an
@@ -65,7 +66,6 @@ class VolumeWant:
     mount: str
     filesystem: str
     name: str
-    wipe_allowed: bool
 
     @property
     def mapper(self) -> str:
@@ -117,8 +117,7 @@ def desired(ctx: HostContext) -> Desired:
     volumes: tuple[VolumeWant, ...] = ()
     paths: tuple[PathWant, ...] = ()
     if d.enabled:
-        volumes = tuple(VolumeWant(v.device, v.mount.rstrip("/") or "/", v.filesystem, v.name,
-                                   v.wipe_allowed)
+        volumes = tuple(VolumeWant(v.device, v.mount.rstrip("/") or "/", v.filesystem, v.name)
                         for v in d.volumes if "all" in v.groups or groups & set(v.groups))
         paths = tuple(PathWant(p.path.rstrip("/") or "/", p.level, policy.level(p.level).severity)
                       for p in policy.paths_for(set(groups)) if policy.level(p.level).encryption)

@@ -28,18 +28,35 @@ VM_GROUPS = {"servers", "vm"}
 OURS = "70c77f6a-9459-48cd-ae51-99537207aa63"  # the header `baomi apply` made in vm-applied
 # The policy the vm-* captures were made under (also the contract test's, contract.json).
 VM_POLICY = (DATA / "vm-policy.yaml").read_text(encoding="utf-8")
-LOOP = "    - {device: /dev/loop0, mount: /srv/other, groups: [vm]WIPE}\n"
+LOOP = "    - {device: /dev/loop0, mount: /srv/other, groups: [vm]}\n"
+# Verdicts of fix.gate_script, as it printed them on a real loop device (blank, then holding
+# `yes` output, urandom bytes, an ext4 filesystem) and for /dev/null.
+GATE_BLANK = fix.Gate(True, "/dev/loop0 (/dev/loop0): blank (no signature by blkid -p or "
+                      "wipefs; first, middle and last MiB each one repeated byte), not in use")
+GATE_DATA = fix.Gate(False, "refused: /dev/loop0: holds data: the MiB at byte 0 is not one "
+                     "repeated byte (4.22 bits/byte: a raw database or a format blkid does not "
+                     "know); not blank; it has no serial, so no wipe of it can be allowed: move "
+                     "its data off and clear it by hand, or give baomi a blank device")
+GATE_EXT4 = fix.Gate(False, "refused: /dev/loop0: holds UUID=4cb97ba3-f954-4d52-a82d-"
+                     "e5c35de37ed8 TYPE=ext4 (blkid -p): not blank; it has no serial, so no "
+                     "wipe of it can be allowed: move its data off and clear it by hand, or "
+                     "give baomi a blank device")
+GATE_NO_SERIAL = fix.Gate(False, "refused: /dev/loop0: has no serial or WWN (a loop device?): "
+                          "a wipe permission names a disk by its serial, so this one is never "
+                          "wiped; move its data off and clear it by hand, or give baomi a "
+                          "blank device")
+GATE_WIPE = fix.Gate(True, "/dev/vdb (/dev/vdb, serial baomi-data): not in use, no LUKS "
+                     "header; one wipe allowed")
 
 
 def desired(policy: Policy, groups: set[str]) -> core.Desired:
     return core.desired(HostContext.of(policy, groups))
 
 
-def vm_want(loop: bool = False, wipe: bool = False) -> core.Desired:
+def vm_want(loop: bool = False) -> core.Desired:
     text = VM_POLICY
     if loop:  # the second volume, listed first (as the captures were made)
-        text = text.replace("  volumes:\n", "  volumes:\n" + LOOP.replace(
-            "WIPE", ", wipe_allowed: true" if wipe else ""))
+        text = text.replace("  volumes:\n", "  volumes:\n" + LOOP)
     return desired(load_text(text), VM_GROUPS)
 
 
@@ -57,12 +74,23 @@ def of(check: Check, findings: list[Finding]) -> list[Finding]:
 
 def test_policy_names_the_mapping_after_the_mount_and_validates_it() -> None:
     v = load_text(VM_POLICY).disk_encryption.volumes[0]
-    assert (v.name, v.wipe_allowed) == ("baomi-srv-secure", False)
+    assert v.name == "baomi-srv-secure"
     volume = "       groups: [vm]}"
     named = load_text(VM_POLICY.replace(volume, volume[:-1] + ", name: data0}"))
     assert named.disk_encryption.volumes[0].name == "data0"
     with pytest.raises(PolicyError, match="is not a device-mapper name"):
         load_text(VM_POLICY.replace(volume, volume[:-1] + ", name: Data 0}"))
+
+
+def test_a_permanent_wipe_allowed_is_a_policy_error_naming_the_one_time_command() -> None:
+    volume = "       groups: [vm]}"
+    assert load_text(VM_POLICY.replace(volume, volume[:-1] + ", wipe_allowed: false}")
+                     ).disk_encryption.volumes[0].name == "baomi-srv-secure"
+    with pytest.raises(PolicyError) as error:
+        load_text(VM_POLICY.replace(volume, volume[:-1] + ", wipe_allowed: true}"))
+    assert ("disk_encryption.volumes[0].wipe_allowed: a permanent permission to wipe is no "
+            "longer accepted; remove it; allow one wipe of one disk with `baomi disk "
+            "allow-wipe HOST DEVICE --serial SERIAL --ticket TICKET`") in str(error.value)
 
 
 def test_desired_only_encrypted_levels_and_own_groups() -> None:
@@ -94,7 +122,8 @@ def test_applied_vm_complies_and_every_part_is_read() -> None:
     assert [(k.slot, k.pbkdf) for k in vol.luks.keyslots] == [(0, "pbkdf2"), (1, "pbkdf2")]
     assert vol.key_file == ("400", "root", "root", 64)
     assert vol.inner is not None and vol.inner["TYPE"] == "ext4"
-    assert fix.decide(want.volumes[0], vol, s, {OURS}).action == "keep"
+    # Kept without asking the device check (a header is never "blank" anyway).
+    assert fix.decide(want.volumes[0], vol, {OURS}, GATE_DATA).action == "keep"
 
 
 def test_blank_vm_fails_with_the_chain_and_the_disk_may_be_formatted() -> None:
@@ -110,51 +139,57 @@ def test_blank_vm_fails_with_the_chain_and_the_disk_may_be_formatted() -> None:
         core.LUKS_HEADER.id, core.PATHS.id}
     assert result.not_applicable[core.KEY_FILE.id] == (
         "no LUKS header on /dev/disk/by-id/virtio-baomi-data yet (disk_encryption.luks_header)")
-    decision = fix.decide(want.volumes[0], s.volumes[0], s, set())
-    assert (decision.action, decision.wipe) == ("format", False)
+    decision = fix.decide(want.volumes[0], s.volumes[0], set(), GATE_BLANK)
+    assert (decision.action, decision.reason, decision.permission) == (
+        "format", GATE_BLANK.text, None)
+    # No signature is not enough: the host's device check decides (data, random bytes ...).
+    assert fix.decide(want.volumes[0], s.volumes[0], set(), GATE_DATA) == fix.Decision(
+        "refuse", GATE_DATA.text)
     assert s.volumes[0].probe == {} and s.volumes[0].probe_failed is None
 
 
-def test_filesystem_on_the_device_is_refused_unless_wipe_allowed() -> None:
+def test_data_is_formatted_only_under_a_wipe_permission_the_host_accepts() -> None:
     want = vm_want(loop=True)
     s = seen("vm-loop-ext4", want)
     loop = want.volumes[0]
     assert loop.device == "/dev/loop0"
-    refused = fix.decide(loop, s.volumes[0], s, set())
-    assert refused.action == "refuse"
-    assert "holds a filesystem (ext4, UUID 7bceabcb-ccb1-4951-92e7-7e20811f4faf)" in \
-        refused.reason and "wipe_allowed: true" in refused.reason
-    wiped = fix.decide(vm_want(loop=True, wipe=True).volumes[0], s.volumes[0], s, set())
-    assert (wiped.action, wiped.wipe) == ("format", True)
-    # Its own (escrowed) header next to it stays; without the escrow entry it is refused,
-    # and because it is open and mounted even wipe_allowed cannot reformat it.
-    assert fix.decide(want.volumes[1], s.volumes[1], s, {OURS}).action == "keep"
-    foreign = fix.decide(want.volumes[1], s.volumes[1], s, set())
-    assert foreign.action == "refuse" and "whose recovery key baomi has not escrowed" in \
-        foreign.reason
-    in_use = fix.decide(core.VolumeWant(**{**want.volumes[1].__dict__, "wipe_allowed": True}),
-                        s.volumes[1], s, set())
-    assert in_use.action == "refuse"
-    assert "in use (/dev/mapper/baomi-srv-secure (crypt))" in in_use.reason
+    assert fix.decide(loop, s.volumes[0], set(), GATE_EXT4) == fix.Decision(
+        "refuse", GATE_EXT4.text)
+    # A permission the host's check refuses (no serial, another serial, in use): refused,
+    # naming the permission; one it accepts: formatted, using the permission up.
+    refused = fix.decide(loop, s.volumes[0], set(), GATE_EXT4, "a1b2", GATE_NO_SERIAL)
+    assert refused == fix.Decision("refuse", f"{GATE_NO_SERIAL.text} (wipe permission a1b2)")
+    assert fix.decide(loop, s.volumes[0], set(), GATE_EXT4, "a1b2", GATE_WIPE) == \
+        fix.Decision("format", GATE_WIPE.text, "a1b2")
+    # Its own (escrowed) header next to it stays; without the escrow entry it is refused.
+    assert fix.decide(want.volumes[1], s.volumes[1], {OURS}, GATE_EXT4).action == "keep"
 
 
-def test_luks_header_baomi_did_not_escrow_is_refused() -> None:
+def test_a_luks_header_this_controller_did_not_escrow_is_never_formatted() -> None:
     want = vm_want(loop=True)
     s = seen("vm-loop-foreign-luks", want)
-    decision = fix.decide(want.volumes[0], s.volumes[0], s, {OURS})
-    assert decision.action == "refuse"
-    assert "holds a LUKS header (UUID 212f3151-942e-443c-a9d5-f6cc0e49b1f7)" in decision.reason
-    assert fix.decide(want.volumes[0], s.volumes[0], s,
-                      {"212f3151-942e-443c-a9d5-f6cc0e49b1f7"}).action == "keep"
+    for permission, wipe in ((None, None), ("a1b2", GATE_WIPE)):
+        decision = fix.decide(want.volumes[0], s.volumes[0], {OURS}, GATE_BLANK, permission,
+                              wipe)
+        assert decision.action == "refuse" and decision.permission is None
+        assert decision.reason.startswith(
+            "/dev/loop0 holds a LUKS header (UUID 212f3151-942e-443c-a9d5-f6cc0e49b1f7) whose "
+            "recovery key this controller has not escrowed: never formatted, whatever the "
+            "permission (a wipe permission included)")
+    assert fix.decide(want.volumes[0], s.volumes[0], {"212f3151-942e-443c-a9d5-f6cc0e49b1f7"},
+                      GATE_DATA).action == "keep"
+    # baomi's own volume, closed (failed to unlock), on a controller without its UUID.
+    applied = seen("vm-applied", vm_want())
+    assert fix.decide(vm_want().volumes[0], applied.volumes[0], set(), GATE_BLANK, "a1b2",
+                      GATE_WIPE).action == "refuse"
 
 
 def test_missing_device_is_refused() -> None:
     want = desired(load_text(VM_POLICY.replace("virtio-baomi-data", "virtio-nothing")),
                    VM_GROUPS)
-    s = seen("vm-blank", vm_want())  # same section names; the device answer is replaced
     gone = core.VolumeSeen("/dev/disk/by-id/virtio-nothing", False, None, {}, None, None, None,
                            None)
-    decision = fix.decide(want.volumes[0], gone, s, set())
+    decision = fix.decide(want.volumes[0], gone, set(), GATE_BLANK)
     assert (decision.action, decision.reason) == (
         "refuse", "/dev/disk/by-id/virtio-nothing does not exist on this host")
 
@@ -259,24 +294,90 @@ def test_format_script_carries_no_secret_and_removes_the_recovery_file() -> None
     secret = recovery_passphrase()
     assert len(secret) == 47 and secret.count("-") == 7
     assert recovery_passphrase() != secret
-    text = fix.format_script(want, v, OURS, "/run/baomi-secrets/x.recovery", wipe=False)
+    dev, real = "/dev/disk/by-id/virtio-baomi-data", "/dev/vdb"
+    text = fix.format_script(want, v, "vm1", OURS, "/run/baomi-secrets/x.recovery", real, None)
     assert secret not in text
     lines = text.splitlines()
-    assert lines[:3] == ["set -e", "trap 'rm -f /run/baomi-secrets/x.recovery' EXIT",
+    new = "/etc/baomi/keys/baomi-srv-secure.key.baomi-new"
+    assert lines[:3] == ["set -e", f"trap 'rm -f /run/baomi-secrets/x.recovery {new}' EXIT",
                          "umask 077"]
-    assert "wipefs" not in text
-    assert ("cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 "
-            "--key-size 512 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --uuid " + OURS +
-            " --key-slot 0 --key-file /etc/baomi/keys/baomi-srv-secure.key "
-            "/dev/disk/by-id/virtio-baomi-data") in lines
-    assert lines[-1].startswith("cryptsetup luksAddKey --batch-mode --pbkdf pbkdf2 ")
-    assert lines[-1].endswith("--key-slot 1 --key-file /etc/baomi/keys/baomi-srv-secure.key "
-                              "/dev/disk/by-id/virtio-baomi-data /run/baomi-secrets/x.recovery")
-    assert "wipefs --all --quiet /dev/disk/by-id/virtio-baomi-data" in fix.format_script(
-        want, v, OURS, "/run/r", wipe=True)
+    assert "wipefs --all" not in text
+    # The device check runs in the script, on the device as it resolved when decided, right
+    # before luksFormat; the new key replaces the old one only once the header is made.
+    gate = fix.gate_script("vm1", dev, real)
+    assert f"( {gate} )" in text
+    assert "d=/dev/disk/by-id/virtio-baomi-data; want=/dev/vdb; serial=''" in gate
+    luks_format = ("cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 "
+                   "--key-size 512 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --uuid " + OURS +
+                   f" --key-slot 0 --key-file {new} {dev}")
+    assert text.index(f"{gate} )\n{luks_format}\n") > text.index(f"head -c 64 /dev/urandom > {new}")
+    assert lines[-2].startswith("cryptsetup luksAddKey --batch-mode --pbkdf pbkdf2 ")
+    assert lines[-2].endswith(f"--key-slot 1 --key-file {new} {dev} "
+                              "/run/baomi-secrets/x.recovery")
+    assert lines[-1] == f"mv -f {new} /etc/baomi/keys/baomi-srv-secure.key"
+    wiping = fix.format_script(want, v, "vm1", OURS, "/run/r", real, "baomi-data")
+    wipe_gate = fix.gate_script("vm1", dev, real, "baomi-data")
+    assert "serial=baomi-data" in wipe_gate
+    assert f"{wipe_gate} )\nwipefs --all --quiet {dev}\n{luks_format}" in wiping
     default = desired(load_text(VM_POLICY.replace("  pbkdf: pbkdf2\n  pbkdf_force_"
                                                   "iterations: 1000\n", "")), VM_GROUPS)
-    assert "--pbkdf argon2id --uuid" in fix.format_script(default, v, OURS, "/run/r", False)
+    assert "--pbkdf argon2id --uuid" in fix.format_script(default, v, "vm1", OURS, "/run/r",
+                                                          real, None)
+
+
+def test_wipe_permissions_are_used_once_and_a_newer_one_supersedes_an_open_one() -> None:
+    from baomi.controller import wipe
+
+    def allowed(i: str, device: str = "/dev/vdb", host: str = "vm1") -> dict[str, str]:
+        return {"event": "allowed", "id": i, "host": host, "device": device, "serial": "s" + i,
+                "ticket": "T" + i, "operator": "ops", "time": "2026-12-02T10:00:0" + i}
+
+    records = [allowed("1"), allowed("2", "/dev/vdc"), allowed("3", host="vm2"),
+               allowed("4"), {"event": "consumed", "id": "4", "luks_uuid": OURS,
+                              "time": "2026-12-02T11:00:00"}, allowed("5"), allowed("6")]
+    found = {p.id: p for p in wipe.fold(records)}
+    assert {i: p.state for i, p in found.items()} == {
+        "1": "superseded", "2": "open", "3": "open", "4": "consumed", "5": "superseded",
+        "6": "open"}
+    assert found["4"].as_json()["luks_uuid"] == OURS
+    assert found["6"].as_json() == {
+        "id": "6", "host": "vm1", "device": "/dev/vdb", "serial": "s6", "ticket": "T6",
+        "operator": "ops", "time": "2026-12-02T10:00:06", "state": "open"}
+
+
+def test_disk_allow_wipe_records_0600_and_refuses_bad_input_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from baomi.cli import main
+    from baomi.controller import wipe
+
+    monkeypatch.setenv("BAOMI_STATE_DIR", str(tmp_path / "state"))
+    runner = CliRunner()
+    ok = runner.invoke(main, ["disk", "allow-wipe", "vm1", "/dev/disk/by-id/virtio-baomi-data",
+                              "--serial", "baomi-data", "--ticket", "CHG-7", "--operator", "li"])
+    assert ok.exit_code == 0, ok.output
+    assert "allowed once: wipe /dev/disk/by-id/virtio-baomi-data on vm1 if its serial is " \
+        "baomi-data (ticket CHG-7" in ok.output
+    assert wipe.records_path().stat().st_mode & 0o777 == 0o600
+    assert wipe.records_path().parent.stat().st_mode & 0o777 == 0o700
+    opened = wipe.open_permission("vm1", "/dev/disk/by-id/virtio-baomi-data")
+    assert opened is not None and (opened.serial, opened.ticket, opened.operator) == (
+        "baomi-data", "CHG-7", "li")
+    wipe.consume(opened, OURS)
+    assert wipe.open_permission("vm1", "/dev/disk/by-id/virtio-baomi-data") is None
+    listed = json.loads(runner.invoke(main, ["disk", "permissions", "--json"]).output)
+    assert [(p["state"], p["luks_uuid"]) for p in listed["permissions"]] == [("consumed", OURS)]
+    for args, message in (
+            (["vm1", "vdb", "--serial", "s", "--ticket", "T"], "'vdb' is not a device path"),
+            (["vm1", "/dev/../etc/passwd", "--serial", "s", "--ticket", "T"],
+             "is not a device path"),
+            (["vm 1", "/dev/vdb", "--serial", "s", "--ticket", "T"], "is not a host name"),
+            (["vm1", "/dev/vdb", "--serial", " s", "--ticket", "T"], "is not a serial"),
+            (["vm1", "/dev/vdb", "--serial", "s", "--ticket", " "], "give the change ticket"),
+            (["vm1", "/dev/vdb", "--ticket", "T"], "Missing option '--serial'")):
+        bad = runner.invoke(main, ["disk", "allow-wipe", *args])
+        assert bad.exit_code == 2 and message in bad.output, (args, bad.output)
+        assert "Traceback" not in bad.output
+    assert len(wipe.permissions()) == 1
 
 
 def test_table_lines() -> None:
@@ -286,33 +387,3 @@ def test_table_lines() -> None:
     assert core.table_line(fstab, "", "/srv/a") == ("/dev/mapper/baomi-a /srv/a ext4 "
                                                     "defaults,nofail 0 2")
     assert core.table_line(None, "x") is None
-
-
-def test_escrow_command_show_records_the_retrieval_list_shows_no_secret(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from baomi.cli import main
-    from baomi.controller.escrow import EscrowStore
-
-    monkeypatch.setenv("BAOMI_ESCROW_DIR", str(tmp_path / "escrow"))
-    monkeypatch.setenv("USER", "auditor")
-    store = EscrowStore.default()
-    store.put("luks-recovery", "vm1", "/dev/vdb", "s3cret-pass", {"luks_uuid": OURS})
-    runner = CliRunner()
-    listing = runner.invoke(main, ["escrow", "list"])
-    assert listing.exit_code == 0 and OURS in listing.output
-    assert "s3cret" not in listing.output
-    assert "s3cret" not in runner.invoke(main, ["escrow", "list", "--json"]).output
-    assert store.retrievals() == []
-    shown = runner.invoke(main, ["escrow", "show", "vm1", "/dev/vdb", "--reason", "disk swap",
-                                 "--json"])
-    assert shown.exit_code == 0, shown.output
-    assert json.loads(shown.output)["secret"] == "s3cret-pass"
-    record = store.retrievals()[0]
-    assert (record["host"], record["subject"], record["reason"], record["operator"]) == (
-        "vm1", "/dev/vdb", "disk swap", "auditor")
-    missing = runner.invoke(main, ["escrow", "show", "vm1", "/dev/vdc"])
-    assert missing.exit_code == 1
-    assert "no luks-recovery escrowed for vm1 /dev/vdc" in missing.output
-    assert "Traceback" not in missing.output
-    assert runner.invoke(main, ["escrow", "show", "vm1", "/dev/vdb", "--reason", " "]
-                         ).exit_code == 2
