@@ -31,6 +31,7 @@ from pyinfra.api import OperationError, operation
 from baomi import offboarding as core
 from baomi.deploy.common import CommandSucceeds, Observation, policy
 from baomi.fixes import offboarding as fix
+from baomi.policy import Policy
 
 C = core.NAME
 
@@ -97,6 +98,16 @@ def execute(steps: list[fix.Step]) -> None:
         planned(meta, step.user, step.phase, step.what, clause=step.clause)
 
 
+def _facts(pol: Policy, user: str) -> core.Facts | None:
+    """The host's facts about USER, or None once the host refused them (named in the plan)."""
+    facts = core.parse(user, host.get_fact(Observation, script=core.observe_script(user)))
+    reason = core.host_refusal(pol, user, facts, _connect_user())
+    if reason:
+        refused(user, reason)
+        return None
+    return facts
+
+
 def freeze() -> None:
     pol = policy()
     user = _env("USER")
@@ -104,19 +115,16 @@ def freeze() -> None:
     if reason:
         refused(user, reason)
         return
-    facts = core.parse(user, host.get_fact(Observation, script=core.observe_script(user)))
-    reason = core.host_refusal(pol, user, facts, _connect_user())
-    if reason:
-        refused(user, reason)
+    facts = _facts(pol, user)
+    if facts is None:
         return
     if facts.account is None:
         planned(note(name=name(user, "absent", "no such account on this host"),
                      reason=f"{user}: no such account on this host"),
                 user, "absent", "no such account on this host")
         return
-    ticket = fix.Ticket(ticket=_env("TICKET"), operator=_env("OPERATOR"),
-                         reason=_env("REASON"),
-                         effective=date.fromisoformat(_env("EFFECTIVE")), time=_env("TIME"))
+    ticket = fix.Ticket(ticket=_env("TICKET"), operator=_env("OPERATOR"), reason=_env("REASON"),
+                        effective=date.fromisoformat(_env("EFFECTIVE")), time=_env("TIME"))
     execute(fix.freeze_steps(pol, user, facts, ticket))
 
 
@@ -134,10 +142,8 @@ def purge() -> None:
                          reason=f"{user}: frozen, deletion due on {due}"),
                     user, "wait", f"deletion due on {due}", due=due)
             continue
-        facts = core.parse(user, host.get_fact(Observation, script=core.observe_script(user)))
-        reason = core.host_refusal(pol, user, facts, _connect_user())
-        if reason:
-            refused(user, reason)
+        facts = _facts(pol, user)
+        if facts is None:
             continue
         execute(fix.purge_steps(pol, record, facts, _env("TIME")))
         # The archive's name is in the step; the CLI records it with the deletion.
