@@ -31,8 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyinfra import host
 from pyinfra.api import FactBase
-from pyinfra.operations import files, server
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import files
 
 from baomi.controls import collector as core
 from baomi.deploy import wheels
@@ -91,6 +90,13 @@ def listening_test(want: core.Desired) -> str:
             "{ exit !found }' /proc/net/tcp /proc/net/tcp6")
 
 
+def runs_current_venv(pid: str) -> str:
+    """Shell test: process PID was started from the venv the link points at now (its command
+    line holds the venv's real path: the script's interpreter line)."""
+    return (f"tr '\\0' ' ' < /proc/{pid}/cmdline 2>/dev/null | grep -qF "
+            f"\"{core.VENV}.venvs/$(readlink {core.VENV} | sed 's|.*/||')/\"")
+
+
 def supervisor_running() -> str:
     return (f"pid=$(cat {core.PIDFILE} 2>/dev/null) && kill -0 \"$pid\" 2>/dev/null && "
             f"tr '\\0' ' ' < /proc/$pid/cmdline | grep -q {core.SUPERVISOR}")
@@ -130,21 +136,29 @@ def apply() -> None:
               create_local_dir=True)
     systemd = host.get_fact(CommandSucceeds, check="[ -d /run/systemd/system ]")
     if systemd:
-        unit = put_text(C, core.UNIT_PATH, want.unit)
-        server.shell(name=op_name(C, f"{core.UNIT} restarted (new venv or unit)"),
-                     commands=[f"systemctl daemon-reload && systemctl restart {core.UNIT}"],
-                     _if=any_changed(installed, unit))  # type: ignore[arg-type]
+        put_text(C, core.UNIT_PATH, want.unit)
+        shell_if(name=op_name(C, f"{core.UNIT} runs the current venv and unit"),
+                 check=f"systemctl show -p NeedDaemonReload --value {core.UNIT} | grep -qx no"
+                       f" && {{ ! systemctl is-active -q {core.UNIT} || "
+                       f"{runs_current_venv(f'$(systemctl show -p MainPID --value {core.UNIT})')}"
+                       "; }",
+                 command=f"systemctl daemon-reload && systemctl restart {core.UNIT}",
+                 reason="nothing to restart")
         shell_if(name=op_name(C, f"{core.UNIT} enabled and active"),
                  check=f"systemctl is-enabled -q {core.UNIT} && systemctl is-active -q "
                        f"{core.UNIT}",
                  command=f"systemctl daemon-reload && systemctl enable --now {core.UNIT}",
                  reason=f"{core.UNIT} enabled and active")
     else:
-        script = put_text(C, core.SUPERVISOR, want.supervisor, mode="0755")
-        server.shell(name=op_name(C, "supervisor restarted (new venv or script)"),
-                     commands=[f"pid=$(cat {core.PIDFILE} 2>/dev/null) && kill \"$pid\"; "
-                               f"pkill -u {core.USER} || true; sleep 0.5"],
-                     _if=any_changed(installed, script))  # type: ignore[arg-type]
+        put_text(C, core.SUPERVISOR, want.supervisor, mode="0755")
+        shell_if(name=op_name(C, "supervisor runs the current venv and script"),
+                 check=f"! {{ {supervisor_running()}; }} || {{ [ \"$(cat {core.SCRIPT_DIGEST} "
+                       f"2>/dev/null)\" = \"$(sha256sum < {core.SUPERVISOR})\" ] && ! for p in "
+                       f"$(pgrep -u {core.USER} -f 'collector serve'); do "
+                       f"{runs_current_venv('$p')} || echo stale; done | grep -q stale; }}",
+                 command=f"pid=$(cat {core.PIDFILE} 2>/dev/null) && kill \"$pid\"; "
+                         f"pkill -u {core.USER} -f 'collector serve'; sleep 0.5",
+                 reason="nothing to restart")
         shell_if(name=op_name(C, "supervisor running (no systemd)"),
                  check=supervisor_running(),
                  command=f"setsid -f {core.SUPERVISOR} >> {q(core.LOG)} 2>&1 < /dev/null",

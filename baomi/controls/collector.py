@@ -35,6 +35,7 @@ UNIT = "baomi-collector.service"
 UNIT_PATH = f"/etc/systemd/system/{UNIT}"
 SUPERVISOR = "/usr/local/sbin/baomi-collector-supervise"
 PIDFILE = "/run/baomi-collector.pid"
+SCRIPT_DIGEST = "/run/baomi-collector.sha256"
 LOG = "/var/log/baomi-collector.log"
 FIRST_ADMIN = f"{STATE_DIR}/first-admin.txt"
 INPUT = "collector_ca"  # the pinned CA certificate (PEM), an input of the host's context
@@ -143,6 +144,8 @@ def supervisor_text(argv: list[str]) -> str:
         "# No systemd on this host: this loop restarts the collector whenever it exits.",
         "umask 077",
         f"echo $$ > {PIDFILE}",
+        "# What is running, for the deploy to tell whether a new script needs a restart.",
+        f"sha256sum < \"$0\" > {SCRIPT_DIGEST}",
         "while :; do",
         f"  setpriv --reuid={USER} --regid={USER} --init-groups --no-new-privs "
         f"{shlex.join(argv)}",
