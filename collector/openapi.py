@@ -87,9 +87,9 @@ def _query(name: str, schema: S) -> S:
 # null is the same as absent; a `finding` event needs clauses, severity, expected and found
 # (docs/collector-api.md), a `resolved` event only check and subject.
 _FINDING_IN = _obj({
-    "check": _CHECK, "control": _str(nullable=True),
+    "check": _CHECK, "control": _str(nullable=True, maxLength=128, pattern=_NO_NUL),
     "clauses": {"type": "array", "items": _CLAUSE, "minItems": 1, "nullable": True},
-    "severity": {**_SEVERITY, "nullable": True},
+    "severity": {"type": "string", "enum": [*SEVERITY_RANK, None], "nullable": True},
     "subject": _str(minLength=1, maxLength=1024, pattern=_NO_NUL),
     "expected": _str(maxLength=4096, nullable=True, pattern=_NO_NUL),
     "found": _str(maxLength=4096, nullable=True, pattern=_NO_NUL),
@@ -100,7 +100,8 @@ _SCHEMAS: S = {
     "Event": _obj({
         "id": _str(format="uuid"), "seq": _int(minimum=1, maximum=2**63 - 1), "ts": _TIME,
         "kind": _str(pattern=r"^[a-z][a-z0-9_.-]{0,63}$"),
-        "finding": _FINDING_IN, "data": {"type": "object", "nullable": True}},
+        "finding": {**_FINDING_IN, "nullable": True},
+        "data": {"type": "object", "nullable": True}},
         ("id", "seq", "ts", "kind")),
     "Ack": _obj({"acked_seq": _int(), "stored": _int(), "duplicates": _int(),
                  "max_seq": _int(), "missing": _int()},

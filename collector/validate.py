@@ -122,6 +122,8 @@ def _finding(event: Event, raw: Any, where: str) -> None:
         raise Invalid(f"{where}.check: expected a check ID like 'ssh.permit_root_login'")
     event.check = check
     event.subject = text(raw.get("subject"), f"{where}.subject", MAX_SUBJECT, empty=False)
+    if raw.get("control") is not None:
+        text(raw["control"], f"{where}.control", 128)
     event.control = check.split(".", 1)[0]  # a `control` sent along is not trusted
     resolved = event.kind == "resolved"
     clauses = raw.get("clauses")

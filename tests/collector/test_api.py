@@ -316,7 +316,7 @@ def test_people_and_logout(collector: Collector) -> None:
     assert it.get(f"{API}/me").status == 401
     last = other_it.request("DELETE", f"{API}/users/{me}")
     assert last.status == 409 and "own account" in last.body["error"]
-    assert it.request("DELETE", f"{API}/users/carol").status == 404
+    assert other_it.request("DELETE", f"{API}/users/carol").status == 404
 
 
 def test_metrics(collector: Collector) -> None:
