@@ -416,13 +416,15 @@ class Agent:
 
     def request_rescan(self) -> None:
         self.rescan_requested.set()
-        self.pending.overflow()
+        self.pending.wake()
 
     def close(self) -> None:
         self.watcher.stop()
         if self.shipper is not None:
             self.shipper.stop()
-            self.shipper.join(timeout=10)
+            if self.shipper.is_alive():
+                self.shipper.join(timeout=10)
+            self.shipper.client.close()
         self.scanner.close()
         self._safe(self.write_status)
         self.spool.close()

@@ -69,6 +69,7 @@ class Pending:
         self.overflowed = False
         self.overflows = 0
         self.events = 0
+        self._woken = False
 
     def add(self, path: str, moved_from: str | None = None) -> None:
         now = time.monotonic()
@@ -99,7 +100,9 @@ class Pending:
         self._cond.notify()
 
     def wake(self) -> None:
+        """Make :meth:`take` return now (stop, a requested rescan)."""
         with self._cond:
+            self._woken = True
             self._cond.notify_all()
 
     def take(self, timeout: float | None) -> tuple[list[tuple[str, str | None]], bool]:
@@ -112,6 +115,9 @@ class Pending:
                 if self.overflowed:
                     self.overflowed = False
                     return [], True
+                if self._woken:
+                    self._woken = False
+                    return [], False
                 ready = [(p, i.moved_from) for p, i in self._items.items()
                          if now - i.last >= QUIET or now - i.first >= MAX_DELAY]
                 if ready:

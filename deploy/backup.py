@@ -13,7 +13,6 @@ known_hosts holds the backup host's key as the controller pinned it (the invento
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import shlex
@@ -25,7 +24,7 @@ from pyinfra.api.command import FunctionCommand
 from pyinfra.api.host import Host
 from pyinfra.operations import files
 
-from baomi.controller.escrow import EscrowStore
+from baomi.controller.escrow import EscrowError, EscrowStore
 from baomi.controls import backup as core
 from baomi.controls.contract import HostContext
 from baomi.deploy.common import (
@@ -162,23 +161,39 @@ def _escrow(client: str, repository: str, secret: str) -> bool:
 
 @operation()
 def repository_password(repository: str):  # type: ignore[no-untyped-def]
-    """Generate the password on the controller, escrow it, then write it root 0600."""
+    """Generate the password on the controller, escrow it (sealed: the controller cannot read
+    it back), then write it root 0600. A re-apply compares the escrowed ``secret_sha256``."""
     store = EscrowStore.default()
-    escrowed = (store.peek(core.ESCROW_KIND, host.name, repository)
-                if store.has(core.ESCROW_KIND, host.name, repository) else None)
+    try:
+        escrowed = store.latest(core.ESCROW_KIND, host.name, repository)
+        if escrowed is None:
+            store.recipient()  # no key pair yet: stop before generating anything
+    except EscrowError as exc:
+        raise OperationError(f"escrow store: {exc}") from None
     digest = host.get_fact(FileSha256, path=core.PASSWORD_FILE)
     if digest:
         if escrowed is None:
             raise OperationError(f"{core.PASSWORD_FILE} exists but no password for "
                                  f"{repository} is escrowed in {store.dir}: escrow it first "
                                  "(or point BAOMI_ESCROW_DIR at the store that has it)")
-        if hashlib.sha256(escrowed.secret.encode()).hexdigest() != digest:
+        if escrowed.get("secret_sha256") != digest:
             raise OperationError(f"{core.PASSWORD_FILE} differs from the password escrowed "
-                                 f"on {escrowed.created} for {repository}; not overwriting it")
-        host.noop(f"repository password in place (escrowed {escrowed.created})")
+                                 f"on {escrowed['created']} for {repository}; not overwriting it")
+        host.noop(f"repository password in place (escrowed {escrowed['created']})")
         return
     if escrowed is not None:
-        secret = escrowed.secret  # host rebuilt: give it back the repository's password
+        # Host rebuilt: its repository's password comes back only with the offline key.
+        if not host.state.is_executing:
+            yield "echo " + shlex.quote(f"would restore the password escrowed for {repository}")
+            return
+        try:
+            secret = store.retrieve(core.ESCROW_KIND, host.name, repository,
+                                    reason=f"{host.name} rebuilt: restore {core.PASSWORD_FILE}"
+                                    " (baomi apply)").secret
+        except EscrowError as exc:
+            raise OperationError(f"{host.name} has no {core.PASSWORD_FILE} but {repository}'s "
+                                 f"password was escrowed on {escrowed['created']}: {exc}") \
+                from None
     else:
         secret = secrets.token_urlsafe(32)
         yield FunctionCommand(_escrow, (host.name, repository, secret), {})

@@ -11,6 +11,7 @@ than the kernel's default queue (16384 events) holds.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -299,3 +300,28 @@ def test_full_spool_drops_lowest_severities_counts_them_and_keeps_critical(
                    if f["check"] == "agent.drift.created" and f["subject"] in critical)
     finally:
         agent.stop()
+
+
+def test_scan_once_and_status_with_and_without_the_running_agent(collector: Collector,
+                                                                 setup: Setup) -> None:
+    agent = setup.agent
+    for i in range(50):
+        (setup.data / "conf" / f"r{i}").write_text(str(i))
+        os.chmod(setup.data / "conf" / f"r{i}", 0o600)
+    agent.enroll(collector)
+    once = agent.cli("scan", "--once", "--json")
+    result = json.loads(once.stdout)
+    assert result["files"] == 50 and result["reason"] == "once" and result["shipped"] == "ok"
+    assert spool_depth(setup.spool)[0] == 0
+    text = agent.cli("status").stdout
+    assert "agent: not running" in text and "collector reachable: True" in text
+    assert "spool: 0 events" in text
+
+    agent.start()
+    (setup.data / "conf" / "r1").write_text("changed behind the watch's back")
+    before = agent.status()["last_scan"]["at"]  # type: ignore[index]
+    again = json.loads(agent.cli("scan", "--once", "--json").stdout)  # asks the running agent
+    assert again["reason"] == "requested" and again["at"] > before
+    text = agent.cli("status").stdout
+    assert f"agent: running, pid {agent.proc.pid}" in text  # type: ignore[union-attr]
+    assert "own: RSS" in text and "CPU" in text

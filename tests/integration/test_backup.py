@@ -6,6 +6,7 @@ order: fresh → apply → run → all checks pass → gap → stopped timer →
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -29,6 +30,7 @@ CLIENTS = ["srv1", "srv2"]
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHandle]:
     escrow = tmp_path_factory.mktemp("escrow")
+    EscrowStore(escrow).keygen(tmp_path_factory.mktemp("offline") / "escrow.identity")
     previous = os.environ.get("BAOMI_ESCROW_DIR")
     os.environ["BAOMI_ESCROW_DIR"] = str(escrow)
     try:
@@ -81,8 +83,11 @@ def test_apply_then_reapply_unchanged(lab: LabHandle) -> None:
     assert set(outcomes(second, "backup").values()) == {"unchanged"}, second
     store = EscrowStore.default()
     for host in CLIENTS:
-        entry = store.peek(core.ESCROW_KIND, host, f"sftp:backup@bak1:/srv/restic/{host}")
-        assert entry.secret not in json.dumps(first)  # never in the apply output
+        entry = store.latest(core.ESCROW_KIND, host, f"sftp:backup@bak1:/srv/restic/{host}")
+        password = lab.ssh(host, f"cat {core.PASSWORD_FILE}").stdout
+        assert entry is not None and entry["secret_sha256"] == \
+            hashlib.sha256(password.encode()).hexdigest()
+        assert password not in json.dumps(first)  # never in the apply output
         assert lab.ssh(host, f"stat -c '%a %U' {core.PASSWORD_FILE}").stdout.strip() == \
             "600 root"
     keys = lab.ssh("bak1", "cat /var/backups/.ssh/authorized_keys").stdout

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from baomi.controller.escrow import EscrowStore
 from baomi.controls import backup as core
 from baomi.lab.lifecycle import Request
 from baomi.lab.testing import LabHandle, running_lab
-from tests.integration.controls import BAOMI, ROOT, outcomes
+from tests.integration.controls import BAOMI, ROOT, apply_raw, outcomes
 
 SPY = Path(__file__).parent / "data" / "tmp_spy.py"
 SPY_LOG = "/root/spy.jsonl"
@@ -29,18 +30,26 @@ CANARY = "canary-readable-by-all"
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHandle]:
+def identity(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A store of this module's own (env inherited by `baomi apply`); its private key apart."""
     escrow = tmp_path_factory.mktemp("escrow")
+    key = tmp_path_factory.mktemp("offline") / "escrow.identity"
+    EscrowStore(escrow).keygen(key)
     previous = os.environ.get("BAOMI_ESCROW_DIR")
     os.environ["BAOMI_ESCROW_DIR"] = str(escrow)
     try:
-        with running_lab(f"u{os.getpid() % 10_000_000}", Request(servers=1, backup=1)) as h:
-            yield h
+        yield key
     finally:
         if previous is None:
             os.environ.pop("BAOMI_ESCROW_DIR", None)
         else:
             os.environ["BAOMI_ESCROW_DIR"] = previous
+
+
+@pytest.fixture(scope="module")
+def lab(identity: Path) -> Iterator[LabHandle]:
+    with running_lab(f"u{os.getpid() % 10_000_000}", Request(servers=1, backup=1)) as h:
+        yield h
 
 
 def sudo_inventory(lab: LabHandle, directory: Path) -> Path:
@@ -113,3 +122,33 @@ def test_secret_upload_under_sudo_leaves_nothing_readable_in_tmp(
     assert staging and all(r["error"] == "Permission denied" for r in staging), records
     left = lab.ssh("srv1", "ls -A /tmp").stdout.split()
     assert not [name for name in left if name.startswith(("baomi-secret-", "pyinfra-"))], left
+
+
+def test_escrow_holds_no_readable_password_and_a_rebuilt_host_needs_the_offline_key(
+        lab: LabHandle, identity: Path) -> None:
+    """Item 10: the controller escrowed srv1's password but cannot read it back: a host that
+    lost it gets it again only with the offline identity, and that retrieval is recorded."""
+    store = EscrowStore.default()
+    password = lab.ssh("srv1", f"cat {core.PASSWORD_FILE}").stdout.strip()
+    held = b"".join(p.read_bytes() for p in store.dir.iterdir())
+    assert password.encode() not in held and b"IDENTITY" not in held
+    assert sorted(p.name for p in store.dir.iterdir()) == ["entries.jsonl", "escrow.pub"]
+
+    lab.ssh("srv1", f"rm -f {core.PASSWORD_FILE}")
+    refused = apply_raw(lab, "backup", limit=["srv1"])
+    assert refused.returncode != 0
+    report = json.loads(refused.stdout)["hosts"]["srv1"]
+    assert "sealed to the escrow's offline key" in json.dumps(report), report
+    assert "BAOMI_ESCROW_IDENTITY" in json.dumps(report), report
+    assert store.retrievals() == []
+
+    env = {**os.environ, "BAOMI_ESCROW_IDENTITY": str(identity), "SUDO_USER": "alice"}
+    restored = subprocess.run([*BAOMI, "apply", "-i", str(lab.inventory), "--json", "--only",
+                               "backup", "--limit", "srv1"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=600, env=env)
+    assert restored.returncode == 0, restored.stdout + restored.stderr[-3000:]
+    assert lab.ssh("srv1", f"cat {core.PASSWORD_FILE}").stdout.strip() == password
+    (record,) = store.retrievals()
+    assert (record["host"], record["operator"], record["operator_from"]) == \
+        ("srv1", "alice", "SUDO_USER")
+    assert "rebuilt" in record["reason"]

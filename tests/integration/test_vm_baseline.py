@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from baomi.controller.escrow import EscrowStore
 from baomi.deploy.common import ALL_CONTROLS
 from baomi.lab.lifecycle import Request
 from baomi.lab.testing import LabHandle, running_lab
@@ -50,6 +51,7 @@ def vm_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabHandle
     policy.write_text(demo_policy(), encoding="utf-8")
     saved = {k: os.environ.get(k) for k in ("BAOMI_ESCROW_DIR", "BAOMI_STATE_DIR")}
     os.environ["BAOMI_ESCROW_DIR"] = str(tmp / "escrow")  # inherited by `baomi apply`
+    EscrowStore(tmp / "escrow").keygen(tmp / "escrow.identity")  # private half apart
     os.environ["BAOMI_STATE_DIR"] = str(tmp / "state")
     started = time.monotonic()
     try:

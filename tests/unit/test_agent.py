@@ -312,3 +312,34 @@ def test_a_removed_directory_reports_everything_below_it(tmp_path: Path) -> None
     assert gone == [str(root / "d"), str(root / "d" / "e"), str(root / "d" / "e" / "x")]
     assert db.subtree(str(root / "d")) == []
     scanner.close()
+
+
+# --- the command line: bad input is one line ------------------------------------------------
+
+def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from baomi.agent.cli import agent
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"agent:\n  spool_dir: {tmp_path}/spool\n")
+    state = tmp_path / "state"
+    runner = CliRunner()
+    bad_url = runner.invoke(agent, ["enroll", "--collector", "http://collector:8443", "--token",
+                                    "bme_x", "--policy", str(policy), "--state-dir", str(state)])
+    assert bad_url.exit_code == 2
+    assert bad_url.output.strip().splitlines() == [
+        "--collector: collector URL 'http://collector:8443': expected https://HOST[:PORT]"]
+    state.mkdir()
+    (state / "enrolment.json").write_text("{not json")
+    damaged = runner.invoke(agent, ["status", "--state-dir", str(state)])
+    assert damaged.exit_code == 2
+    (line,) = damaged.output.strip().splitlines()
+    assert line.startswith(f"{state}/enrolment.json: damaged enrolment")
+    assert "baomi agent enroll" in line
+    refused = runner.invoke(agent, ["enroll", "--collector", "https://127.0.0.1:1", "--token",
+                                    "bme_x", "--policy", str(policy), "--state-dir",
+                                    str(tmp_path / "new")])
+    assert refused.exit_code == 1
+    (line,) = refused.output.strip().splitlines()
+    assert line.startswith("enrolment failed: https://127.0.0.1:1: ConnectionRefusedError")

@@ -34,13 +34,14 @@ def test_append_and_read(tmp_path: Path) -> None:
 
 def test_damaged_escrow_files_are_named(tmp_path: Path) -> None:
     store = EscrowStore(tmp_path / "escrow")
+    store.keygen(tmp_path / "escrow.identity")
     store.put("luks-recovery", "vm1", "/dev/vdb", "s")
     with (tmp_path / "escrow" / "entries.jsonl").open("a") as out:
         out.write(json.dumps({"id": "x", "kind": "luks-recovery"}) + "\n")
-    with pytest.raises(EscrowError, match="record 2 lacks created, host, subject, token"):
+    with pytest.raises(EscrowError, match="record 2 lacks created, host, sealed, subject"):
         store.entries()
-    (tmp_path / "escrow" / "escrow.key").write_bytes(b"short")
-    with pytest.raises(EscrowError, match="not an escrow key"):
+    (tmp_path / "escrow" / "escrow.pub").write_bytes(b"short")
+    with pytest.raises(EscrowError, match="not an escrow public key"):
         store.put("luks-recovery", "vm2", "/dev/vdb", "t")
 
 
