@@ -325,3 +325,26 @@ def test_scan_once_and_status_with_and_without_the_running_agent(collector: Coll
     text = agent.cli("status").stdout
     assert f"agent: running, pid {agent.proc.pid}" in text  # type: ignore[union-attr]
     assert "own: RSS" in text and "CPU" in text
+
+
+def test_a_dead_observer_is_noticed_and_restarted(tmp_path: Path) -> None:
+    """The supervisor's test and repair, on real inotify (in this process)."""
+    from baomi.agent.watch import Pending, Watcher
+
+    pending, errors = Pending(), []
+    watcher = Watcher([str(tmp_path)], pending, errors.append)
+    watcher.start()
+    try:
+        assert watcher.healthy()
+        assert watcher.observer is not None
+        watcher.observer.stop()  # as if its thread had died
+        watcher.observer.join(10)
+        assert not watcher.healthy()
+        watcher.restart()
+        assert watcher.healthy() and watcher.restarts == 1
+        (tmp_path / "after-restart").write_text("x")
+        items, overflow = pending.take(timeout=5)
+        assert (str(tmp_path / "after-restart"), None) in items and not overflow
+        assert errors == []
+    finally:
+        watcher.stop()
