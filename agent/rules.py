@@ -61,7 +61,8 @@ RULES_BY_CONTROL: dict[str, tuple[str, ...]] = {
     "sensitive_paths": ("sensitive_paths owner/group/mode of each file as it changes (R-ACL)",),
     "disk_encryption": ("disk_encryption.sensitive_paths re-checked locally (R-ENC)",),
     "destruction": (RETENTION.id,),
-    "agent": (*tuple(c.id for c in DRIFT.values()), SPOOL_DROPPED.id, WATCH_POLLING.id),
+    "agent": (*(c.id for c in DRIFT.values()), SPOOL_DROPPED.id, WATCH_POLLING.id,
+              SCAN_ERRORS.id),
 }
 
 
