@@ -2,9 +2,10 @@
 col2 (systemd: the sandboxed unit) and srv1, a host that reaches them over the lab's bridge.
 
 The tests share one deploy (module fixture) and run in file order: deploy → checks pass →
-re-deploy changes nothing → srv1 reaches it over TLS with the pinned CA (and is refused
-without it) → `baomi login` / `baomi hosts` from the controller see what srv1 reported →
-a stopped service fails the check → a killed service comes back by itself.
+re-deploy changes nothing → new wheels restart the service on a new venv → srv1 reaches it
+over TLS with the pinned CA (and is refused without it) → `baomi login` / `baomi hosts` from
+the controller see what srv1 reported → a stopped service fails the check → a killed service
+comes back by itself.
 
 The baomi wheel is built from a frozen copy of the checkout (``BAOMI_WHEEL_SOURCE``), so other
 people's edits during the run cannot change the wheels between the two deploys.
@@ -110,6 +111,31 @@ def test_redeploy_changes_nothing(deployed: Deployed) -> None:
             for h in (PLAIN, SYSTEMD)} == venvs
     assert deployed.lab.ssh(SYSTEMD, f"systemctl show -p MainPID --value {core.UNIT}"
                             ).stdout == pid, "the service was restarted by a no-op deploy"
+
+
+def _serving_pids(d: Deployed) -> dict[str, str]:
+    return {h: d.lab.ssh(h, f"pgrep -u {core.USER} -f 'collector serve'").stdout.strip()
+            for h in (PLAIN, SYSTEMD)}
+
+
+def test_new_wheels_make_a_new_venv_and_restart_the_service(deployed: Deployed) -> None:
+    before = {h: deployed.lab.ssh(h, f"readlink {core.VENV}").stdout.strip()
+              for h in (PLAIN, SYSTEMD)}
+    pids = _serving_pids(deployed)
+    with open(Path(deployed.env["BAOMI_WHEEL_SOURCE"]) / "README.md", "a") as fh:
+        fh.write("\nAn upgrade (test_collector_deploy).\n")
+    report, seconds = _deploy(deployed.lab, deployed.env)
+    print(f"upgrade (new baomi wheel): {seconds:.1f}s")
+    assert _outcomes(report) == {PLAIN: "changed", SYSTEMD: "changed"}
+    for host in (PLAIN, SYSTEMD):
+        venv = deployed.lab.ssh(host, f"readlink {core.VENV}").stdout.strip()
+        assert venv != before[host]
+        running = deployed.lab.ssh(host, f"pgrep -af -u {core.USER} 'collector serve'").stdout
+        assert f"{core.VENV}.venvs/{venv.rsplit('/', 1)[1]}/" in running, running
+        assert _serving_pids(deployed)[host] != pids[host]
+        # The previous venv is kept for a rollback, nothing older.
+        kept = deployed.lab.ssh(host, f"ls {core.VENV}.venvs").stdout.split()
+        assert sorted(kept) == sorted({venv.rsplit("/", 1)[1], before[host].rsplit("/", 1)[1]})
 
 
 # Run on srv1 with its own python3: GET the health document from col2 by name over the
