@@ -88,6 +88,9 @@ def gate_script(host: str, device: str, expected_real: str | None,
     lines = [
         f"d={q(device)}; want={q(expected_real or '')}; serial={q(wipe_serial or '')}",
         f'refuse() {{ echo "refused: $d: $1" >&2; exit {GATE_REFUSED}; }}',
+        # udev probes a device after each write; let it finish, so its reader is not taken
+        # for a user of the device.
+        "udevadm settle --timeout=10 2>/dev/null || true",
         '[ -e "$d" ] || refuse "does not exist"',
         'real=$(readlink -f -- "$d")',
         'case $real in /dev/?*) ;; *) refuse "resolves to $real, outside /dev";; esac',

@@ -33,14 +33,13 @@ LOOP = "    - {device: /dev/loop0, mount: /srv/other, groups: [vm]}\n"
 # `yes` output, urandom bytes, an ext4 filesystem) and for /dev/null.
 GATE_BLANK = fix.Gate(True, "/dev/loop0 (/dev/loop0): blank (no signature by blkid -p or "
                       "wipefs; first, middle and last MiB each one repeated byte), not in use")
+LOOP_HINT = ("it has no serial, so no wipe of it can be allowed: move its data off and clear it "
+             "by hand, or give baomi a blank device")
 GATE_DATA = fix.Gate(False, "refused: /dev/loop0: holds data: the MiB at byte 0 is not one "
                      "repeated byte (4.22 bits/byte: a raw database or a format blkid does not "
-                     "know); not blank; it has no serial, so no wipe of it can be allowed: move "
-                     "its data off and clear it by hand, or give baomi a blank device")
+                     f"know); not blank; {LOOP_HINT}")
 GATE_EXT4 = fix.Gate(False, "refused: /dev/loop0: holds UUID=4cb97ba3-f954-4d52-a82d-"
-                     "e5c35de37ed8 TYPE=ext4 (blkid -p): not blank; it has no serial, so no "
-                     "wipe of it can be allowed: move its data off and clear it by hand, or "
-                     "give baomi a blank device")
+                     f"e5c35de37ed8 TYPE=ext4 (blkid -p): not blank; {LOOP_HINT}")
 GATE_NO_SERIAL = fix.Gate(False, "refused: /dev/loop0: has no serial or WWN (a loop device?): "
                           "a wipe permission names a disk by its serial, so this one is never "
                           "wiped; move its data off and clear it by hand, or give baomi a "
