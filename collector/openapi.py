@@ -159,7 +159,7 @@ def document() -> S:
                                   ("user", "password", "role")), errors=(409,))},
         "/api/v1/users/{user}": {"delete": _op(
             "Remove a person (and their sessions)", _answer("204", "removed", None),
-            errors=(404, 409), params=[{"name": "user", "in": "path", "required": True,
+            errors=(404, 409, 422), params=[{"name": "user", "in": "path", "required": True,
                                         "schema": _str()}])},
         "/api/v1/enrolment-tokens": {
             "get": _op("Enrolment tokens (never the secret)", _answer("200", "tokens", _obj(
