@@ -51,6 +51,12 @@ class FileState:
                 "ino": self.ino, "digest": self.digest}
 
 
+def text(value: str) -> str:
+    """Valid UTF-8 text of a name that may not be (its bytes shown as \\xNN): file names are
+    bytes, and any local user can make one that is not UTF-8."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def kind_of(mode: int) -> str:
     for test, letter in ((stat.S_ISREG, "f"), (stat.S_ISDIR, "d"), (stat.S_ISLNK, "l"),
                          (stat.S_ISFIFO, "p"), (stat.S_ISSOCK, "s"), (stat.S_ISBLK, "b"),

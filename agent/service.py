@@ -35,7 +35,7 @@ from typing import Any
 from baomi import __version__
 from baomi.agent import rules
 from baomi.agent.config import Enrolment, write_private
-from baomi.agent.files import FileState
+from baomi.agent.files import FileState, text
 from baomi.agent.scan import Batch, Change, Scanner, ScanStats
 from baomi.agent.ship import Client, Shipper
 from baomi.agent.spool import Spool, event
@@ -127,7 +127,7 @@ class Agent:
         events, opened, closed = [], [], []
         new = {f.check: f for f in findings}
         for check_id, f in new.items():
-            if open_now.get(check_id) != f.found:
+            if open_now.get(check_id) != text(f.found):
                 events.append(event("finding", finding=f.as_dict()))
                 opened.append((subject, check_id, f.found))
         for check_id in open_now:

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import threading
 import uuid
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from baomi.agent.files import text
 from baomi.agent.rules import spool_dropped
 from baomi.agent.state import open_db
 from baomi.findings import SEVERITY_RANK
@@ -44,14 +46,52 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
 
+# The collector refuses a whole batch over one field too long (docs/collector-api.md); a local
+# user can make a path of 4,000 characters, so the agent makes every event fit.
+LIMITS = {"subject": 1024, "expected": 4096, "found": 4096}
+MAX_DETAILS = 16 * 1024
+
+
+def clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return text(value)
+    if isinstance(value, dict):
+        return {text(str(k)): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    return value
+
+
+def shorten(value: str, limit: int) -> str:
+    """At most ``limit`` characters; a cut value ends with a digest of the whole, so two long
+    paths that share their first thousand characters stay two subjects."""
+    if len(value) <= limit:
+        return value
+    return value[: limit - 18] + "…#" + hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+def fit(finding: dict[str, Any]) -> dict[str, Any]:
+    out = clean(finding)
+    for key, limit in LIMITS.items():
+        if isinstance(out.get(key), str):
+            out[key] = shorten(out[key], limit)
+    details = out.get("details")
+    if details and len(json.dumps(details, ensure_ascii=False)) > MAX_DETAILS - 64:
+        out["details"] = {"truncated": True}
+    return dict(out)
+
+
 def event(kind: str, *, finding: dict[str, Any] | None = None,
           data: dict[str, Any] | None = None, ts: str | None = None) -> dict[str, Any]:
-    """An event of the collector API without its ``seq`` (the spool numbers it)."""
+    """An event of the collector API without its ``seq`` (the spool numbers it), made to fit
+    the API's limits and to be valid UTF-8 whatever the file names are."""
     out: dict[str, Any] = {"id": str(uuid.uuid4()), "ts": ts or now(), "kind": kind}
     if finding is not None:
-        out["finding"] = finding
+        out["finding"] = fit(finding)
     if data is not None:
-        out["data"] = data
+        cleaned = clean(data)
+        too_big = len(json.dumps(cleaned, ensure_ascii=False)) > MAX_DETAILS - 64
+        out["data"] = {"truncated": True} if too_big else cleaned
     return out
 
 

@@ -13,18 +13,18 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from baomi.agent.files import FileState
+from baomi.agent.files import FileState, text
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
-    path TEXT PRIMARY KEY, parent TEXT NOT NULL, kind TEXT NOT NULL, size INTEGER NOT NULL,
+    path BLOB PRIMARY KEY, parent BLOB NOT NULL, kind TEXT NOT NULL, size INTEGER NOT NULL,
     mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, ino INTEGER NOT NULL, digest TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS files_parent ON files (parent);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS open_findings (
-    subject TEXT NOT NULL, check_id TEXT NOT NULL, found TEXT NOT NULL,
+    subject BLOB NOT NULL, check_id TEXT NOT NULL, found TEXT NOT NULL,
     PRIMARY KEY (subject, check_id)
 ) WITHOUT ROWID;
 """
@@ -32,7 +32,13 @@ _COLUMNS = "path, kind, size, mode, uid, gid, mtime_ns, ctime_ns, ino, digest"
 
 
 def _row(r: tuple[object, ...]) -> FileState:
-    return FileState(*r)  # type: ignore[arg-type]
+    return FileState(os.fsdecode(r[0]), *r[1:])  # type: ignore[arg-type]
+
+
+def _b(path: str) -> bytes:
+    """Paths are stored as the file system's bytes: a name that is not UTF-8 (any local user
+    can make one) round-trips exactly, and sorts bytewise for the subtree ranges."""
+    return os.fsencode(path)
 
 
 def open_db(path: Path, schema: str) -> sqlite3.Connection:
@@ -44,6 +50,12 @@ def open_db(path: Path, schema: str) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.executescript(schema)
     return db
+
+
+def _range(path: str) -> tuple[bytes, bytes, bytes]:
+    """The path, and the bounds of everything below it ('/' + 1 is '0')."""
+    raw = _b(path)
+    return raw, raw + b"/", raw + b"0"
 
 
 class State:
@@ -68,56 +80,57 @@ class State:
         self.db.execute("COMMIT")
 
     def get(self, path: str) -> FileState | None:
-        r = self.db.execute(f"SELECT {_COLUMNS} FROM files WHERE path = ?", (path,)).fetchone()
+        r = self.db.execute(f"SELECT {_COLUMNS} FROM files WHERE path = ?",
+                            (_b(path),)).fetchone()
         return _row(r) if r else None
 
     def children(self, parent: str) -> dict[str, FileState]:
         """The recorded entries of one directory, by name."""
-        rows = self.db.execute(f"SELECT {_COLUMNS} FROM files WHERE parent = ?", (parent,))
-        return {os.path.basename(r[0]): _row(r) for r in rows}
+        rows = self.db.execute(f"SELECT {_COLUMNS} FROM files WHERE parent = ?", (_b(parent),))
+        return {os.path.basename(s.path): s for s in map(_row, rows)}
 
     def put(self, states: Iterable[FileState]) -> None:
         self.db.executemany(
             f"INSERT OR REPLACE INTO files (parent, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            ((os.path.dirname(s.path), s.path, s.kind, s.size, s.mode, s.uid, s.gid,
+            ((_b(os.path.dirname(s.path)), _b(s.path), s.kind, s.size, s.mode, s.uid, s.gid,
               s.mtime_ns, s.ctime_ns, s.ino, s.digest) for s in states))
 
     def subtree(self, path: str) -> list[FileState]:
         """The path's row and every row below it."""
         rows = self.db.execute(f"SELECT {_COLUMNS} FROM files WHERE path = ? OR "
-                               "(path > ? AND path < ?)", (path, path + "/", path + "0"))
+                               "(path > ? AND path < ?)", _range(path))
         return [_row(r) for r in rows]
 
     def delete_subtree(self, path: str) -> None:
         self.db.execute("DELETE FROM files WHERE path = ? OR (path > ? AND path < ?)",
-                        (path, path + "/", path + "0"))
+                        _range(path))
 
     def open_findings(self, subject: str) -> dict[str, str]:
         """The standing findings last reported for a subject: check ID → evidence."""
         rows = self.db.execute("SELECT check_id, found FROM open_findings WHERE subject = ?",
-                               (subject,))
+                               (_b(subject),))
         return {r[0]: r[1] for r in rows}
 
     def open_of_check(self, prefix: str) -> dict[tuple[str, str], str]:
         """(check, subject) → evidence of the open findings whose check starts with prefix."""
         rows = self.db.execute("SELECT check_id, subject, found FROM open_findings "
                                "WHERE substr(check_id, 1, ?) = ?", (len(prefix), prefix))
-        return {(r[0], r[1]): r[2] for r in rows}
+        return {(r[0], os.fsdecode(r[1])): r[2] for r in rows}
 
     def update_open(self, opened: list[tuple[str, str, str]],
                     closed: list[tuple[str, str]]) -> None:
         """Record findings reported (subject, check, evidence) and resolved (subject, check)."""
         with self.transaction():
             self.db.executemany("INSERT OR REPLACE INTO open_findings (subject, check_id, found)"
-                                " VALUES (?, ?, ?)", opened)
+                                " VALUES (?, ?, ?)", ((_b(s), c, text(f)) for s, c, f in opened))
             self.db.executemany("DELETE FROM open_findings WHERE subject = ? AND check_id = ?",
-                                closed)
+                                ((_b(s), c) for s, c in closed))
 
     def files_older_than(self, root: str, mtime_ns: int) -> list[FileState]:
         """Regular files under root last modified before ``mtime_ns`` (retention sweeps)."""
         rows = self.db.execute(f"SELECT {_COLUMNS} FROM files WHERE kind = 'f' AND "
                                "mtime_ns < ? AND path > ? AND path < ?",
-                               (mtime_ns, root + "/", root + "0"))
+                               (mtime_ns, *_range(root)[1:]))
         return [_row(r) for r in rows]
 
     def count(self) -> int:

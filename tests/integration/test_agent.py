@@ -348,3 +348,33 @@ def test_a_dead_observer_is_noticed_and_restarted(tmp_path: Path) -> None:
         assert errors == []
     finally:
         watcher.stop()
+
+
+def test_odd_names_and_long_paths_never_block_shipping(collector: Collector,
+                                                      setup: Setup) -> None:
+    """A local user can make a name that is not UTF-8 and a path longer than the collector
+    takes as a subject: both arrive (escaped, shortened with a digest) and so does what
+    follows them."""
+    agent, top = setup.agent, setup.data / "top"
+    agent.enroll(collector)
+    agent.start()
+    wait_for("the baseline", settled(collector, agent, setup.spool), 30)
+    odd = os.fsencode(top) + b"/\xff\xfe-client"
+    fd = os.open(odd, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.close(fd)
+    deep = top
+    for i in range(5):
+        deep = deep / (f"{i}" * 250)
+    deep.mkdir(parents=True, mode=0o700)
+    (deep / "record").write_text("x")
+    os.chmod(deep / "record", 0o600)
+    after = top / "after.txt"
+    after.write_text("y")
+    os.chmod(after, 0o600)
+    got = wait_for("all three at the collector", lambda: (
+        lambda subjects: subjects if str(after) in subjects and len(subjects) >= 8 else None)(
+            {f["subject"] for f in collector.findings(agent.host, "agent.drift.created")}), 30)
+    assert f"{top}/\\xff\\xfe-client" in got
+    long = [s for s in got if len(s) == 1024]
+    assert len(long) >= 2 and all("…#" in s for s in long)  # the deepest folders and the file
+    wait_for("nothing left behind", settled(collector, agent, setup.spool), 30)

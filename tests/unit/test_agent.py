@@ -343,3 +343,39 @@ def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
     assert refused.exit_code == 1
     (line,) = refused.output.strip().splitlines()
     assert line.startswith("enrolment failed: https://127.0.0.1:1: ConnectionRefusedError")
+
+
+def test_events_fit_the_collectors_limits_whatever_the_file_names() -> None:
+    long_path = "/data/top/" + "d" * 3000
+    odd = os.fsdecode(b"/data/top/\xff\xfe-name")
+    f = Finding("agent.drift.created", ("R-FIM",), "critical", long_path, "absent",
+                "created " + "x" * 5000, {"moved_from": odd, "blob": "y" * 20000})
+    ev = event("finding", finding=f.as_dict())["finding"]
+    assert len(ev["subject"]) == 1024 and ev["subject"].startswith("/data/top/ddd")
+    assert len(ev["found"]) <= 4096 and ev["details"] == {"truncated": True}
+    other = event("finding", finding={**f.as_dict(), "subject": long_path + "e"})["finding"]
+    assert other["subject"] != ev["subject"]  # the digest keeps long subjects apart
+    named = event("finding", finding={**f.as_dict(), "subject": odd, "details": {}})["finding"]
+    assert named["subject"] == "/data/top/\\xff\\xfe-name"
+    named["subject"].encode("utf-8")  # valid UTF-8 for the collector's JSON and database
+
+
+def test_the_baseline_keeps_names_that_are_not_utf8(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    odd = os.fsencode(root) + b"/\xff-record"
+    with open(odd, "wb") as out:
+        out.write(b"x")
+    db = State(tmp_path / "state.db")
+    scanner = Scanner(db, "sha256", 1 << 30, workers=2)
+    changes: list[Change] = []
+    scanner.scan(str(root), changes.extend)
+    assert os.fsdecode(odd) in {c.path for c in changes}
+    assert db.get(os.fsdecode(odd)) is not None
+    db.update_open([(os.fsdecode(odd), "sensitive_paths.file_mode", "0644")], [])
+    assert db.open_findings(os.fsdecode(odd)) == {"sensitive_paths.file_mode": "0644"}
+    changes.clear()
+    os.unlink(odd)
+    scanner.scan(str(root), changes.extend)
+    assert [c.path for c in changes if c.new is None] == [os.fsdecode(odd)]
+    scanner.close()
