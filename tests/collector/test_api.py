@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import stat
 import subprocess
@@ -412,3 +413,34 @@ def test_tls_only_with_the_pinned_ca(collector: Collector) -> None:
     with pytest.raises(ssl.SSLCertVerificationError):
         other.get(f"{API}/health")
     other.close()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_lost_database_connections_are_503_then_recovered(collector: Collector) -> None:
+    import psycopg
+
+    agent = collector.enrol("ws-db-loss")
+    assert agent.send([event(1)]).status == 200
+    assert collector.database
+    with psycopg.connect(collector.database, autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()
+    assert killed and killed[0] >= 1
+    # The first use of each pool connection finds it dead: 503, and the connection is
+    # dropped; the agent retries the same seq until a live connection stores it.
+    statuses = []
+    for _ in range(30):
+        answer = agent.send([event(2)])
+        statuses.append(answer.status)
+        assert answer.status in (200, 503), answer.body
+        if answer.status == 503:
+            assert answer.headers["retry-after"] == "5"
+            assert answer.body["error"] == "database unavailable; retry later"
+        else:
+            break
+    assert statuses[0] == 503 and statuses[-1] == 200, statuses
+    assert answer.body["acked_seq"] == 2
+    text = collector.client(collector.it).get("/metrics").body
+    found = re.search(r"^baomi_collector_db_errors_total (\d+)$", text, re.M)
+    assert found and int(found.group(1)) >= statuses.count(503)
