@@ -379,6 +379,15 @@ def test_init_makes_private_files_and_refuses_a_used_folder(tmp_path: Path) -> N
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "localhost" in sans.get_values_for_type(x509.DNSName)
     assert [str(a) for a in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    named = tmp_path / "named"
+    subprocess.run([sys.executable, "-m", "baomi.collector", "init", str(named), "--name",
+                    "collector.lab", "--address", "10.213.0.5", "--address", "::1"],
+                   capture_output=True, check=True)
+    cert = x509.load_pem_x509_certificate((named / "server.pem").read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["collector.lab", "localhost"]
+    assert [str(a) for a in sans.get_values_for_type(x509.IPAddress)] == [
+        "10.213.0.5", "::1", "127.0.0.1"]
     bad = subprocess.run([sys.executable, "-m", "baomi.collector", "init",
                           str(tmp_path / "d"), "--address", "not-an-ip"],
                          capture_output=True, text=True)

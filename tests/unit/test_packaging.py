@@ -109,5 +109,6 @@ def test_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"baomi"}, f"top-level names in the wheel: {sorted(top)}"
     for module in ("baomi/deploy/baseline.py", "baomi/checks/conftest.py", "baomi/lab/cli.py",
-                   "baomi/controller/commands/offboard.py", "baomi/controls/ssh.py"):
+                   "baomi/controller/commands/offboard.py", "baomi/controls/ssh.py",
+                   "baomi/collector/app.py"):
         assert module in names, f"{module} missing from the wheel"
