@@ -276,14 +276,16 @@ def build(extra: str = "", root: Path | None = None, cache_dir: Path | None = No
                 for p in wheels:
                     os.link(p, tmp / p.name)
             _build_into(stage, link_all)
+        for used in (deps, own, stage):
+            os.utime(used)  # the age prune() goes by is the last use, not the creation
         prune(cache_dir, in_use={deps, own, stage})
     names = tuple(p.name for p in wheels)
     return WheelSet(extra, stage, names, manifest, tag, lock_lines(names))
 
 
 def prune(cache_dir: Path, in_use: set[Path], keep: int = KEEP) -> list[Path]:
-    """Remove all but the KEEP newest entries of each kind (deps, baomi, sets), never those
-    IN_USE; an edited checkout would otherwise leave one baomi wheel per deploy behind."""
+    """Remove all but the KEEP most recently used entries of each kind (deps, baomi, sets),
+    never those IN_USE; an edited checkout would otherwise leave one baomi wheel per deploy."""
     removed = []
     for pattern in ("deps-*", "baomi-*", "sets/*"):
         entries = sorted((p for p in cache_dir.glob(pattern) if p.is_dir() and p not in in_use),
