@@ -72,8 +72,11 @@ class ApplyResult:
 def pyinfra_command(inventory: str, *, dry: bool, diff: bool, limit: list[str],
                     deploy_file: Path = BASELINE) -> list[str]:
     # Without -y pyinfra detects changes first (the plan); with --dry it stops there.
-    cmd = [sys.executable, "-m", "baomi.controller.pyinfra_child", "--json", inventory,
-           str(deploy_file)]
+    # Host keys are always checked strictly: pyinfra's default ("accept-new") would trust
+    # whatever answers first for a host an inventory does not pin; --data overrides every
+    # host's value, so no inventory can turn it off either.
+    cmd = [sys.executable, "-m", "baomi.controller.pyinfra_child", "--json",
+           "--data", "ssh_strict_host_key_checking=yes", inventory, str(deploy_file)]
     cmd.append("--dry" if dry else "-y")
     if diff:
         cmd.append("--diff")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from baomi.controls.contract import Control, HostContext, check
 from baomi.findings import Finding
 from baomi.observe import script, sections
 from baomi.offboarding import RETIRED_PREFIX, valid_name
-from baomi.records import RecordError, state_dir
+from baomi.records import RecordError, append_jsonl, state_dir
 
 RECORDED = check("accounts.recorded",
                  "every personal account has a recorded request (部门主管) and approval (分管副总)")
@@ -65,6 +66,55 @@ def problems(request: Request) -> list[str]:
     return found
 
 
+@dataclass(frozen=True)
+class Revocation:
+    """An account's requests withdrawn (a purge, a mistake): recorded in the same file, so a
+    later ``baomi account apply`` does not recreate the account. A new request after it grants
+    the account again."""
+
+    user: str
+    by: str
+    ticket: str
+    time: str
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"action": "revoke", **asdict(self)}
+
+
+def revoke(user: str, by: str, ticket: str, reason: str = "",
+           path: Path | None = None) -> Revocation:
+    """Record that USER's requests are revoked (for ``baomi account revoke`` and for the
+    offboarding purge). Raises ValueError naming what is missing; nothing is then recorded."""
+    missing = [what for what, value in (("who revokes (--by)", by), ("the ticket", ticket))
+               if not value.strip()]
+    if not valid_name(user):
+        missing.insert(0, f"{user!r} is not a valid POSIX user name")
+    if missing:
+        raise ValueError("; ".join(missing))
+    revocation = Revocation(user, by.strip(), ticket.strip(),
+                            datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), reason)
+    append_jsonl(path or requests_path(), [revocation.as_dict()])
+    return revocation
+
+
+def live_requests(items: Iterable[Request | Revocation | Mapping[str, Any]]) -> list[Request]:
+    """The requests still in force, in record order: a revocation removes every earlier
+    request of its user (even a revocation record missing its ticket: revoking is the safe
+    side); invalid requests cover nothing."""
+    live: list[Request] = []
+    for item in items:
+        if isinstance(item, Revocation) or (isinstance(item, Mapping)
+                                            and item.get("action") == "revoke"):
+            user = item.user if isinstance(item, Revocation) else str(item.get("user"))
+            live = [r for r in live if r.user != user]
+            continue
+        request = request_of(item)
+        if request is not None:
+            live.append(request)
+    return live
+
+
 def covers(request: Request, host: str) -> bool:
     return not request.hosts or host in request.hosts
 
@@ -88,15 +138,16 @@ def request_of(item: Request | Mapping[str, Any]) -> Request | None:
 
 
 def parse_requests(text: str) -> list[Request]:
-    found = []
+    """The requests in force after the file's revocations (see :func:`live_requests`)."""
+    records = []
     for line in text.splitlines():
         try:
-            request = request_of(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if request is not None:
-            found.append(request)
-    return found
+        if isinstance(record, dict):
+            records.append(record)
+    return live_requests(records)
 
 
 def load_requests(path: Path | None = None) -> list[Request]:
@@ -117,9 +168,9 @@ class Desired:
 
 
 def desired(ctx: HostContext) -> Desired:
-    items: Iterable[Request | Mapping[str, Any]] = ctx.inputs.get(INPUT, ())
+    items: Iterable[Request | Revocation | Mapping[str, Any]] = ctx.inputs.get(INPUT, ())
     latest: dict[str, Request] = {}
-    for r in filter(None, map(request_of, items)):
+    for r in live_requests(items):
         if covers(r, ctx.host):
             latest[r.user] = r
     return Desired(tuple(latest[u] for u in sorted(latest)), ctx.policy.accounts.min_uid,

@@ -151,6 +151,8 @@ def observe_script(want: Desired) -> str:
         "conf": cat(CONF),
         "service": f"if [ -d /run/systemd/system ]; then systemctl is-enabled {SERVICE}; "
                    "else echo no-systemd; fi",
+        # Without systemd: is there an init at all that could load the ruleset at boot?
+        "init": "cat /proc/1/comm",
         # Where the observing SSH session comes from (empty when the agent runs locally).
         "ssh_client": "echo \"${SSH_CLIENT%% *}\"",
         "sshd_ports": "sshd -T 2>/dev/null | awk '$1 == \"port\" {print $2}'",
@@ -177,6 +179,7 @@ class Observed:
     service: str | None
     ssh_client: str | None
     sshd_ports: tuple[int, ...]
+    init: str | None = None  # PID 1's name
 
     @property
     def accepted(self) -> tuple[Service, ...]:
@@ -294,6 +297,7 @@ def parse(output: str, want: Desired) -> Observed:
     conf = sec.get("conf")
     service = sec.get("service")
     client = sec.get("ssh_client")
+    init = sec.text("init")
     return Observed(
         nft_error=error,
         table=bool(table),
@@ -304,6 +308,7 @@ def parse(output: str, want: Desired) -> Observed:
         service=service.out.strip() or None if service is not None else None,
         ssh_client=(client.out.strip() or None) if client is not None else None,
         sshd_ports=tuple(ports),
+        init=(init.strip() or None) if init is not None else None,
     )
 
 
@@ -363,7 +368,16 @@ def compare(want: Desired, seen: Observed) -> list[Finding]:
     if seen.service not in (None, "no-systemd", "enabled"):
         findings.append(BOOT_SERVICE.finding(SERVICE, "enabled (loads the ruleset at boot)",
                                              seen.service, "medium"))
+    if seen.service == "no-systemd" and seen.init in INIT_SYSTEMS:
+        findings.append(BOOT_SERVICE.finding(
+            CONF, "loaded at boot", f"PID 1 is {seen.init}, not systemd: baomi has no boot "
+            "step for it, so the ruleset is lost at reboot until the next apply", "medium"))
     return findings
+
+
+# PID 1 names of init systems other than systemd: they run boot scripts, but baomi installs
+# none for them (yet), so the ruleset would be lost on reboot: a finding, not a skip.
+INIT_SYSTEMS = frozenset({"init", "runit", "runit-init", "openrc-init", "s6-svscan", "dinit"})
 
 
 def lockout_risk(want: Desired, seen: Observed) -> str | None:
@@ -392,9 +406,13 @@ def skipped(want: Desired, seen: Observed) -> dict[str, str]:
     if seen.nft_error or not seen.table:
         why = f"the ruleset could not be read or {FAMILY} {TABLE} is not loaded (see {LOADED.id})"
         reasons.update({OPEN_PORTS.id: why, RULES.id: why})
-    if seen.service in (None, "no-systemd"):
-        reasons[BOOT_SERVICE.id] = ("no systemd on this host: no nftables.service to enable"
-                                    if seen.service else "systemctl gave no answer")
+    if seen.service is None:
+        reasons[BOOT_SERVICE.id] = "systemctl gave no answer"
+    elif seen.service == "no-systemd" and seen.init not in INIT_SYSTEMS:
+        reasons[BOOT_SERVICE.id] = (
+            f"no init system on this host (PID 1 is {seen.init or 'unknown'}): nothing on it "
+            "runs at boot, so no file of it can load the ruleset; whoever starts the host "
+            f"must load {CONF} (baomi apply loads it now)")
     return reasons
 
 

@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from baomi.controls.contract import Control, HostContext, check
 from baomi.findings import Finding
 from baomi.observe import cat, script, sections
-from baomi.sshd import SSHD_T, SshdSettings, parse_effective
+from baomi.sshd import (
+    MATCH_CONTEXTS,
+    SSHD_T,
+    MatchContext,
+    SshdSettings,
+    parse_contexts,
+    parse_effective,
+)
 
 CONFIG_VALID = check("ssh.config_valid", "sshd accepts its whole configuration (sshd -T)")
 PASSWORD_AUTHENTICATION = check("ssh.password_authentication",
@@ -78,6 +85,8 @@ def observe_script(want: Desired | None = None) -> str:
         "settings": f"grep -HniE '^[[:space:]]*({pattern})([[:space:]]|=)' {SSHD_CONFIG} "
                     f"$(ls {SSHD_DIR}/*.conf 2>/dev/null | LC_ALL=C sort); true",
         "include": f"grep -niE '^[[:space:]]*include[[:space:]]' {SSHD_CONFIG} | head -n1",
+        # The effective config of each connection a Match block selects (not only root's).
+        "match": MATCH_CONTEXTS,
     }
     return script(commands)
 
@@ -99,6 +108,7 @@ class Observed:
     sshd_error: str | None
     settings: tuple[Setting, ...]
     include_line: int | None
+    contexts: tuple[MatchContext, ...] = ()
 
 
 _SETTING = re.compile(r"^(?P<path>/[^:]+):(?P<line>\d+):\s*(?P<key>\w+)"
@@ -133,6 +143,7 @@ def parse(output: str, want: Desired | None = None) -> Observed:
         sshd_error=sshd_error,
         settings=tuple(settings),
         include_line=include_line,
+        contexts=tuple(parse_contexts(sec.text("match") or "")),
     )
 
 
@@ -166,10 +177,33 @@ def compare(want: Desired, seen: Observed) -> list[Finding]:
         found = (got or "unset") + (f" (set earlier in {where})" if where else "")
         severity = "critical" if key in ("PasswordAuthentication", "PermitRootLogin") else "high"
         findings.append(BY_KEYWORD[key].finding(f"sshd {key}", want_v, found, severity))
+    findings += match_findings(want, seen)
     if seen.dropin != want.dropin:
         findings.append(DROPIN_FILE.finding(
             DROPIN, "the baomi content", "missing" if seen.dropin is None else "edited content",
             "medium"))
+    return findings
+
+
+def match_findings(want: Desired, seen: Observed) -> list[Finding]:
+    """A Match block that loosens a setting for the connections it selects (``Match Address
+    10.0.0.0/8`` + ``PasswordAuthentication yes``) fails like a global setting; a Match block
+    that could not be evaluated is named, since it may loosen anything."""
+    findings = []
+    for ctx in seen.contexts:
+        if ctx.values is None:
+            findings.append(PASSWORD_AUTHENTICATION.finding(
+                f"sshd Match at {ctx.where}", "every Match block evaluated",
+                f"not evaluated: {ctx.spec}", "medium"))
+            continue
+        for key, want_v, got in want.sshd.differences(ctx.values):
+            if key == "PermitRootLogin" and ctx.user != "root":
+                continue  # applies to root's logins only
+            severity = "critical" if key in ("PasswordAuthentication", "PermitRootLogin") \
+                else "high"
+            findings.append(BY_KEYWORD[key].finding(
+                f"sshd {key} in the Match block at {ctx.where}", want_v,
+                f"{got or 'unset'} for {ctx.spec}", severity))
     return findings
 
 

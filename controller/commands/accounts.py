@@ -1,6 +1,7 @@
 """`baomi account`: record who requested and who approved an account (R-PRV), create them.
 
     baomi account request USER --requester HEAD --approver VP [--host H] [--ticket T]
+    baomi account revoke USER --ticket T --by WHO [--reason R]   (apply no longer creates it)
     baomi account list
     baomi account apply -i INVENTORY      (creates only accounts a request covers)
 """
@@ -47,6 +48,29 @@ def request_cmd(user: str, requester: str, approver: str, hosts: tuple[str, ...]
     append_jsonl(path, [req.as_dict()])
     click.echo(f"recorded: {user} requested by {requester}, approved by {approver} "
                f"({', '.join(hosts) or 'all hosts'}) in {path}")
+
+
+@account.command("revoke")
+@click.argument("user")
+@click.option("--ticket", required=True, help="The ticket of the revocation.")
+@click.option("--by", "by", required=True, help="Who revokes (recorded).")
+@click.option("--reason", default="", help="Why (recorded).")
+def revoke_cmd(user: str, ticket: str, by: str, reason: str) -> None:
+    """Revoke USER's requests (recorded): `account apply` no longer creates USER, and the
+    check flags the account where it still exists. A new request grants it again."""
+    try:
+        live = [r for r in core.load_requests() if r.user == user]
+    except RecordError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not live:
+        fail(f"baomi account revoke: no request in force for {user} in {core.requests_path()}; "
+             "nothing was recorded")
+    try:
+        core.revoke(user, by, ticket, reason)
+    except ValueError as exc:
+        fail(f"baomi account revoke: {exc}; nothing was recorded")
+    click.echo(f"revoked: {user} by {by} (ticket {ticket}); `baomi account apply` no longer "
+               f"creates it; recorded in {core.requests_path()}")
 
 
 @account.command("list")

@@ -9,6 +9,7 @@ from baomi.controls import accounts as core
 from baomi.controls import explain
 from baomi.controls.contract import HostContext, evaluate
 from baomi.policy import Policy, load_text
+from baomi.records import append_jsonl
 
 DATA = Path(__file__).parent / "data" / "accounts"
 POLICY = load_text("")
@@ -90,3 +91,48 @@ def test_policy_explain_shows_r_prv_served() -> None:
     assert row["enforced"] and row["verified"]
     assert row["controls"][0]["deploy"] == "baomi.deploy.accounts"
     assert row["controls"][0]["check"] == "baomi.checks.test_accounts"
+
+
+def test_a_revocation_withdraws_earlier_requests_and_a_new_request_grants_again(
+        tmp_path: Path) -> None:
+    path = tmp_path / "requests.jsonl"
+    append_jsonl(path, [req("alice").as_dict(), req("bob").as_dict()])
+    revoked = core.revoke("alice", "hr.li", "OFF-7", "purged", path=path)
+    assert (revoked.user, revoked.by, revoked.ticket) == ("alice", "hr.li", "OFF-7")
+    assert [r.user for r in core.load_requests(path)] == ["bob"]
+    ctx = HostContext.of(load_text(""), {"servers"}, "srv1",
+                         **{core.INPUT: [req("alice").as_dict(), revoked.as_dict()]})
+    assert core.desired(ctx).create == ()  # records as stored: the revocation is honoured
+    append_jsonl(path, [req("alice").as_dict()])  # rehired: a new request after it
+    assert [r.user for r in core.load_requests(path)] == ["bob", "alice"]
+    # A revocation missing its ticket still revokes (the safe side) when read.
+    append_jsonl(path, [{"action": "revoke", "user": "bob"}])
+    assert [r.user for r in core.load_requests(path)] == ["alice"]
+    for bad, message in ((("alice", " ", "T"), "who revokes (--by)"),
+                         (("alice", "hr", ""), "the ticket"),
+                         (("-x", "hr", "T"), "not a valid POSIX user name")):
+        try:
+            core.revoke(*bad, path=path)
+        except ValueError as exc:
+            assert message in str(exc)
+        else:
+            raise AssertionError(f"{bad} was recorded")
+
+
+def test_account_revoke_command(tmp_path: Path, monkeypatch: Any) -> None:
+    from click.testing import CliRunner
+
+    from baomi.cli import main
+
+    monkeypatch.setenv("BAOMI_STATE_DIR", str(tmp_path))
+    runner = CliRunner()
+    none = runner.invoke(main, ["account", "revoke", "alice", "--ticket", "T", "--by", "hr"])
+    assert none.exit_code == 2 and "no request in force for alice" in none.output
+    made = runner.invoke(main, ["account", "request", "alice", "--requester", "head",
+                                "--approver", "vp"])
+    assert made.exit_code == 0, made.output
+    done = runner.invoke(main, ["account", "revoke", "alice", "--ticket", "OFF-1", "--by", "hr"])
+    assert done.exit_code == 0 and "revoked: alice by hr (ticket OFF-1)" in done.output
+    assert runner.invoke(main, ["account", "list"]).output == ""
+    missing = runner.invoke(main, ["account", "revoke", "alice", "--by", "hr"])
+    assert missing.exit_code == 2 and "--ticket" in missing.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from baomi.controls import firewall as core
@@ -88,8 +89,9 @@ def test_fresh_host_without_our_table() -> None:
         "firewall.loaded": "fail", "firewall.open_ports": "not applicable",
         "firewall.rules": "not applicable", "firewall.conf": "fail",
         "firewall.boot_service": "not applicable"}
-    assert result.not_applicable["firewall.boot_service"] == \
-        "no systemd on this host: no nftables.service to enable"
+    # Captured before the observe script read PID 1: the reason says it is unknown.
+    assert result.not_applicable["firewall.boot_service"].startswith(
+        "no init system on this host (PID 1 is unknown): nothing on it runs at boot")
 
 
 def test_systemd_container_without_net_admin() -> None:
@@ -161,3 +163,20 @@ def test_disabled_firewall_is_not_enforced() -> None:
     assert core.compare(off, seen) == []
     assert core.not_applicable(off) == "policy: firewall.enabled is false"
     assert core.not_applicable(WANT) is None
+
+
+def test_without_systemd_the_boot_step_is_named_honestly() -> None:
+    """fresh_pid1_sshd_srv1.out: a plain lab host, whose PID 1 is sshd (no init at all): the
+    boot check is not applicable and says why. The same host with another init as PID 1 (a
+    sysvinit host) fails it: the ruleset would be lost at reboot."""
+    seen = observed("fresh_pid1_sshd_srv1.out")
+    assert (seen.service, seen.init) == ("no-systemd", "sshd")
+    result = evaluate(core.CONTROL, "srv1", WANT, seen)
+    assert result.not_applicable["firewall.boot_service"] == (
+        "no init system on this host (PID 1 is sshd): nothing on it runs at boot, so no file "
+        "of it can load the ruleset; whoever starts the host must load /etc/nftables.conf "
+        "(baomi apply loads it now)")
+    sysv = evaluate(core.CONTROL, "srv1", WANT, replace(seen, init="init"))
+    assert sysv.statuses()["firewall.boot_service"] == "fail"
+    assert "/etc/nftables.conf: expected loaded at boot, found PID 1 is init, not systemd: " \
+        "baomi has no boot step for it" in text(sysv.findings)
