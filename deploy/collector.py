@@ -35,7 +35,7 @@ from pyinfra.operations import files
 
 from baomi.controls import collector as core
 from baomi.deploy import wheels
-from baomi.deploy.common import CommandSucceeds, context, op_name, put_text, shell_if
+from baomi.deploy.common import CommandSucceeds, context, op_name, put_text, refuse, shell_if
 
 C = "collector"
 WAIT_SECONDS = 60
@@ -109,7 +109,7 @@ def apply() -> None:
         shell_if(name=op_name(C, "collector"), check="true", command="true", reason=reason)
         return
     if want.problem:
-        wheels.refuse(name=op_name(C, "policy"), message=want.problem)
+        refuse(name=op_name(C, "policy"), message=want.problem)
         return
     try:
         built = wheels.built("collector")

@@ -11,7 +11,7 @@ from functools import cache
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
+from pyinfra.api import FactBase, FileUploadCommand, OperationError, StringCommand, operation
 from pyinfra.api.arguments import ConnectorArguments
 from pyinfra.api.command import PyinfraCommand
 from pyinfra.operations import files
@@ -116,6 +116,14 @@ def shell_if(check: str, command: str, reason: str):  # type: ignore[no-untyped-
         host.noop(reason)
         return
     yield command
+
+
+@operation()
+def refuse(message: str):  # type: ignore[no-untyped-def]
+    """Fail this host's operation with MESSAGE (one line in its row), e.g. a host that cannot
+    take what the deploy would put there; other hosts go on."""
+    raise OperationError(message)
+    yield  # a generator, as pyinfra expects
 
 
 class CommandSucceeds(FactBase[bool]):

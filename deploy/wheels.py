@@ -46,10 +46,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import FactBase, OperationError, operation
+from pyinfra.api import FactBase
 from pyinfra.operations import files
 
-from baomi.deploy.common import op_name, shell_if
+from baomi.deploy.common import op_name, refuse, shell_if
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "/opt/baomi"
@@ -388,12 +388,6 @@ class HostPython(FactBase[str]):
 
     def process(self, output: list[str]) -> str:
         return "\n".join(output)
-
-
-@operation()
-def refuse(message: str):  # type: ignore[no-untyped-def]
-    raise OperationError(message)
-    yield from ()
 
 
 def install(control: str, name: str, wheels: WheelSet, prefix: str = PREFIX) -> object | None:
