@@ -178,8 +178,11 @@ class Backup:
     randomized_delay_minutes: int = 60
     grace_hours: int = 24
     keep: int = 8
-    repository: str = "sftp:backup@bak1:/srv/restic/{host}"
+    keep_monthly: int = 12
+    forget_min_percent: int = 50
+    repository: str = "rclone:backup@bak1:/srv/restic/{host}"
     paths: tuple[str, ...] = ()
+    mount_points: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     check_every_days: int = 7
     restore_sample_files: int = 5
@@ -610,11 +613,30 @@ WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def repository(node: yaml.Node) -> str:
+    """An absolute path, or ``rclone:USER@HOST:/path``: restic through ``rclone serve restic
+    --append-only`` over SSH as USER (a client can add snapshots, never remove them).  The
+    account is never implied: without one the SSH default would be root on the backup host."""
     value = text(None, "a restic repository")(node)
-    if value.startswith("/") or re.fullmatch(r"sftp:[A-Za-z0-9_.@-]+:/\S*", value):
+    if value.startswith("/"):
         return value
-    raise Invalid(f"{value!r} is not a repository baomi can use",
-                  "an absolute path or sftp:USER@HOST:/path ({host} is replaced by the host)")
+    remote = re.fullmatch(r"(?P<scheme>[a-z]+):(?:(?P<user>[^@:/]*)@)?(?P<host>[^@:/]+):"
+                          r"(?P<path>/\S*)", value)
+    if remote is None:
+        raise Invalid(f"{value!r} is not a repository baomi can use",
+                      "an absolute path or rclone:USER@HOST:/path ({host} is replaced by "
+                      "the host)")
+    if not remote["user"]:
+        raise Invalid(f"{value!r} names no account on the backup host",
+                      f"{remote['scheme']}:USER@{remote['host']}:{remote['path']} with an "
+                      "unprivileged account of its own (never root, no login shell)")
+    if remote["user"] == "root" or not re.fullmatch(POSIX_NAME, remote["user"]):
+        raise Invalid(f"{remote['user']!r} cannot hold the repositories",
+                      "an unprivileged account (never root, no login shell)")
+    if remote["scheme"] != "rclone":
+        raise Invalid(f"{value!r}: over {remote['scheme']} every client could delete its "
+                      "snapshots", f"rclone:{remote['user']}@{remote['host']}:{remote['path']}"
+                      " (restic through rclone serve restic --append-only over SSH)")
+    return value
 
 
 def _backup(ctx: Context, r: MapReader, paths: tuple[SensitivePath, ...]) -> Backup:
@@ -628,9 +650,13 @@ def _backup(ctx: Context, r: MapReader, paths: tuple[SensitivePath, ...]) -> Bac
                                        d.randomized_delay_minutes),
         grace_hours=r.get("grace_hours", integer(0, 168, "hours"), d.grace_hours),
         keep=r.get("keep", integer(2, 1000, "snapshots"), d.keep),
+        keep_monthly=r.get("keep_monthly", integer(0, 240, "months"), d.keep_monthly),
+        forget_min_percent=r.get("forget_min_percent", integer(0, 100, "percent"),
+                                 d.forget_min_percent),
         repository=r.get("repository", repository, d.repository),
         # () = the sensitive paths of each host's groups (Policy.paths_for), decided per host.
         paths=_list(ctx, r, "paths", absolute_path, d.paths),
+        mount_points=_list(ctx, r, "mount_points", absolute_path, d.mount_points),
         exclude=_list(ctx, r, "exclude", text(None, "an exclude pattern"), d.exclude),
         check_every_days=r.get("check_every_days", integer(1, 90, "days"), d.check_every_days),
         restore_sample_files=r.get("restore_sample_files", integer(1, 1000, "files"),

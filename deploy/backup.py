@@ -1,13 +1,20 @@
 """R-BAK 每周二次备份 on a host: restic repository on the backup host, password escrowed,
 systemd timer (or cron where there is no systemd) running baomi-backup weekly.
 
-How the client's SSH key reaches the backup host in the same `baomi apply` run: pyinfra runs
-one operation on every host before the next operation, in the order of the lines below.  So
-(1) each client generates its key, (2) each client's ``publish_client_key`` reads the public
-key at execute time into ``_CLIENT_KEYS`` (one controller process), (3) the backup host's
-``authorize_clients`` writes authorized_keys from it, keeping entries of clients that are not
-in this run (``--limit``); (4) the clients then initialise their repositories.  The client's
-known_hosts holds the backup host's key as the controller pinned it (the inventory's
+How the client's SSH key reaches the backup host in the same `baomi apply` run: (1) each
+client generates its key, (2) each client's ``publish_client_key`` reads the public key at
+execute time into ``_CLIENT_KEYS`` (one controller process), (3) the backup host's
+``authorize_clients`` checks the repository account, makes every client's repository folder
+and writes authorized_keys (one forced, append-only command per client key; keys of hosts
+gone from the inventory revoked); (4) the clients then initialise their repositories.
+
+Order across hosts: pyinfra orders operations as one DAG built from each host's own sequence
+of operations; an operation that only one host has is not ordered against an operation that
+only other hosts have.  So every step above is one operation that *every* host calls at the
+same line (a no-op where it does not apply): each client's sequence then holds "authorize
+clients" before "repository", and no backup-host operation floats after a client's
+``restic init`` however many hosts there are (issue 11, item 12).  The client's known_hosts
+holds the backup host's key as the controller pinned it (the inventory's
 ``ssh_known_hosts_file``, read with ``ssh-keygen -F``), never trust-on-first-use.
 """
 
@@ -100,9 +107,9 @@ def pinned_host_keys(server: Host) -> list[str]:
     return sorted(lines)
 
 
-def known_hosts_text(sftp: core.Sftp, server: Host, keys: list[str]) -> str:
-    names = ",".join(dict.fromkeys([sftp.server, str(server.data.get("ssh_hostname")
-                                                     or server.name)]))
+def known_hosts_text(remote: core.Remote, server: Host, keys: list[str]) -> str:
+    names = ",".join(dict.fromkeys([remote.server, str(server.data.get("ssh_hostname")
+                                                       or server.name)]))
     return "".join(f"{names} {key}\n" for key in keys)
 
 
@@ -132,25 +139,44 @@ def publish_client_key(server: str):  # type: ignore[no-untyped-def]
     yield from ()  # reads only; a generator as pyinfra expects
 
 
+class ScriptResult(FactBase[str]):
+    """A read-only shell check's verdict: "" when it passes, else what it printed."""
+
+    default = str
+
+    def command(self, script: str) -> str:
+        return f"out=$( ( {script}\n) 2>&1) && echo baomi-ok || printf '%s\\n' \"$out\""
+
+    def process(self, output: list[str]) -> str:
+        text = "\n".join(output).strip()
+        return "" if text.endswith("baomi-ok") else text or "check failed"
+
+
 @operation()
-def authorize_clients(user: str):  # type: ignore[no-untyped-def]
-    """authorized_keys of the SFTP account: each client's key, restricted to internal-sftp."""
+def authorize_clients(user: str, paths: dict[str, str]):  # type: ignore[no-untyped-def]
+    """The repository account (checked), its shell, the clients' repository folders and
+    authorized_keys: each client's key forced to serve its own repository append-only."""
     if not user:
         host.noop("not a backup host")
         return
     passwd = host.get_fact(FileText, path="/etc/passwd")
     entry = next((line.split(":") for line in passwd.splitlines()
                   if line.startswith(f"{user}:")), None)
-    if entry is None or len(entry) < 7:
-        raise OperationError(f"backup host {host.name}: no account {user!r} for the "
-                             "repositories (create it, shell /usr/sbin/nologin)")
-    path = f"{entry[5].rstrip('/')}/.ssh/authorized_keys"
-    existing = host.get_fact(FileText, path=path)
-    content = fix.merge_authorized(existing, _CLIENT_KEYS.get(host.name, {}))
-    if content == existing:
-        host.noop(f"{path} authorises the clients")
+    home = entry[5].rstrip("/") if entry is not None and len(entry) >= 7 else ""
+    problem = host.get_fact(ScriptResult, script=fix.account_check(user, home or "/nonexistent"))
+    if problem:
+        raise OperationError(problem)
+    keys_path = f"{home}/.ssh/authorized_keys"
+    existing = host.get_fact(FileText, path=keys_path)
+    content = fix.authorized_text(existing, _CLIENT_KEYS.get(host.name, {}), paths)
+    ready = (content == existing and entry is not None and entry[6] == core.SHELL_PATH
+             and host.get_fact(FileText, path=core.SHELL_PATH) == core.SHELL
+             and host.get_fact(CommandSucceeds,
+                               check=fix.repository_dirs_ready(user, sorted(paths.values()))))
+    if ready:
+        host.noop(f"account {user}, {len(paths)} repositories, {keys_path} in place")
         return
-    yield fix.authorized_keys_script(path, content)
+    yield fix.authorize_script(user, home, sorted(paths.values()), content)
 
 
 def _escrow(client: str, repository: str, secret: str) -> bool:
@@ -215,23 +241,25 @@ def systemd_timer():  # type: ignore[no-untyped-def]
         host.noop(f"{core.TIMER} enabled and active")
 
 
-def repository_dirs(hosts: list[Host]) -> list[str]:
-    """Repository directories on this backup host for the clients that use it."""
-    out = []
-    for client in hosts:
+def served_clients() -> tuple[str, dict[str, str]]:
+    """(account, {client: repository folder}) of the inventory's clients whose repository
+    this host holds; ("", {}) when it holds none."""
+    user, paths = "", {}
+    for client in inventory_hosts():
         if client.name == host.name:
             continue
         want = core.desired(HostContext.of(policy(), client.groups, client.name))
-        if want.applies and want.sftp and _serves(want.sftp.server):
-            out.append(want.sftp.path)
-    return sorted(out)
+        if want.applies and want.remote and _serves(want.remote.server):
+            user = user or want.remote.user
+            paths[client.name] = want.remote.path
+    return user, paths
 
 
 @operation()
 def client_key(active: bool):  # type: ignore[no-untyped-def]
     """The client's own SSH key for the backup host, generated on the host, root-only."""
     if not active:
-        host.noop("not a backup client over SFTP")
+        host.noop("not a client of a backup host")
     elif host.get_fact(CommandSucceeds, check=f"[ -s {core.KEY_FILE} ]"):
         host.noop(f"{core.KEY_FILE} present")
     else:
@@ -240,19 +268,16 @@ def client_key(active: bool):  # type: ignore[no-untyped-def]
 
 def apply() -> None:
     want = core.desired(context())
-    sftp = want.sftp
-    clients = (core.desired(HostContext.of(policy(), h.groups, h.name))
-               for h in inventory_hosts() if h.name != host.name)
-    served_user = next((w.sftp.user for w in clients
-                        if w.applies and w.sftp and _serves(w.sftp.server)), None)
-    if not want.applies and served_user is None:
+    remote = want.remote
+    served_user, served = served_clients()
+    if not want.applies and not served_user:
         not_applicable(name=op_name(C, "backup"), reason=want.reason)
         return
-    server = server_host(sftp.server) if want.applies and sftp else None
-    if want.applies and sftp and server is None:
+    server = server_host(remote.server) if want.applies and remote else None
+    if want.applies and remote and server is None:
         refuse(name=op_name(C, "backup host"),
-               message=f"repository {want.repository}: backup host {sftp.server!r} is not in "
-                       "the inventory (add it, e.g. in group 'backup', or set "
+               message=f"repository {want.repository}: backup host {remote.server!r} is not "
+                       "in the inventory (add it, e.g. in group 'backup', or set "
                        "backup.repository to a local path)")
         return
     if want.applies:
@@ -265,23 +290,17 @@ def apply() -> None:
     client_key(name=op_name(C, "client ssh key"), active=client)
     publish_client_key(name=op_name(C, "publish client key"),
                        server=server.name if server is not None and client else "")
-    authorize_clients(name=op_name(C, "authorized clients"), user=served_user or "")
-    if served_user is not None:
-        for path in repository_dirs(inventory_hosts()):
-            shell_if(name=op_name(C, f"repository directory {path}"),
-                     check=fix.repository_dir_check(path, served_user),
-                     command=fix.repository_dir_script(path, served_user),
-                     reason=f"{path} belongs to {served_user}, mode 0700")
+    authorize_clients(name=op_name(C, "authorized clients"), user=served_user, paths=served)
     if not want.applies:
         return
-    if sftp and server is not None:
+    if remote and server is not None:
         keys = pinned_host_keys(server)
         if not keys:
             refuse(name=op_name(C, "backup host key"),
                    message=f"no pinned host key for {server.name} in the controller's "
                            "known_hosts (ssh_known_hosts_file); refusing to trust on first use")
             return
-        put_text(C, core.KNOWN_HOSTS, known_hosts_text(sftp, server, keys), mode="0600")
+        put_text(C, core.KNOWN_HOSTS, known_hosts_text(remote, server, keys), mode="0600")
     repository_password(name=op_name(C, f"repository password {core.PASSWORD_FILE}"),
                         repository=want.repository)
     put_text(C, core.CONFIG_FILE, want.config, mode="0600")

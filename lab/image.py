@@ -53,6 +53,8 @@ PACKAGES: tuple[str, ...] = tuple(
             "usbguard",
             "umockdev",
             "restic",
+            # The backup host serves each client's repository append-only (rclone serve restic).
+            "rclone",
             "auditd",
             "nftables",
             "libpam-pwquality",

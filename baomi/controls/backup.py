@@ -53,25 +53,37 @@ TIMER_FILE = f"/etc/systemd/system/{TIMER}"
 CRON_FILE = "/etc/cron.d/baomi-backup"
 ESCROW_KIND = "restic-password"
 
-HELPER = (Path(__file__).parents[1] / "hostside" / "backup_job.py").read_text(encoding="utf-8")
+STATE_DIR = "/var/lib/baomi/backup"  # the job's own root-only folder (restore tests)
+# The backup host's account runs only this shell: it serves one repository append-only.
+SHELL_PATH = "/usr/local/sbin/baomi-repository-shell"
+RCLONE_ARGS = "serve restic --stdio --append-only"  # what a client asks; the key's command rules
+
+_HOSTSIDE = Path(__file__).parents[1] / "hostside"
+HELPER = (_HOSTSIDE / "backup_job.py").read_text(encoding="utf-8")
+SHELL = (_HOSTSIDE / "backup_shell.py").read_text(encoding="utf-8")
 _CRON_DAYS = {"Sun": 0, "Mon": 1, "Tue": 2, "Wed": 3, "Thu": 4, "Fri": 5, "Sat": 6}
 
 
 @dataclass(frozen=True)
-class Sftp:
-    """``sftp:USER@HOST:/PATH``: the account and server that hold the repository."""
+class Remote:
+    """``rclone:USER@HOST:/PATH``: the account and server that hold the repository.
+
+    The client runs restic's rclone backend with ssh as the program; on the server the key's
+    forced command serves PATH with ``rclone serve restic --append-only`` (snapshots can be
+    added, never removed or overwritten; only lock files can be deleted)."""
 
     user: str
     server: str
     path: str
 
 
-def parse_repository(url: str) -> Sftp | None:
-    """The SFTP parts of a repository URL; None for a local path."""
-    match = re.fullmatch(r"sftp:(?:(?P<user>[^@:]+)@)?(?P<server>[^@:]+):(?P<path>/.*)", url)
+def parse_repository(url: str) -> Remote | None:
+    """The parts of a remote repository URL; None for a local path.  There is no default
+    account (the policy requires one: a default would be root on the backup host)."""
+    match = re.fullmatch(r"rclone:(?P<user>[^@:/]+)@(?P<server>[^@:/]+):(?P<path>/.*)", url)
     if not match:
         return None
-    return Sftp(match["user"] or "root", match["server"], match["path"])
+    return Remote(match["user"], match["server"], match["path"])
 
 
 @dataclass(frozen=True)
@@ -80,11 +92,14 @@ class Desired:
     reason: str  # why nothing is deployed/checked here (disabled, no paths), else ""
     host: str
     repository: str
-    sftp: Sftp | None
+    remote: Remote | None
     paths: tuple[str, ...]
+    mount_points: tuple[str, ...]  # must be mount points when the job runs
     interval_days: int
     grace_hours: int
     keep: int
+    keep_monthly: int
+    forget_min_percent: int
     on_calendar: str
     cron_schedule: str
     config: str
@@ -115,10 +130,31 @@ def schedule(interval_days: int, weekday: str, time: str) -> tuple[str, str]:
             f"{int(minute)} {int(hour)} */{interval_days} * *")
 
 
-def sftp_command(sftp: Sftp) -> str:
-    return (f"ssh -i {KEY_FILE} -o UserKnownHostsFile={KNOWN_HOSTS} "
+def ssh_command(remote: Remote) -> str:
+    """restic's rclone.program: ssh to the backup host with the client's own key."""
+    return (f"ssh -i {KEY_FILE} -o IdentitiesOnly=yes -o UserKnownHostsFile={KNOWN_HOSTS} "
             "-o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=20 "
-            f"{sftp.user}@{sftp.server} -s sftp")
+            f"{remote.user}@{remote.server}")
+
+
+def forced_command(path: str) -> str:
+    """What a client's key may run on the backup host (read by SHELL, never by a shell)."""
+    return f"serve-restic {path}"
+
+
+def _under(path: str, mount: str) -> bool:
+    mount = mount.rstrip("/") or "/"
+    return path == mount or path.startswith(mount.rstrip("/") + "/")
+
+
+def mount_points_for(policy: Policy, groups: set[str], paths: tuple[str, ...]) -> tuple[str, ...]:
+    """Paths that must be mount points for a run: the policy's own list, and the mount point
+    of every data volume of these groups that holds a backed-up path (a volume that failed to
+    mount leaves an empty folder, which must never be saved as the data)."""
+    volumes = [v.mount.rstrip("/") or "/" for v in policy.disk_encryption.volumes
+               if ("all" in v.groups or groups & set(v.groups))
+               and any(_under(p, v.mount) for p in paths)]
+    return tuple(sorted(set(policy.backup.mount_points) | set(volumes)))
 
 
 def paths_for(policy: Policy, groups: set[str]) -> tuple[str, ...]:
@@ -138,12 +174,14 @@ def desired(ctx: HostContext) -> Desired:
     elif not paths:
         reason = f"no sensitive path applies to this host's groups ({', '.join(sorted(groups))})"
     repository = b.repository.replace("{host}", host)
-    sftp = parse_repository(repository)
+    remote = parse_repository(repository)
+    mounts = mount_points_for(policy, groups, paths)
     on_calendar, cron_fields = schedule(b.interval_days, b.weekday, b.time)
     config = json.dumps({
         "host": host, "repository": repository, "password_file": PASSWORD_FILE,
-        "sftp_command": sftp_command(sftp) if sftp else "", "paths": list(paths),
-        "exclude": list(b.exclude), "keep": b.keep, "check_every_days": b.check_every_days,
+        "rclone_program": ssh_command(remote) if remote else "", "rclone_args": RCLONE_ARGS,
+        "paths": list(paths), "mount_points": list(mounts), "exclude": list(b.exclude),
+        "state_dir": STATE_DIR, "check_every_days": b.check_every_days,
         "restore_sample_files": b.restore_sample_files}, indent=1, sort_keys=True) + "\n"
     service = (HEADER + "[Unit]\nDescription=baomi R-BAK weekly secondary backup (restic)\n"
                "Wants=network-online.target\nAfter=network-online.target\n\n"
@@ -157,9 +195,18 @@ def desired(ctx: HostContext) -> Desired:
     sleep = f"sleep $(shuf -i 0-{delay} -n 1) && " if delay else ""
     cron = (HEADER + "SHELL=/bin/sh\nPATH=/usr/sbin:/usr/bin:/sbin:/bin\n"
             f"{cron_fields} root {sleep}{HELPER_PATH} run >/dev/null 2>&1\n")
-    return Desired(b.enabled, reason, host, repository, sftp, paths, b.interval_days,
-                   b.grace_hours, b.keep, on_calendar, cron_fields, config, HELPER, service,
-                   timer, cron)
+    return Desired(b.enabled, reason, host, repository, remote, paths, mounts, b.interval_days,
+                   b.grace_hours, b.keep, b.keep_monthly, b.forget_min_percent, on_calendar,
+                   cron_fields, config, HELPER, service, timer, cron)
+
+
+def prune_config(want: Desired) -> dict[str, Any]:
+    """What the prune program needs on the host that holds ``want``'s repository (the backup
+    host for a remote one, run as its account; the client itself for a local path)."""
+    remote = want.remote
+    return {"host": want.host, "repository": remote.path if remote else want.repository,
+            "account": remote.user if remote else "root", "keep_last": want.keep,
+            "keep_monthly": want.keep_monthly, "min_percent": want.forget_min_percent}
 
 
 def observe_script(want: Desired, verify: bool = True, snapshots: bool = False) -> str:

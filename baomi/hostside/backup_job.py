@@ -2,21 +2,29 @@
 # Managed by baomi: R-BAK 每周二次备份. Local edits are reverted.
 """baomi-backup: the weekly restic job and its read-only verification, on the host.
 
-    baomi-backup run        backup, forget --keep-last --prune, periodic check, restore test;
+    baomi-backup run        refuses when a path that must be a mount point is not one; else
+                            backup, periodic check, restore test (a failed one fails the run);
                             writes the status file atomically (the check and agent read it)
     baomi-backup verify     read-only: snapshots, restic check, restore test (prints JSON)
+    baomi-backup prune CFG  on the host that holds a repository (the operator's `baomi backup
+                            prune`): refuses when the newest snapshot collapsed against the one
+                            before, else forget --keep-last --keep-monthly --prune
 
+The job never forgets: a client's repository on the backup host is append-only.
 Reads CONFIG (written by the deploy).  The repository password is only ever in PASSWORD_FILE
 (0600), handed to restic as --password-file, never on a command line or in a log.
 This file is the single source: baomi installs it and the check runs the same text.
 """
 
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
+import pwd
 import random
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -35,8 +43,9 @@ def now() -> str:
 def restic(cfg: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
     cmd = ["restic", "--repo", cfg["repository"], "--password-file", cfg["password_file"],
            "--no-cache"]
-    if cfg.get("sftp_command"):
-        cmd += ["-o", "sftp.command=" + cfg["sftp_command"]]
+    if cfg.get("rclone_program"):
+        cmd += ["-o", "rclone.program=" + cfg["rclone_program"],
+                "-o", "rclone.args=" + cfg["rclone_args"]]
     env = dict(os.environ, RESTIC_PROGRESS_FPS="0.0001")
     return subprocess.run(cmd + list(args), capture_output=True, text=True, env=env)
 
@@ -87,9 +96,12 @@ def restore_test(cfg: dict[str, Any], snapshot: str) -> dict[str, Any]:
     if not sample:
         out["error"] = "the snapshot holds no files"
         return out
-    target = tempfile.mkdtemp(prefix="baomi-restore-", dir="/var/tmp")
     try:
-        os.chmod(target, 0o700)
+        target = tempfile.mkdtemp(prefix="restore-", dir=private_dir(cfg))
+    except OSError as exc:
+        out["error"] = f"no private place to restore into: {exc}"
+        return out
+    try:
         args = ["restore", snapshot, "--target", target]
         for node in sample:
             args += ["--include", node["path"]]
@@ -120,6 +132,24 @@ def restore_test(cfg: dict[str, Any], snapshot: str) -> dict[str, Any]:
     out["removed"] = not os.path.exists(target)
     out["seconds"] = round(time.monotonic() - started, 2)
     return out
+
+
+def private_dir(cfg: dict[str, Any]) -> str:
+    """The job's own folder for restored samples (customer data): root's, mode 0700, never a
+    link, so no other user sees a sample while it is compared (never /var/tmp)."""
+    path = cfg.get("state_dir") or "/var/lib/baomi/backup"
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
+        raise OSError(errno.EPERM, f"{path} is not a root-only folder (mode "
+                      f"{stat.S_IMODE(st.st_mode):o}, uid {st.st_uid}, "
+                      f"{'folder' if stat.S_ISDIR(st.st_mode) else 'not a folder'})")
+    return path
+
+
+def unmounted(cfg: dict[str, Any]) -> list[str]:
+    """Paths that must be mount points and are not (their volume did not come up)."""
+    return [p for p in cfg.get("mount_points", []) if not os.path.ismount(p)]
 
 
 def compare_live(node: dict[str, Any], digest: str) -> str:
@@ -173,7 +203,11 @@ def run(cfg: dict[str, Any]) -> int:
                               "exit": 1, "error": ""}
     last = previous_status()
     paths = [p for p in cfg["paths"] if os.path.exists(p)]
-    if not paths:
+    missing = unmounted(cfg)
+    if missing:
+        status["error"] = (f"{', '.join(missing)} is not a mount point (its volume did not "
+                           "mount?): refusing to back up an empty folder as the data")
+    elif not paths:
         status["error"] = "none of the paths exist: " + " ".join(cfg["paths"])
     else:
         if restic(cfg, "cat", "config").returncode != 0:
@@ -199,18 +233,27 @@ def run(cfg: dict[str, Any]) -> int:
             status["error"] = "restic backup: " + error_line(proc)
     status["duration_seconds"] = round(time.monotonic() - started, 2)
     if status["snapshot"]:
-        forget = restic(cfg, "forget", "--keep-last", str(cfg["keep"]), "--prune")
-        status["forget_exit"] = forget.returncode
-        if forget.returncode != 0:
-            status["error"] = "restic forget: " + error_line(forget)
         status["check"] = last.get("check", {})
         due = time.time() - epoch(status["check"].get("time", "1970-01-01T00:00:00Z"))
         if due >= int(cfg["check_every_days"]) * 86400 - 3600 or status["check"].get("exit"):
             status["check"] = check(cfg)
-        status["restore_test"] = restore_test(cfg, status["snapshot"])
+        restored = restore_test(cfg, status["snapshot"])
+        status["restore_test"] = restored
+        failure = restore_failure(restored)
+        if failure and not status["error"]:
+            status["error"] = "restore test: " + failure
+            status["exit"] = status["exit"] or 1
     write_status(status)
     print(json.dumps(status, sort_keys=True))
     return 0 if status["snapshot"] and not status["error"] else 1
+
+
+def restore_failure(result: dict[str, Any]) -> str:
+    """Why a restore test failed ("" when every sampled file came back equal)."""
+    problems = [f"{m['path']}: {m['why']}" for m in result.get("mismatches", [])][:3]
+    if result.get("error") or problems:
+        return "; ".join(filter(None, [result.get("error", ""), *problems]))[:300]
+    return "" if result.get("matched") else "nothing restored"
 
 
 def verify(cfg: dict[str, Any]) -> int:
@@ -234,7 +277,110 @@ def init(cfg: dict[str, Any]) -> int:
     return proc.returncode
 
 
+def as_account(cfg: dict[str, Any], password: str, *args: str
+               ) -> subprocess.CompletedProcess[str]:
+    """restic on the local repository as the account that owns it (files it writes stay the
+    account's), the password through a pipe given to the account (restic reopens it as
+    /dev/stdin): never on a command line, in the environment or in a file it could open."""
+    cmd = ["restic", "--repo", cfg["repository"], "--password-file", "/dev/stdin", "--no-cache",
+           *args]
+    if cfg["account"] != "root":
+        cmd = ["runuser", "-u", cfg["account"], "--", *cmd]
+    env = dict(os.environ, RESTIC_PROGRESS_FPS="0.0001", HOME="/nonexistent")
+    read, write = os.pipe()
+    try:
+        os.fchown(read, pwd.getpwnam(cfg["account"]).pw_uid, -1)
+        os.write(write, password.encode())
+        os.close(write)
+        write = -1
+        return subprocess.run(cmd, stdin=read, capture_output=True, text=True, env=env)
+    finally:
+        os.close(read)
+        if write != -1:
+            os.close(write)
+
+
+def repository_problem(cfg: dict[str, Any]) -> str:
+    """Re-checked right before forgetting: the repository is a real folder (no link anywhere
+    on it) owned by its account, holding a restic config file."""
+    path = cfg["repository"]
+    if not path.startswith("/") or os.path.realpath(path) != os.path.normpath(path):
+        return f"{path} is not a plain absolute path (a link on the way?)"
+    try:
+        st = os.lstat(path)
+        owner = pwd.getpwnam(cfg["account"]).pw_uid
+    except (OSError, KeyError) as exc:
+        return f"{path} or account {cfg['account']}: {exc}"
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != owner:
+        return f"{path} is not a folder owned by {cfg['account']}"
+    if not stat.S_ISREG(os.lstat(os.path.join(path, "config")).st_mode):
+        return f"{path}/config is not a regular file"
+    return ""
+
+
+def sizes(cfg: dict[str, Any], password: str, snapshot: str) -> tuple[int, int]:
+    proc = as_account(cfg, password, "stats", "--json", "--mode", "restore-size", snapshot)
+    if proc.returncode != 0:
+        raise RuntimeError(f"restic stats {snapshot}: {error_line(proc)}")
+    found = json.loads(proc.stdout)
+    return int(found.get("total_file_count", 0)), int(found.get("total_size", 0))
+
+
+def collapse(cfg: dict[str, Any], password: str, items: list[dict[str, Any]]) -> str:
+    """Why forgetting is refused: in a snapshot group, the newest snapshot holds less than
+    min_percent of the files or bytes of the one before (an unmounted volume, lost data)."""
+    groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+    for item in items:
+        key = (item.get("hostname", ""), tuple(sorted(item.get("paths", []))))
+        groups.setdefault(key, []).append(item)
+    limit = int(cfg["min_percent"])
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        before, newest = sorted(group, key=lambda i: epoch(i["time"]))[-2:]
+        (files, size), (old_files, old_size) = (sizes(cfg, password, newest["id"]),
+                                                sizes(cfg, password, before["id"]))
+        if files * 100 < old_files * limit or size * 100 < old_size * limit:
+            return (f"snapshot {newest['short_id']} holds {files} of the {old_files} files "
+                    f"and folders ({size} of {old_size} bytes) of snapshot "
+                    f"{before['short_id']}, below "
+                    f"{limit}%: a volume not mounted, or data lost? not forgetting")
+    return ""
+
+
+def prune(cfg: dict[str, Any]) -> int:
+    """forget --keep-last --keep-monthly --prune, unless the newest snapshot collapsed."""
+    out: dict[str, Any] = {"host": cfg["host"], "repository": cfg["repository"], "ok": False}
+    try:
+        with open(cfg["password_file"]) as handle:
+            password = handle.read().strip()
+        problem = repository_problem(cfg)
+        listing = None if problem else as_account(cfg, password, "snapshots", "--json")
+        if listing is not None and listing.returncode != 0:
+            problem = "restic snapshots: " + error_line(listing)
+        items = (json.loads(listing.stdout or "[]") or []) if listing is not None else []
+        problem = problem or collapse(cfg, password, items)
+        if not problem:
+            as_account(cfg, password, "unlock")
+            forget = as_account(cfg, password, "forget", "--keep-last", str(cfg["keep_last"]),
+                                "--keep-monthly", str(cfg["keep_monthly"]), "--prune")
+            problem = "" if forget.returncode == 0 else "restic forget: " + error_line(forget)
+            after = as_account(cfg, password, "snapshots", "--json")
+            out["kept"] = len(json.loads(after.stdout or "[]") or [])
+            out["forgotten"] = len(items) - out["kept"]
+    except (OSError, ValueError, RuntimeError) as exc:
+        problem = str(exc)
+    if problem:  # one line: what the operator sees
+        sys.stderr.write(f"{cfg['host']}: {problem}\n")
+        return 1
+    out["ok"] = True
+    print(json.dumps(out, sort_keys=True))
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) > 2 and argv[1] == "prune":
+        return prune(json.loads(argv[2]))
     try:
         with open(argv[2] if len(argv) > 2 else CONFIG) as handle:
             cfg = json.load(handle)
@@ -252,7 +398,8 @@ def main(argv: list[str]) -> int:
         return 0
     if len(argv) > 1 and argv[1] == "probe":
         return 0 if restic(cfg, "cat", "config").returncode == 0 else 1
-    sys.stderr.write("usage: baomi-backup run|verify|snapshots|init|probe [CONFIG]\n")
+    sys.stderr.write("usage: baomi-backup run|verify|snapshots|init|probe [CONFIG] | "
+                     "prune JSON\n")
     return 2
 
 

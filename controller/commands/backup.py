@@ -1,8 +1,14 @@
-"""`baomi backup status -i INVENTORY [--json]`: one line per host (R-BAK 每周二次备份).
+"""`baomi backup status|prune` (R-BAK 每周二次备份).
 
-Reads each host over SSH with the inventory's own connection data (pinned known_hosts):
-the newest snapshot's age, gaps in the retained chain, the job's last run and restore test.
-It lists snapshots but does not run `restic check` or a restore (that is the check's job).
+``status -i INVENTORY [--json]``: one line per host.  Reads each host over SSH with the
+inventory's own connection data (pinned known_hosts): the newest snapshot's age, gaps in the
+retained chain, the job's last run and restore test.  It lists snapshots but does not run
+`restic check` or a restore (that is the check's job).
+
+``prune CLIENT... -i INVENTORY --reason TEXT``: retention (forget --keep-last --keep-monthly
+--prune), which clients cannot do themselves (append-only), run on the hosts that hold the
+repositories by deploy/backup_prune.py; refused per repository when its newest snapshot
+collapsed.
 """
 
 from __future__ import annotations
@@ -13,10 +19,15 @@ from typing import Any
 
 import click
 
+from baomi.controller.pyinfra_result import PyinfraOutputError
+from baomi.controller.runner import DEPLOYS, run
 from baomi.controls import backup as core
 from baomi.controls.contract import HostContext
 from baomi.inventory import InventoryError, host_groups, read
-from baomi.ui import json_option, load_policy_or_exit, policy_option, print_json
+from baomi.policy import Policy, default_policy_path
+from baomi.ui import fail, json_option, load_policy_or_exit, policy_option, print_json
+
+PRUNE_DEPLOY = DEPLOYS / "backup_prune.py"
 
 
 def _hosts(inventory: str) -> list[tuple[str, dict[str, Any]]]:
@@ -103,3 +114,69 @@ def status(inventory: str, policy_path: str | None, as_json: bool) -> None:
     else:
         for row in rows:
             click.echo(_line(row))
+
+
+def holders(policy: Policy, inventory: str, clients: tuple[str, ...]) -> dict[str, str]:
+    """client → the inventory host that holds its repository (one line for a bad name)."""
+    try:
+        hosts = read(inventory)
+    except InventoryError as exc:
+        fail(str(exc))
+    out = {}
+    for client in clients:
+        if client not in hosts:
+            fail(f"{client}: not in the inventory {inventory}")
+        want = core.desired(HostContext.of(policy, hosts[client].groups, client))
+        if not want.applies:
+            fail(f"{client}: no backup here ({want.reason})")
+        server = want.remote.server if want.remote else client
+        found = next((h for h in hosts.values()
+                      if server in (h.name, h.data.get("ssh_hostname"))), None)
+        if found is None:
+            fail(f"{client}: backup host {server!r} is not in the inventory {inventory}")
+        out[client] = found.name
+    return out
+
+
+@backup.command("prune")
+@click.argument("clients", nargs=-1, required=True)
+@click.option("-i", "--inventory", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--reason", required=True,
+              help="Why (recorded with each retrieval of a password from the escrow).")
+@click.option("--identity", type=click.Path(exists=True, dir_okay=False),
+              envvar="BAOMI_ESCROW_IDENTITY",
+              help="The escrow's offline identity (the passwords are sealed to it).")
+@policy_option
+@json_option
+def prune(clients: tuple[str, ...], inventory: str, reason: str, identity: str | None,
+          policy_path: str | None, as_json: bool) -> None:
+    """Forget and prune CLIENTS' repositories on the hosts that hold them (keep-last and
+    keep-monthly of the policy); refused where the newest snapshot collapsed."""
+    path = policy_path or default_policy_path()
+    policy = load_policy_or_exit(path, as_json=as_json)
+    held = holders(policy, inventory, clients)
+    places = sorted(set(held.values()))
+    if not identity:
+        fail("give --identity FILE (or BAOMI_ESCROW_IDENTITY): the escrow's offline key opens "
+             "the repository passwords")
+    try:
+        result = run(inventory, path, limit=places, known_hosts=places,
+                     deploy_file=PRUNE_DEPLOY, progress=lambda line: None,
+                     extra_env={"BAOMI_PRUNE_CLIENTS": ",".join(clients),
+                                "BAOMI_PRUNE_REASON": reason,
+                                "BAOMI_ESCROW_IDENTITY": str(Path(identity).resolve())})
+    except PyinfraOutputError as exc:
+        fail(str(exc))
+    rows = {place: {"clients": sorted(c for c, h in held.items() if h == place),
+                    "outcome": result.hosts[place].controls.get("backup", "failed")
+                    if place in result.hosts else "failed",
+                    "error": result.hosts[place].error if place in result.hosts else "not run"}
+            for place in places}
+    if as_json:
+        print_json({"ok": not result.failed, "holders": rows}, indent=1)
+    else:
+        for place, row in rows.items():
+            said = f"FAILED {row['error']}" if row["error"] else row["outcome"]
+            click.echo(f"{place:<12} {' '.join(row['clients'])}: {said}")
+    if result.failed:
+        raise SystemExit(1)

@@ -1,4 +1,5 @@
-"""R-BAK on its own lab: srv1 (plain, cron), srv2 (systemd, timer), bak1 (SFTP repositories).
+"""R-BAK on its own lab: srv1 (plain, cron), srv2 (systemd, timer), bak1 (the repositories,
+served append-only by rclone over SSH).
 
 One module-scoped lab because the tests create repositories and break them; they run in file
 order: fresh → apply → run → all checks pass → gap → stopped timer → wrong password → corrupt.
@@ -59,11 +60,13 @@ def failed(host: str, check_id: str) -> str:
 
 
 def restic(lab: LabHandle, host: str, args: str) -> str:
-    """restic on a client with the deployed password file and pinned SFTP command."""
+    """restic on a client with the deployed password file, key and pinned host key."""
     want = core.desired(HostContext.of(load(ROOT / "policy.yaml"), {"servers"}, host))
-    sftp = core.sftp_command(want.sftp) if want.sftp else ""
+    assert want.remote is not None
+    program = "rclone.program=" + core.ssh_command(want.remote)
     command = (f"restic --repo {shlex.quote(want.repository)} --password-file "
-               f"{core.PASSWORD_FILE} --no-cache -o {shlex.quote('sftp.command=' + sftp)} {args}")
+               f"{core.PASSWORD_FILE} --no-cache -o {shlex.quote(program)} "
+               f"-o {shlex.quote('rclone.args=' + core.RCLONE_ARGS)} {args}")
     result = lab.ssh(host, command)
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -83,7 +86,7 @@ def test_apply_then_reapply_unchanged(lab: LabHandle) -> None:
     assert set(outcomes(second, "backup").values()) == {"unchanged"}, second
     store = EscrowStore.default()
     for host in CLIENTS:
-        entry = store.latest(core.ESCROW_KIND, host, f"sftp:backup@bak1:/srv/restic/{host}")
+        entry = store.latest(core.ESCROW_KIND, host, f"rclone:backup@bak1:/srv/restic/{host}")
         password = lab.ssh(host, f"cat {core.PASSWORD_FILE}").stdout
         assert entry is not None and entry["secret_sha256"] == \
             hashlib.sha256(password.encode()).hexdigest()
@@ -91,8 +94,9 @@ def test_apply_then_reapply_unchanged(lab: LabHandle) -> None:
         assert lab.ssh(host, f"stat -c '%a %U' {core.PASSWORD_FILE}").stdout.strip() == \
             "600 root"
     keys = lab.ssh("bak1", "cat /var/backups/.ssh/authorized_keys").stdout
-    assert keys.count('restrict,command="internal-sftp" ssh-ed25519 ') == 2, keys
-    # The account is restricted to SFTP: no shell for a client's key.
+    for host in CLIENTS:
+        assert f'restrict,command="serve-restic /srv/restic/{host}" ssh-ed25519 ' in keys, keys
+    # The account serves repositories only: no shell for a client's key.
     shell = lab.ssh("srv2", f"ssh -i {core.KEY_FILE} -o UserKnownHostsFile={core.KNOWN_HOSTS} "
                             "-o BatchMode=yes backup@bak1 id")
     assert shell.returncode != 0 and "uid=" not in shell.stdout
@@ -126,8 +130,8 @@ def test_gap_in_the_chain_is_named(lab: LabHandle) -> None:
         ids.append(json.loads(out.splitlines()[-1])["snapshot_id"])
     try:
         out = run_check(lab, ["srv2"])
-    finally:
-        restic(lab, "srv2", "forget " + " ".join(ids))
+    finally:  # the client cannot forget (append-only): removed on bak1 as the operator would
+        lab.ssh("bak1", " && ".join(f"rm /srv/restic/srv2/snapshots/{i[:8]}*" for i in ids))
     assert failed("srv2", "backup.continuity") in out, out[-3000:]
     assert "1 failed, 5 passed" in out, out[-3000:]
     assert f"snapshots {ids[0][:8]} → {ids[1][:8]}: expected at most 7 days + 24 h apart, " \

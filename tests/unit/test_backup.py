@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from pathlib import Path
+
+import pytest
 
 from baomi.controls import backup as core
 from baomi.controls.contract import NOT_APPLICABLE, PASS, HostContext, evaluate
 from baomi.findings import Finding
-from baomi.policy import Policy, load
+from baomi.fixes import backup as fix
+from baomi.policy import Policy, PolicyError, load, load_text
 
 DATA = Path(__file__).parent / "data" / "backup"
 POLICY = load(Path(__file__).resolve().parents[2] / "policy.yaml")
@@ -28,16 +32,23 @@ def captured(name: str) -> core.Observed:
 
 
 def seen(name: str) -> core.Observed:
-    """Captured output, with the installed helper's hash taken as the current helper's (the
-    captures hold the hash of the helper as it was then; helper drift is tested below)."""
+    """Captured output, with the installed helper's hash and configuration taken as the
+    current ones (the captures hold them as they were then, over SFTP; drift is tested
+    below)."""
     observed = captured(name)
     if observed.helper_sha256 is None:
         return observed
-    return dataclasses.replace(observed, helper_sha256=core.helper_sha256())
+    return current(observed)
+
+
+def current(observed: core.Observed) -> core.Observed:
+    host = json.loads(observed.config or "{}").get("host", "srv2")
+    return dataclasses.replace(observed, helper_sha256=core.helper_sha256(),
+                               config=desired(SERVERS, host).config)
 
 
 def test_edited_helper_is_found() -> None:
-    observed = dataclasses.replace(captured("systemd-ok.txt"), helper_sha256="0" * 64)
+    observed = dataclasses.replace(seen("systemd-ok.txt"), helper_sha256="0" * 64)
     findings = core.compare(desired(SERVERS, "srv2"), observed)
     assert [(f.check, f.subject, f.found) for f in findings] == [
         ("backup.setup", core.HELPER_PATH, "edited content")]
@@ -50,8 +61,8 @@ def parts(findings: list[Finding]) -> set[str]:
 
 def test_desired_schedule_and_paths_follow_the_policy() -> None:
     want = desired(SERVERS, "srv2")
-    assert want.repository == "sftp:backup@bak1:/srv/restic/srv2"
-    assert want.sftp == core.Sftp("backup", "bak1", "/srv/restic/srv2")
+    assert want.repository == "rclone:backup@bak1:/srv/restic/srv2"
+    assert want.remote == core.Remote("backup", "bak1", "/srv/restic/srv2")
     assert want.paths == ("/srv/customers", "/srv/contracts")  # not the workstation path
     assert "OnCalendar=Sun *-*-* 02:00:00\n" in want.timer
     assert "Persistent=true" in want.timer and "RandomizedDelaySec=3600" in want.timer
@@ -74,8 +85,7 @@ def test_without_verify_the_repository_checks_are_not_applicable() -> None:
     text = (DATA / "systemd-ok.txt").read_text(encoding="utf-8")
     unverified = text[:text.index("\n==> verify")]
     assert unverified != text
-    observed = dataclasses.replace(core.parse(unverified, want),
-                                   helper_sha256=core.helper_sha256())  # as in seen()
+    observed = current(core.parse(unverified, want))  # as in seen()
     result = evaluate(core.CONTROL, "srv2", want, observed)
     assert {c.id: result.status(c.id) for c in core.CHECKS} == {
         "backup.setup": PASS, "backup.schedule": PASS, "backup.freshness": NOT_APPLICABLE,
@@ -83,9 +93,10 @@ def test_without_verify_the_repository_checks_are_not_applicable() -> None:
         "backup.restore": NOT_APPLICABLE}
 
 
-def test_local_repository_has_no_sftp_part() -> None:
+def test_local_repository_has_no_remote_part() -> None:
     assert core.parse_repository("/var/backups/restic/srv1") is None
-    assert core.parse_repository("sftp:bak1:/r") == core.Sftp("root", "bak1", "/r")
+    assert core.parse_repository("rclone:bak1:/r") is None  # no account: never a default
+    assert core.parse_repository("sftp:backup@bak1:/r") is None
 
 
 def test_systemd_host_after_one_run_is_compliant() -> None:
@@ -147,3 +158,47 @@ def test_restic_times_parse() -> None:
     assert core.parse_time("2026-11-23T14:11:51.069149458Z") == dt.datetime(
         2026, 11, 23, 14, 11, 51, tzinfo=dt.UTC)
     assert core.parse_time("2024-01-01T10:00:00+08:00").hour == 10
+
+
+def test_the_repository_must_name_an_unprivileged_account() -> None:
+    cases = {
+        "sftp:bak1:/srv/restic/{host}": "names no account on the backup host",
+        "rclone:bak1:/srv/restic/{host}": "names no account on the backup host",
+        "rclone:root@bak1:/srv/restic/{host}": "'root' cannot hold the repositories",
+        "sftp:backup@bak1:/srv/restic/{host}": "over sftp every client could delete its",
+    }
+    for url, message in cases.items():
+        text = f'backup:\n  repository: "{url}"\n'
+        with pytest.raises(PolicyError) as caught:
+            load_text(text, "p.yaml")
+        problem = caught.value.problems[0]
+        assert (problem.file, problem.line, problem.column) == ("p.yaml", 2, 15), problem
+        assert message in problem.message, (url, problem.message)
+    assert load_text('backup:\n  repository: "/var/backups/restic/{host}"\n').backup.repository
+
+
+def test_each_client_key_serves_only_its_repository_and_gone_hosts_are_revoked() -> None:
+    existing = (fix.authorized_line("srv1", "ssh-ed25519 AAA1", "/srv/restic/srv1")
+                + fix.authorized_line("gone", "ssh-ed25519 AAA9", "/srv/restic/gone")
+                + "ssh-ed25519 AAAx someone@elsewhere\n")
+    paths = {"srv1": "/srv/restic/srv1", "srv2": "/srv/restic/srv2", "srv3": "/srv/restic/srv3"}
+    text = fix.authorized_text(existing, {"srv2": "ssh-ed25519 AAA2"}, paths)
+    assert text == (
+        'restrict,command="serve-restic /srv/restic/srv1" ssh-ed25519 AAA1 baomi-backup@srv1\n'
+        'restrict,command="serve-restic /srv/restic/srv2" ssh-ed25519 AAA2 baomi-backup@srv2\n')
+    # srv1 (outside this run) keeps its key, srv3 has published none yet, "gone" and the
+    # line baomi did not write are revoked.
+    assert fix.managed_keys(text) == {"srv1": "ssh-ed25519 AAA1", "srv2": "ssh-ed25519 AAA2"}
+
+
+def test_volumes_holding_backed_up_paths_must_be_mounted() -> None:
+    text = (Path(__file__).resolve().parents[2] / "policy.yaml").read_text(encoding="utf-8")
+    policy = load_text(text.replace("  volumes: []", "  volumes: [{device: /dev/vdb, mount: "
+                                    "/srv/customers, groups: [servers]}, {device: /dev/vdc, "
+                                    "mount: /home, groups: [workstations]}]"))
+    assert desired(SERVERS, "srv1", policy).mount_points == ("/srv/customers",)
+    assert desired({"workstations"}, "ws1", policy).mount_points == ("/home",)
+    assert desired(SERVERS, "srv1").mount_points == ()
+    config = json.loads(desired(SERVERS, "srv1", policy).config)
+    assert config["mount_points"] == ["/srv/customers"] and "keep" not in config
+    assert config["rclone_args"] == "serve restic --stdio --append-only"
