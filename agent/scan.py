@@ -109,47 +109,51 @@ class Scanner:
             return stats
         old_top = self.state.get(root)
         batch.compare(old_top, top)
-        stack = [root] if top is not None and top.kind == "d" else []
+        stack: list[tuple[str, tuple[int, int] | None]] = (
+            [(root, None)] if top is not None and top.kind == "d" else [])
         while stack:
             if stop is not None and stop.is_set():
                 break
-            directory = stack.pop()
-            rows = self.state.children(directory)
+            directory, seen_as = stack.pop()
+            fd = self._open_dir(directory, seen_as, stats)
+            if fd is None:
+                continue
             try:
-                entries = list(os.scandir(directory))
-            except (FileNotFoundError, NotADirectoryError):
-                continue  # gone meanwhile: its parent's listing reports it
-            except OSError as exc:
-                stats.errors.append(f"{directory}: {exc.strerror or exc}")
-                rows = {}  # unreadable: keep its baseline rather than report it deleted
-                entries = []
-            for entry in entries:
-                old = rows.pop(entry.name, None)
+                rows = self.state.children(directory)
                 try:
-                    is_dir = entry.is_dir(follow_symlinks=False)
-                    if is_dir:
-                        stack.append(entry.path)
-                        st = entry.stat(follow_symlinks=False)
-                        stats.dirs += 1
-                        batch.compare(old, from_stat(entry.path, st, None))
-                        continue
-                    if old is not None:
-                        st = entry.stat(follow_symlinks=False)
-                        if old.same_inode_data(from_stat(entry.path, st, old.digest)):
-                            stats.files += 1
-                            stats.bytes += st.st_size
-                            continue
-                except FileNotFoundError:
-                    if old is not None:
-                        batch.compare(old, None)
-                    continue
+                    entries = list(os.scandir(fd))
                 except OSError as exc:
-                    stats.errors.append(f"{entry.path}: {exc.strerror or exc}")
-                    continue
-                chunk.append((entry.path, old))
-                if len(chunk) >= PER_TASK:
-                    self._submit(chunk, pending, batch)
-                    chunk = []
+                    stats.errors.append(f"{directory}: {exc.strerror or exc}")
+                    continue  # unreadable: keep its baseline rather than report it deleted
+                for entry in entries:
+                    path = f"{directory}/{entry.name}"
+                    old = rows.pop(entry.name, None)
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            st = entry.stat(follow_symlinks=False)
+                            stack.append((path, (st.st_dev, st.st_ino)))
+                            stats.dirs += 1
+                            batch.compare(old, from_stat(path, st, None))
+                            continue
+                        if old is not None:
+                            st = entry.stat(follow_symlinks=False)
+                            if old.same_inode_data(from_stat(path, st, old.digest)):
+                                stats.files += 1
+                                stats.bytes += st.st_size
+                                continue
+                    except FileNotFoundError:
+                        if old is not None:
+                            batch.compare(old, None)
+                        continue
+                    except OSError as exc:
+                        stats.errors.append(f"{path}: {exc.strerror or exc}")
+                        continue
+                    chunk.append((path, old))
+                    if len(chunk) >= PER_TASK:
+                        self._submit(chunk, pending, batch)
+                        chunk = []
+            finally:
+                os.close(fd)
             if chunk:
                 self._submit(chunk, pending, batch)
                 chunk = []
@@ -161,6 +165,24 @@ class Scanner:
         batch.flush()
         stats.seconds = time.monotonic() - started
         return stats
+
+    @staticmethod
+    def _open_dir(path: str, seen_as: tuple[int, int] | None, stats: ScanStats) -> int | None:
+        """The folder, opened without following a link, and only if it is the folder its
+        parent listed (a local user swapping it for a link to / cannot send the walk there)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # gone meanwhile: its parent's listing reports it
+        except OSError as exc:
+            stats.errors.append(f"{path}: {exc.strerror or exc}")
+            return None
+        st = os.fstat(fd)
+        if seen_as is not None and (st.st_dev, st.st_ino) != seen_as:
+            os.close(fd)
+            stats.errors.append(f"{path}: replaced while it was scanned; not followed")
+            return None
+        return fd
 
     def _observe_many(self, paths: list[str]) -> Observed:
         out: Observed = []

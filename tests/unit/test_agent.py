@@ -379,3 +379,21 @@ def test_the_baseline_keeps_names_that_are_not_utf8(tmp_path: Path) -> None:
     scanner.scan(str(root), changes.extend)
     assert [c.path for c in changes if c.new is None] == [os.fsdecode(odd)]
     scanner.close()
+
+
+def test_the_walk_never_follows_a_folder_swapped_for_a_link(tmp_path: Path) -> None:
+    from baomi.agent.scan import ScanStats
+
+    real = tmp_path / "real"
+    real.mkdir()
+    st = os.stat(real)
+    stats = ScanStats(str(tmp_path))
+    fd = Scanner._open_dir(str(real), (st.st_dev, st.st_ino), stats)
+    assert fd is not None
+    os.close(fd)
+    (tmp_path / "other").mkdir()
+    assert Scanner._open_dir(str(tmp_path / "other"), (st.st_dev, st.st_ino), stats) is None
+    (tmp_path / "link").symlink_to("/")
+    assert Scanner._open_dir(str(tmp_path / "link"), None, stats) is None  # not a folder
+    assert [e.split(": ", 1)[1] for e in stats.errors] == [
+        "replaced while it was scanned; not followed"]
