@@ -1,31 +1,28 @@
 """`baomi login`, `baomi hosts`, `baomi findings` against a real collector on loopback.
 
-The collector is the real service (`baomi collector init` + `serve`, SQLite) started once for
-the module; the commands run as a user would run them (``python -m baomi``), with the session
-under a temporary ``$BAOMI_STATE_DIR``.  Pure parts (URLs, --since) are tested on their own.
+The collector is the real service (this folder's ``init_folder`` + ``serve``, SQLite) started
+once for the module; the commands run as a user would run them (``python -m baomi``), with the
+session under a temporary ``$BAOMI_STATE_DIR``.  Pure parts (URLs, --since) are here too.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import socket
 import stat
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from baomi.collector.client import Client
 from baomi.controller import session as s
+from tests.collector.conftest import Collector, event, free_port, init_folder, serve
 
 NOW = datetime(2026, 12, 2, 15, 0, tzinfo=UTC)
+PASSWORD = "correct horse 12"
 
 
 def test_urls_are_https_host_port_only() -> None:
@@ -47,86 +44,33 @@ def test_since_takes_durations_and_times() -> None:
         s.since("yesterday", NOW)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _baomi(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "baomi", *args], input=stdin, env=env,
                           capture_output=True, text=True, timeout=60)
 
 
-class Collector:
-    def __init__(self, folder: Path, port: int, password: str) -> None:
-        self.folder, self.port, self.password = folder, port, password
-        self.url = f"https://localhost:{port}"
-        self.ca = str(folder / "ca.pem")
-
-    def client(self, token: str | None = None) -> Client:
-        return Client("localhost", self.port, self.ca, token=token)
-
-    def token(self, user: str, password: str) -> str:
-        answer = self.client().post("/api/v1/login", {"user": user, "password": password})
-        assert answer.status == 200, answer.body
-        return str(answer.body["token"])
-
-
 @pytest.fixture(scope="module")
 def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
-    folder = tmp_path_factory.mktemp("collector") / "c"
-    port = _free_port()
-    init = _baomi("collector", "init", str(folder), "--name", "localhost",
-                  "--listen", f"127.0.0.1:{port}", env=dict(os.environ))
-    assert init.returncode == 0, init.stderr
-    password = re.search(r"password \(shown once\): (\S+)", init.stdout)
-    assert password, init.stdout
-    log = open(folder.parent / "serve.log", "w")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen([sys.executable, "-m", "baomi", "collector", "serve", str(folder)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    c = Collector(folder, port, password[1])
+    """One collector (SQLite) for the module; ws1 and srv1 report through real enrolment and
+    ingest: ws1 a critical and an info R-TLS finding, srv1 a medium R-USB one."""
+    folder = tmp_path_factory.mktemp("terminal") / "c"
+    c = serve(folder, init_folder(folder))
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if c.client().get("/api/v1/health").status == 200:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None, (folder.parent / "serve.log").read_text()
-            assert time.monotonic() < deadline, "collector did not answer in 30 s"
-            time.sleep(0.2)
-        admin = c.token("admin", c.password)
         for user, role in (("audrey", "auditor"), ("harry", "hr")):
-            made = c.client(admin).post("/api/v1/users", {"user": user, "role": role,
-                                                          "password": "correct horse 12"})
+            made = c.client(c.it).post("/api/v1/users", {"user": user, "role": role,
+                                                         "password": PASSWORD})
             assert made.status == 201, made.body
-        _findings(c, admin)
+        for host, found in (("ws1", [("ssh.permit_root_login", "critical", "R-TLS"),
+                                     ("ssh.macs", "info", "R-TLS")]),
+                            ("srv1", [("usb.modules_refused", "medium", "R-USB")])):
+            sent = c.enrol(host).send([
+                event(i + 1, check=check, subject=f"{check} on {host}", severity=severity,
+                      clauses=(clause,), found="y\x1b[31m")
+                for i, (check, severity, clause) in enumerate(found)])
+            assert sent.status == 200, sent.body
         yield c
     finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        log.close()
-
-
-def _findings(c: Collector, admin: str) -> None:
-    """Two hosts report through real enrolment and ingest: ws1 a critical R-TLS finding and an
-    info one, srv1 a medium R-USB finding."""
-    for host, found in (("ws1", [("ssh.permit_root_login", "critical", "R-TLS"),
-                                 ("ssh.macs", "info", "R-TLS")]),
-                        ("srv1", [("usb.modules_refused", "medium", "R-USB")])):
-        token = c.client(admin).post("/api/v1/enrolment-tokens", {"host": host}).body["token"]
-        credential = c.client().post("/api/v1/enroll", {"token": token, "host": host}
-                                     ).body["credential"]
-        events = [{"id": str(uuid.uuid4()), "seq": i + 1, "ts": "2026-12-02T10:00:00Z",
-                   "kind": "finding",
-                   "finding": {"check": check, "clauses": [clause], "severity": severity,
-                               "subject": f"{check} on {host}", "expected": "x",
-                               "found": "y\x1b[31m"}}
-                  for i, (check, severity, clause) in enumerate(found)]
-        sent = c.client(credential).post("/api/v1/events", {"events": events})
-        assert sent.status == 200, sent.body
+        c.stop()
 
 
 @pytest.fixture
@@ -134,10 +78,14 @@ def env(tmp_path: Path) -> dict[str, str]:
     return dict(os.environ, BAOMI_STATE_DIR=str(tmp_path / "state"), COLUMNS="200")
 
 
+def _url(c: Collector) -> str:
+    return f"https://127.0.0.1:{c.port}"
+
+
 def _login(c: Collector, env: dict[str, str], user: str = "admin",
            password: str | None = None) -> subprocess.CompletedProcess[str]:
-    return _baomi("login", "--collector", c.url, "--ca", c.ca, "--user", user,
-                  "--password-stdin", env=env, stdin=(password or c.password) + "\n")
+    return _baomi("login", "--collector", _url(c), "--ca", c.ca, "--user", user,
+                  "--password-stdin", env=env, stdin=(password or c.admin_password) + "\n")
 
 
 def test_login_keeps_the_session_0600_and_hosts_lists_them(collector: Collector,
@@ -205,20 +153,20 @@ def test_failures_say_what_to_do(collector: Collector, env: dict[str, str],
     session = json.loads((Path(env["BAOMI_STATE_DIR"]) / "session.json").read_text())
     assert collector.client(session["token"]).post("/api/v1/logout").status == 204
     _one_line_failure(_baomi("hosts", env=env), "run baomi login")
-    assert _login(collector, env, "harry", "correct horse 12").returncode == 0
+    assert _login(collector, env, "harry", PASSWORD).returncode == 0
     _one_line_failure(_baomi("findings", env=env), "harry (role hr) may not read")
-    other = _baomi("collector", "init", str(tmp_path / "other"), env=env)
-    assert other.returncode == 0, other.stderr
-    _one_line_failure(_baomi("login", "--collector", collector.url, "--ca",
+    init_folder(tmp_path / "other")  # another collector's CA
+    _one_line_failure(_baomi("login", "--collector", _url(collector), "--ca",
                              str(tmp_path / "other" / "ca.pem"), "--user", "admin",
-                             "--password-stdin", env=env, stdin=collector.password + "\n"),
+                             "--password-stdin", env=env,
+                             stdin=collector.admin_password + "\n"),
                       "not one the pinned CA issued")
-    _one_line_failure(_baomi("login", "--collector", f"https://localhost:{_free_port()}",
+    _one_line_failure(_baomi("login", "--collector", f"https://127.0.0.1:{free_port()}",
                              "--ca", collector.ca, "--user", "admin", "--password-stdin",
                              env=env, stdin="x\n"), "cannot reach the collector")
 
 
 def test_auditor_reads(collector: Collector, env: dict[str, str]) -> None:
-    assert _login(collector, env, "audrey", "correct horse 12").returncode == 0
+    assert _login(collector, env, "audrey", PASSWORD).returncode == 0
     assert _checks(_baomi("findings", "--host", "srv1", "--json", env=env)) == {
         "usb.modules_refused"}
