@@ -20,8 +20,8 @@ from typing import Any
 from baomi.collector.client import Client
 
 PYTHON = sys.executable
-COLLECTOR = [PYTHON, "-c", "from baomi.collector.cli import collector; collector()"]
 BAOMI = [PYTHON, "-m", "baomi"]
+COLLECTOR = [*BAOMI, "collector"]
 
 
 def free_port() -> int:
