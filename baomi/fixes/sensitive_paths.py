@@ -1,7 +1,7 @@
 """R-ACL, R-CLS fixes: the level's mark, owners and modes of the offending entries, setgid
 directories.  Modes are fixed by *removing* the bits above the ceiling from the entries that
 have them, never by forcing one mode, so stricter files stay stricter; every mode change goes
-through baomi/hostside/tree_modes.py, which never acts through a link."""
+through baomi/hostside/tree_fix.py, which never acts through a link (owners too)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,17 @@ from baomi.controls.sensitive_paths import (
     MARK_ATTR,
     PathWant,
     marker_file,
-    owner_predicate,
 )
 from baomi.fixes.install import install_file
 
-# The host-side program that changes modes without following links (see its docstring).
-TREE_MODES = (Path(__file__).parents[1] / "hostside" / "tree_modes.py").read_text(encoding="utf-8")
+# The host-side program that changes owners and modes without following links (its docstring
+# says how).
+TREE_FIX = (Path(__file__).parents[1] / "hostside" / "tree_fix.py").read_text(encoding="utf-8")
 
 
-def tree_modes(path: str, *args: str) -> str:
-    return " ".join(["python3", "-c", shlex.quote(TREE_MODES), shlex.quote(path), *args])
+def tree_fix(path: str, *args: str) -> str:
+    return " ".join(["python3", "-c", shlex.quote(TREE_FIX), shlex.quote(path),
+                     *map(shlex.quote, args)])
 
 
 def write_xattr(path: str, value: str) -> str:
@@ -43,15 +44,15 @@ def mark_script(want: PathWant, marking: str) -> str:
 
 
 def ownership_script(want: PathWant) -> str:
-    """chown only the entries (symlinks themselves, never their targets) owned otherwise."""
-    return (owner_predicate(want) + f"; find {shlex.quote(want.path)} \\( \"$@\" \\) -exec "
-            f"chown -h {shlex.quote(want.owner)}:{shlex.quote(want.group)} {{}} +")
+    """chown the entries owned otherwise (a link itself, never its target), never through a
+    directory swapped for a link while it runs."""
+    return tree_fix(want.path, "owner", want.owner, want.group)
 
 
 def modes_script(want: PathWant) -> str:
     """Remove the permission bits above the level's ceilings from the entries that have them,
     never through a link (not even a directory swapped for one while it runs)."""
-    return tree_modes(want.path, "modes", f"{want.dir_excess:03o}", f"{want.file_excess:03o}")
+    return tree_fix(want.path, "modes", f"{want.dir_excess:03o}", f"{want.file_excess:03o}")
 
 
 def no_setgid_dir(want: PathWant) -> str:
@@ -63,4 +64,4 @@ def setgid_script(want: PathWant) -> str:
     """setgid directories: files created later inherit the path's group instead of their
     creator's, so everyday work keeps the tree compliant (R-ACL). Each directory is changed
     through its own descriptor: one swapped for a link is skipped, its target untouched."""
-    return tree_modes(want.path, "setgid")
+    return tree_fix(want.path, "setgid")

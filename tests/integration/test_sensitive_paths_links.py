@@ -1,8 +1,9 @@
 """Issue 11 item 11: the sensitive-path fixes never act through a link the tree's owner planted.
 
 srv1's /srv/customers is owned by a non-root user ``clerk`` with ``marking: file``. clerk
-links ``.baomi-level`` to /etc/passwd, and keeps swapping 300 of their directories for links
-to a root program while the apply runs (the window between find's test and chmod).
+links ``.baomi-level`` to /etc/passwd, and keeps swapping 300 of their directories (each
+holding a file ``f``) for links to a root program or to a root folder holding ``f`` while the
+apply runs (the window between find's test and chmod/chown).
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from tests.integration.controls import ROOT, apply, apply_raw, outcomes
 
 TREE = "/srv/customers"
 VICTIM = "/usr/local/bin/victim"
+VICTIM_DIR = "/usr/local/victimdir"  # holds f, root:root 0644: what a swapped parent reaches
 # clerk's swapper: renameat2(RENAME_EXCHANGE) swaps directory dN and link lN atomically, so
 # both names always exist (find never meets a vanished entry) and dN is a link half the time.
 SWAPPER = """
 import ctypes, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
 os.chdir(sys.argv[1])
-names = [(b"d%d" % i, b"l%d" % i) for i in range(1, 301)]
+names = [(b"d%d" % i, b"l%d" % i) for i in range(1, 301)] + \
+    [(b"p%d" % i, b"q%d" % i) for i in range(1, 301)]
 while True:
     for d, l in names:
         libc.renameat2(-100, d, -100, l, 2)
@@ -62,13 +65,16 @@ def test_marker_link_and_swapped_directories_leave_root_files_alone(
         lab: LabHandle, tmp_path: Path) -> None:
     setup = (
         f"set -e; useradd -m -s /bin/sh clerk; install -d -o clerk -g clerk -m 0755 {TREE}; "
-        f"install -m 0755 /bin/true {VICTIM}; "
+        f"install -m 0755 /bin/true {VICTIM}; install -d {VICTIM_DIR}; "
+        f"echo root-data > {VICTIM_DIR}/f; "
         f"runuser -u clerk -- ln -s /etc/passwd {TREE}/.baomi-level; "
         f"runuser -u clerk -- sh -c 'for i in $(seq 300); do mkdir -m 0777 {TREE}/d$i && "
-        f"ln -s {VICTIM} {TREE}/l$i; done'")
+        f"ln -s {VICTIM} {TREE}/l$i && mkdir {TREE}/p$i && echo x > {TREE}/p$i/f && "
+        f"ln -s {VICTIM_DIR} {TREE}/q$i; done'")
     result = lab.ssh("srv1", setup)
     assert result.returncode == 0, result.stderr
     passwd, victim = facts(lab, "/etc/passwd"), facts(lab, VICTIM)
+    held = facts(lab, f"{VICTIM_DIR}/f")
     policy = clerk_policy(tmp_path)
 
     start = lab.ssh("srv1", f"setsid runuser -u clerk -- python3 -c {shlex.quote(SWAPPER)} {TREE} "
@@ -80,11 +86,14 @@ def test_marker_link_and_swapped_directories_leave_root_files_alone(
         apply_raw(lab, "sensitive_paths", limit=["srv1"], policy=policy)
     finally:
         stop = lab.ssh("srv1", f"kill -- -{pid}; sleep 0.2; cd {TREE} && for i in $(seq 300);"
-                               " do [ -L d$i ] && mv -T l$i d.tmp && mv -T d$i l$i && "
-                               "mv -T d.tmp d$i; done; ls -ld d* | grep -c ^d")
-        assert stop.stdout.strip() == "300", stop.stdout + stop.stderr
+                               " do for p in d:l p:q; do a=${p%:*}$i b=${p#*:}$i; [ -L $a ] && "
+                               "mv -T $b x.tmp && mv -T $a $b && mv -T x.tmp $a; done; done; "
+                               "ls -ld d* p* | grep -c ^d")
+        assert stop.stdout.strip() == "600", stop.stdout + stop.stderr
     assert facts(lab, "/etc/passwd") == passwd, "/etc/passwd changed through the marker link"
     assert facts(lab, VICTIM) == victim, f"{VICTIM} changed through a swapped directory"
+    assert facts(lab, f"{VICTIM_DIR}/f") == held, f"{VICTIM_DIR}/f changed through a swapped " \
+        "parent directory"
 
     # Without the race the same apply converges: marker a file, directories setgid and 2750.
     report = apply(lab, "sensitive_paths", limit=["srv1"], policy=policy)
@@ -94,3 +103,6 @@ def test_marker_link_and_swapped_directories_leave_root_files_alone(
     modes = lab.ssh("srv1", f"stat -c '%a' {TREE}/d*/ | sort | uniq -c").stdout.split()
     assert modes == ["300", "2750"], modes
     assert facts(lab, "/etc/passwd") == passwd and facts(lab, VICTIM) == victim
+    assert facts(lab, f"{VICTIM_DIR}/f") == held
+    owners = lab.ssh("srv1", f"stat -c '%U:%G' {TREE}/p*/f | sort | uniq -c").stdout.split()
+    assert owners == ["300", "clerk:customer-data"], owners

@@ -207,3 +207,26 @@ def test_marker_file_is_installed_with_the_trees_owner_and_ceiling(tmp_path: Pat
         ["sh", "-c", core.observe_script(core.Desired("file", (want,)))],
         capture_output=True, text=True).stdout, core.Desired("file", (want,)))
     assert seen.paths[0].mark == want.mark
+
+
+def test_owner_pass_changes_entries_and_links_themselves_never_targets(tmp_path: Path) -> None:
+    """The host-side program run for real (as root, like the deploy) on a local tree."""
+    top, outside = tmp_path / "tree", tmp_path / "outside"
+    (top / "sub").mkdir(parents=True)
+    outside.write_text("x")
+    (top / "sub" / "f").write_text("x")
+    (top / "link").symlink_to(outside)
+    (top / "hard").hardlink_to(outside)
+    want = replace(SERVERS.paths[0], path=str(top), owner="nobody", group="nogroup")
+    done = subprocess.run(["sh", "-c", fix.ownership_script(want)], capture_output=True,
+                          text=True)
+    assert done.returncode == 1 and f"{top}/hard: 2 hard links" in done.stderr, done.stderr
+    nobody = (65534, 65534)
+    for entry in (top, top / "sub", top / "sub" / "f", top / "link"):
+        st = entry.lstat()
+        assert (st.st_uid, st.st_gid) == nobody, entry
+    assert (outside.stat().st_uid, outside.stat().st_gid) == (0, 0)
+    unknown = replace(want, owner="no-such-user-x")
+    refused = subprocess.run(["sh", "-c", fix.ownership_script(unknown)], capture_output=True,
+                             text=True)
+    assert refused.returncode == 1 and "no such user or group" in refused.stderr
