@@ -9,12 +9,15 @@ This module imports no pyinfra itself, so the front door stays light.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -157,20 +160,34 @@ def run(inventory: str, policy_path: str, *, dry: bool = False, diff: bool = Fal
         proc = subprocess.Popen(pyinfra_command(inventory, dry=dry, diff=diff,
                                                 limit=limit or [], deploy_file=deploy_file),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env)
+                                env=env, preexec_fn=_die_with_parent)
         assert proc.stderr is not None and proc.stdout is not None
         stderr: list[str] = []
         # stdout is one JSON document printed at the end; stderr streams progress meanwhile.
+        # Both are drained at once: a large document (a big fleet) written while stderr is
+        # still open would otherwise fill the pipe and stop both processes.
+        out: list[str] = []
+        document = proc.stdout
+        reader = threading.Thread(target=lambda: out.append(document.read()), daemon=True)
+        reader.start()
         for raw in proc.stderr:
             line = _ANSI.sub("", raw.rstrip("\n"))
             stderr.append(line)
             if progress is not None and line.strip():
                 progress(line)
-        stdout = proc.stdout.read()
         code = proc.wait()
+        reader.join()
+        stdout = "".join(out)
         said = _read_report(report)
     return interpret(stdout, stderr, code, said, dry=dry, known_hosts=known_hosts or [],
                      seconds=time.monotonic() - started)
+
+
+def _die_with_parent() -> None:
+    """In the child: the kernel sends SIGTERM when `baomi` dies, so a killed or timed-out
+    command never leaves pyinfra working on hosts behind its back (Linux prctl)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _read_report(path: Path) -> set[str] | None:
