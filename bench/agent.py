@@ -288,6 +288,14 @@ def idle(rig: Rig, seconds: int) -> dict[str, Any]:
     return result
 
 
+class Rows(list[str]):
+    """The table, printed row by row as each part ends (a long run shows what it has)."""
+
+    def append(self, row: str) -> None:
+        super().append(row)
+        print(row, flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--files", type=int, default=200_000, help="files in the scanned tree")
@@ -305,7 +313,7 @@ def main() -> None:
     parts = set(args.only or ("scan", "latency", "storm", "idle"))
     os.umask(0o077)
     work = Path(tempfile.mkdtemp(prefix="baomi-bench-agent-"))
-    rows: list[str] = []
+    rows = Rows()
     try:
         if "scan" in parts:
             tree = work / "tree"
@@ -360,7 +368,6 @@ def main() -> None:
                 rig.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print("\n".join(rows))
 
 
 if __name__ == "__main__":
