@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 from baomi.controls import ssh as core
+from baomi.controls.contract import HostContext
 from baomi.fixes.sshd import install_dropin_script
 from baomi.lab.testing import LabHandle
 from baomi.policy import load
@@ -76,13 +77,13 @@ def test_ssh_cycle(lab: LabHandle, tmp_path: Path) -> None:
 
 
 def test_invalid_setting_is_never_installed(lab: LabHandle) -> None:
-    want = core.desired(load(ROOT / "policy.yaml"), {"servers"})
+    want = core.desired(HostContext.of(load(ROOT / "policy.yaml"), {"servers"}))
     apply(lab, C, limit=["srv2"])
     assert lab.ssh("srv2", f"cat {core.DROPIN}").stdout == want.dropin
     bad = install_dropin_script(core.DROPIN, want.dropin + "Ciphers no-such-cipher\n")
     result = lab.ssh("srv2", f"sh -c {shlex.quote(bad)}")
     assert result.returncode == 1
-    assert f"sshd -t rejected {core.DROPIN}" in result.stderr
+    assert f"sshd rejected {core.DROPIN}" in result.stderr
     assert "no-such-cipher" in result.stderr
     # The old drop-in is back, nothing half-written is left, sshd still takes new logins.
     assert lab.ssh("srv2", f"cat {core.DROPIN}").stdout == want.dropin
