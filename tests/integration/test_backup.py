@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shlex
 import subprocess
 import time
@@ -20,33 +19,16 @@ import pytest
 from baomi.controller.escrow import EscrowStore
 from baomi.controls import backup as core
 from baomi.controls.contract import HostContext
-from baomi.lab.lifecycle import Request
-from baomi.lab.testing import LabHandle, running_lab
+from baomi.lab.testing import LabHandle
 from baomi.policy import load
+from tests.integration.backup_lab import CLIENTS, backup_lab
 from tests.integration.controls import BAOMI, ROOT, apply, check, outcomes
-
-CLIENTS = ["srv1", "srv2"]
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHandle]:
-    escrow = tmp_path_factory.mktemp("escrow")
-    EscrowStore(escrow).keygen(tmp_path_factory.mktemp("offline") / "escrow.identity")
-    previous = os.environ.get("BAOMI_ESCROW_DIR")
-    os.environ["BAOMI_ESCROW_DIR"] = str(escrow)
-    try:
-        with running_lab(f"b{os.getpid() % 10_000_000}",
-                         Request(servers=2, systemd_servers=1, backup=1)) as handle:
-            for host in CLIENTS:
-                handle.ssh(host, "mkdir -p /srv/customers /srv/contracts && for i in 1 2 3 4 "
-                                 "5 6; do head -c $((i*7000)) /dev/urandom > /srv/customers/f$i;"
-                                 " done && echo signed > /srv/contracts/c1")
-            yield handle
-    finally:
-        if previous is None:
-            os.environ.pop("BAOMI_ESCROW_DIR", None)
-        else:
-            os.environ["BAOMI_ESCROW_DIR"] = previous
+    with backup_lab(tmp_path_factory, "b") as handle:
+        yield handle
 
 
 def run_check(lab: LabHandle, hosts: list[str] = CLIENTS) -> str:

@@ -7,24 +7,21 @@ client's root shell) and made over ssh; nothing is mocked.  Tests run in file or
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-import os
 import re
 import shlex
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from baomi.controller.escrow import EscrowStore
 from baomi.controls import backup as core
-from baomi.lab.lifecycle import Request
-from baomi.lab.testing import LabHandle, running_lab
+from baomi.lab.testing import LabHandle
+from tests.integration.backup_lab import backup_lab, identity_file
 from tests.integration.controls import BAOMI, ROOT, apply, apply_raw, check
 
-CLIENTS = ["srv1", "srv2"]
 POLICY = (ROOT / "policy.yaml").read_text(encoding="utf-8")
 REPOSITORY_LINE = next(line for line in POLICY.splitlines()
                        if line.startswith("  repository: "))
@@ -32,28 +29,8 @@ REPOSITORY_LINE = next(line for line in POLICY.splitlines()
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHandle]:
-    escrow = tmp_path_factory.mktemp("escrow")
-    EscrowStore(escrow).keygen(identity_file(tmp_path_factory))
-    previous = os.environ.get("BAOMI_ESCROW_DIR")
-    os.environ["BAOMI_ESCROW_DIR"] = str(escrow)
-    try:
-        with running_lab(f"bs{os.getpid() % 10_000_000}",
-                         Request(servers=2, systemd_servers=1, backup=1)) as handle:
-            for host in CLIENTS:
-                handle.ssh(host, "mkdir -p /srv/customers /srv/contracts && for i in 1 2 3 4 "
-                                 "5 6; do head -c $((i*7000)) /dev/urandom > /srv/customers/f$i;"
-                                 " done && echo signed > /srv/contracts/c1")
-            yield handle
-    finally:
-        if previous is None:
-            os.environ.pop("BAOMI_ESCROW_DIR", None)
-        else:
-            os.environ["BAOMI_ESCROW_DIR"] = previous
-
-
-def identity_file(factory: pytest.TempPathFactory) -> Path:
-    """The escrow's offline identity (the operator's, for `baomi backup prune`)."""
-    return factory.getbasetemp() / "escrow-identity.key"
+    with backup_lab(tmp_path_factory, "bs") as handle:
+        yield handle
 
 
 def policy_file(tmp_path: Path, old: str, new: str) -> Path:
@@ -212,16 +189,23 @@ def test_a_volume_that_failed_to_mount_is_not_backed_up(lab: LabHandle, tmp_path
     apply(lab, "backup", limit=["srv1"])
 
 
-def back_dated(lab: LabHandle, host: str, months: int) -> list[str]:
-    """Snapshots of the job's paths dated one a month back from 40 days ago."""
+def snapshot_at(lab: LabHandle, host: str, when: dt.datetime | None = None) -> str:
+    """A snapshot of the job's paths dated ``when`` (default: now), taken with the client's
+    own access."""
+    stamp = ["--time", when.strftime("%Y-%m-%d %H:%M:%S")] if when else []
+    proc = client_restic(lab, host, "backup", "--json", "--host", host, *stamp,
+                         "/srv/customers", "/srv/contracts")
+    assert proc.returncode == 0, proc.stderr
+    return str(json.loads(proc.stdout.splitlines()[-1])["snapshot_id"])[:8]
+
+
+def monthly(lab: LabHandle, host: str, months: int) -> list[str]:
+    """One snapshot on the 15th of each of the ``months`` months before this one."""
+    today = dt.datetime.now(dt.UTC)
     out = []
-    for month in range(months):
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S",
-                              time.gmtime(time.time() - (40 + 30 * month) * 86400))
-        proc = client_restic(lab, host, "backup", "--json", "--host", host, "--time", stamp,
-                             "/srv/customers", "/srv/contracts")
-        assert proc.returncode == 0, proc.stderr
-        out.append(json.loads(proc.stdout.splitlines()[-1])["snapshot_id"][:8])
+    for back in range(1, months + 1):
+        year, month0 = divmod(today.year * 12 + today.month - 1 - back, 12)
+        out.append(snapshot_at(lab, host, dt.datetime(year, month0 + 1, 15, 12)))
     return out
 
 
@@ -234,11 +218,11 @@ def prune(lab: LabHandle, identity: Path, *hosts: str) -> subprocess.CompletedPr
 def test_a_collapsed_run_does_not_prune_the_good_snapshots(
         lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> None:
     identity = identity_file(tmp_path_factory)
-    monthly = back_dated(lab, "srv1", 10)
+    months = monthly(lab, "srv1", 10)
     lab.ssh("srv1", "mkdir -p /root/keep && mv /srv/customers/* /root/keep/")
     try:
         code, status = run_job(lab, "srv1")  # the job itself never forgets
-        assert set(monthly) <= set(snapshot_ids(lab, "srv1"))
+        assert code == 0, status
         kept = snapshot_ids(lab, "srv1")
         refused = prune(lab, identity, "srv1")
         assert refused.returncode == 1, refused.stdout + refused.stderr
@@ -251,11 +235,12 @@ def test_a_collapsed_run_does_not_prune_the_good_snapshots(
         lab.ssh("srv1", "mv /root/keep/* /srv/customers/")
     code, status = run_job(lab, "srv1")
     assert code == 0, status
+    recent = [snapshot_at(lab, "srv1") for _ in range(8)]
     done = prune(lab, identity, "srv1")
     assert done.returncode == 0, done.stdout + done.stderr
-    after = snapshot_ids(lab, "srv1")
-    assert set(monthly) <= set(after), (monthly, after)  # keep_monthly keeps them
-    assert len(after) < len(kept) + 1
+    # keep_last 8 (the recent ones) and keep_monthly 12 (the newest of each month: the 10
+    # earlier months, and this month's is a recent one); this month's older runs are gone.
+    assert snapshot_ids(lab, "srv1") == sorted(months + recent)
     assert check(lab, "test_backup", ["srv1"]).returncode == 0
 
 
