@@ -41,14 +41,16 @@ class Enrolment:
         return out
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write a 0600 file atomically (temporary file in the same folder, fsync, rename)."""
+def write_private(path: Path, text: str, *, sync: bool = True) -> None:
+    """Write a 0600 file atomically (temporary file in the same folder, fsync unless it is
+    only informational, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, text.encode())
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)

@@ -349,7 +349,8 @@ class Agent:
         }
 
     def write_status(self) -> None:
-        write_private(self.dir / "status.json", json.dumps(self.status(), indent=2) + "\n")
+        write_private(self.dir / "status.json", json.dumps(self.status(), indent=2) + "\n",
+                      sync=False)  # informational, rewritten every 10 s: no disk flush
 
     # --- running ------------------------------------------------------------------------
 

@@ -74,24 +74,34 @@ class Client:
             self._conn = conn
         return self._conn
 
+    def _send(self, path: str, data: bytes,
+              headers: dict[str, str]) -> tuple[http.client.HTTPResponse, bytes]:
+        """One request; a kept-alive connection the server closed meanwhile (idle timeout)
+        is replaced once (a batch sent twice is stored once: events are idempotent)."""
+        for attempt in (1, 2):
+            reused = self._conn is not None
+            try:
+                conn = self._connection()
+                conn.request("POST", self.prefix + path, body=data, headers=headers)
+                resp = conn.getresponse()
+                return resp, resp.read()
+            except ssl.SSLCertVerificationError as exc:
+                self.close()
+                raise CollectorError(f"{self.url}: TLS certificate not trusted "
+                                     f"({exc.verify_message})") from None
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                if not (reused and attempt == 1):
+                    raise CollectorError(f"{self.url}: {type(exc).__name__}: {exc}") from None
+        raise AssertionError("unreachable")
+
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST JSON, return the JSON answer; :class:`CollectorError` for anything else."""
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"}
         if self.credential:
             headers["Authorization"] = f"Bearer {self.credential}"
-        try:
-            conn = self._connection()
-            conn.request("POST", self.prefix + path, body=data, headers=headers)
-            resp = conn.getresponse()
-            raw = resp.read()
-        except ssl.SSLCertVerificationError as exc:
-            self.close()
-            raise CollectorError(f"{self.url}: TLS certificate not trusted ({exc.verify_message})"
-                                 ) from None
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
-            raise CollectorError(f"{self.url}: {type(exc).__name__}: {exc}") from None
+        resp, raw = self._send(path, data, headers)
         try:
             answer = json.loads(raw) if raw else {}
         except ValueError:

@@ -89,12 +89,15 @@ class Collector:
             self._admin = None
 
     def admin(self) -> Client:
+        """A new connection as the first admin for each use (the server closes idle
+        keep-alive connections; the session token is kept)."""
         if self._admin is None:
             c = Client("127.0.0.1", self.port, self.ca)
             answer = c.post("/api/v1/login", {"user": "admin", "password": self.password})
             assert answer.status == 200, answer.body
             c.token = answer.body["token"]
             self._admin = c
+        self._admin.close()
         return self._admin
 
     def enrolment_token(self, host: str) -> str:
