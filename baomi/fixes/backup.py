@@ -4,8 +4,10 @@ folders, the client's key, password, schedule and repository.
 The repository password is the one file here that does not go through
 :func:`baomi.fixes.install.install_file`: install_file carries the content inside the script,
 and a secret must never be on a command line (a local user of the host could read it from the
-process list).  The deploy uploads it over SFTP into the root-only 0700 configuration folder,
-and :func:`place_secret_script` gives it its mode and renames it into place.
+process list).  The deploy sends it with ``deploy/common.put_secret`` (through a 0700 folder
+of the SSH user's, installed root 0600) and :func:`place_secret_script` renames it into place;
+the operator's prune gets it the same way into a file under /run that :func:`prune_script`
+removes.
 """
 
 from __future__ import annotations
