@@ -85,6 +85,29 @@ def is_due(record: dict[str, Any], today: date) -> bool:
     return record.get("state") == "frozen" and date.fromisoformat(str(record["due"])) <= today
 
 
+# How old a departure date may be without --force: an old one makes the deletion due at once.
+EFFECTIVE_MAX_AGE_DAYS = 7
+
+
+def date_problems(today: date, *, now: date | None = None,
+                  effective: date | None = None) -> list[str]:
+    """Dates that would delete users before their time (refused unless forced, then recorded):
+    a purge judged on a future day, a departure counted from long ago.
+
+    >>> [p[:35] for p in date_problems(date(2026, 12, 2), now=date(2099, 1, 1))]
+    ['--now 2099-01-01 is in the future (']
+    """
+    found = []
+    if now is not None and now > today:
+        found.append(f"--now {now} is in the future (today is {today}, UTC): users would be "
+                     "deleted before their date")
+    if effective is not None and (today - effective).days > EFFECTIVE_MAX_AGE_DAYS:
+        found.append(f"--effective {effective} is {(today - effective).days} days ago (more "
+                     f"than {EFFECTIVE_MAX_AGE_DAYS}): the deletion would be due on "
+                     f"{due_date(effective)}")
+    return found
+
+
 # --- refusals --------------------------------------------------------------------------------
 
 def ere(user: str) -> str:
@@ -123,6 +146,28 @@ def host_refusal(policy: Policy, user: str, facts: Facts,
     if facts.account.uid < policy.accounts.min_uid:
         return (f"{user} is a system account (UID {facts.account.uid} < policy accounts.min_uid "
                 f"{policy.accounts.min_uid})")
+    return None
+
+
+def purge_refusal(record: dict[str, Any], facts: Facts) -> str | None:
+    """Why the account a host has now is not the one its record froze (None: purge it).
+
+    A rehire (same name, new UID) or a freeze undone by hand must never be deleted; the
+    purge's own steps re-check the same in the script that acts (``still_frozen``)."""
+    a, sh, user = facts.account, facts.shadow, facts.user
+    if a is None:
+        return None
+    uid = record.get("uid")
+    stay = f"not purged (baomi offboard {user} --cancel --ticket T if it is to stay)"
+    if a.uid != uid:
+        return f"{user}: UID {a.uid}, the frozen account's was {uid} (rehired?): {stay}"
+    if sh is None or not sh.locked:
+        return (f"{user}: password not locked (status {sh.status if sh else 'unknown'}): "
+                f"{stay}")
+    if not sh.expired:
+        return f"{user}: account not expired: {stay}"
+    if a.shell != NOLOGIN:
+        return f"{user}: login shell {a.shell}, not {NOLOGIN}: {stay}"
     return None
 
 

@@ -3,13 +3,13 @@
 Run by ``baomi offboard`` (baomi/controller/commands/offboard.py) through the runner;
 parameters come from the environment:
 
-    BAOMI_OFFBOARD_ACTION   freeze | purge
-    BAOMI_OFFBOARD_USER     the departed user (freeze)
+    BAOMI_OFFBOARD_ACTION   freeze | purge | cancel
+    BAOMI_OFFBOARD_USER     the departed user (freeze, cancel)
     BAOMI_OFFBOARD_TICKET, _REASON, _OPERATOR, _EFFECTIVE (YYYY-MM-DD), _TIME (ISO, UTC)
     BAOMI_OFFBOARD_NOW      the purge's date (YYYY-MM-DD)
 
-Every operation is named ``[offboarding] USER PHASE: what`` (PHASE: freeze, purge, wait,
-absent, refused), which the CLI turns into the ledger.  The steps themselves (command + "is it
+Every operation is named ``[offboarding] USER PHASE: what`` (PHASE: freeze, purge, cancel,
+wait, absent, refused), which the CLI turns into the ledger.  The steps themselves (command + "is it
 already done" test) come from baomi/fixes/offboarding.py, decided on what baomi/offboarding.py
 reads; this file only executes them.
 """
@@ -26,10 +26,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyinfra import host
-from pyinfra.api import OperationError, operation
+from pyinfra.api import operation
 
 from baomi import offboarding as core
-from baomi.deploy.common import CommandSucceeds, Observation, policy
+from baomi.deploy.common import CommandSucceeds, Observation, nothing_to_do, policy, refuse
 from baomi.fixes import offboarding as fix
 from baomi.policy import Policy
 
@@ -63,23 +63,16 @@ def run_step(step_script: str, done: str, reason: str):  # type: ignore[no-untyp
     yield step_script
 
 
-@operation()
-def refuse(reason: str):  # type: ignore[no-untyped-def]
-    raise OperationError(f"offboarding refused: {reason}")
-    yield  # pragma: no cover  (makes this a generator, as pyinfra expects)
-
-
 def refused(user: str, reason: str) -> None:
     """The host refuses this user (a clear error in the host's row; named in the ledger)."""
-    planned(refuse(name=name(user, "refused", reason), reason=reason), user, "refused", reason)
+    planned(refuse(name=name(user, "refused", reason), message=f"offboarding refused: {reason}"),
+            user, "refused", reason)
 
 
-@operation()
-def note(reason: str):  # type: ignore[no-untyped-def]
-    """Nothing to do on this host; say why (shows as 'unchanged', named in the ledger)."""
-    host.noop(reason)
-    return
-    yield  # pragma: no cover
+def note(user: str, phase: str, what: str, reason: str, **extra: str) -> None:
+    """Nothing to do for USER on this host, and why ('unchanged', named in the ledger)."""
+    planned(nothing_to_do(name=name(user, phase, what), reason=reason), user, phase, what,
+            **extra)
 
 
 def _env(key: str, default: str = "") -> str:
@@ -119,9 +112,8 @@ def freeze() -> None:
     if facts is None:
         return
     if facts.account is None:
-        planned(note(name=name(user, "absent", "no such account on this host"),
-                     reason=f"{user}: no such account on this host"),
-                user, "absent", "no such account on this host")
+        note(user, "absent", "no such account on this host",
+             f"{user}: no such account on this host")
         return
     ticket = fix.Ticket(ticket=_env("TICKET"), operator=_env("OPERATOR"), reason=_env("REASON"),
                         effective=date.fromisoformat(_env("EFFECTIVE")), time=_env("TIME"))
@@ -138,18 +130,40 @@ def purge() -> None:
             continue
         if not core.is_due(record, today):
             due = str(record.get("due"))
-            planned(note(name=name(user, "wait", f"deletion due on {due}"),
-                         reason=f"{user}: frozen, deletion due on {due}"),
-                    user, "wait", f"deletion due on {due}", due=due)
+            note(user, "wait", f"deletion due on {due}", f"{user}: frozen, deletion due on {due}",
+                 due=due)
             continue
         facts = _facts(pol, user)
         if facts is None:
+            continue
+        reason = core.purge_refusal(record, facts)
+        if reason:
+            refused(user, reason)
             continue
         execute(fix.purge_steps(pol, record, facts, _env("TIME")))
         # The archive's name is in the step; the CLI records it with the deletion.
 
 
-ACTIONS = {"freeze": freeze, "purge": purge}
+def cancel() -> None:
+    """A freeze that is not to end in deletion (a rehire, a mistake): the host's record says
+    so, so no later purge on this host deletes the account. Access is not restored here."""
+    user = _env("USER")
+    reason = core.refusal(policy(), user, _connect_user())
+    if reason:
+        refused(user, reason)
+        return
+    facts = core.parse(user, host.get_fact(Observation, script=core.observe_script(user)))
+    record = facts.record
+    if record is None or record.get("state") not in ("frozen", "cancelled"):
+        state = record.get("state") if record else "no record"
+        note(user, "absent", f"nothing to cancel ({state})",
+             f"{user}: nothing to cancel on this host ({state})")
+        return
+    execute(fix.cancel_steps(record, _env("TICKET"), _env("OPERATOR"), _env("REASON"),
+                             _env("TIME")))
+
+
+ACTIONS = {"freeze": freeze, "purge": purge, "cancel": cancel}
 
 action = _env("ACTION")
 if action not in ACTIONS:

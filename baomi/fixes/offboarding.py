@@ -17,6 +17,7 @@ import re
 import shlex
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from baomi.fixes.install import install_file
@@ -35,6 +36,17 @@ from baomi.offboarding import (
     record_path,
 )
 from baomi.policy import Policy
+
+# The host-side program for the user's files (baomi/hostside/offboard_files.py): every path
+# opened one component at a time without following a link; shipped as text (python3 -c).
+FILES = (Path(__file__).parents[1] / "hostside" / "offboard_files.py").read_text(
+    encoding="utf-8")
+# The archive step's bound: a purge must end (a hung one blocked every later purge).
+ARCHIVE_SECONDS = 3 * 3600
+
+
+def files_program(*args: str) -> str:
+    return " ".join(["python3", "-c", shlex.quote(FILES), *(shlex.quote(a) for a in args)])
 
 
 @dataclass(frozen=True)
@@ -117,11 +129,11 @@ def freeze_steps(policy: Policy, user: str, facts: Facts, ticket: Ticket) -> lis
                       write_record_script(record_path(user), record),
                       f"[ -s {shlex.quote(record_path(user))} ]"))
     for index, path in enumerate(keys_paths(facts.keys_files, a)):
-        p = shlex.quote(path)
-        dest = shlex.quote(f"{q}/ssh-{index}-{path.rsplit('/', 1)[-1]}")
+        # Never through a link: a link inside the home is itself quarantined, its target left.
+        dest = f"{q}/ssh-{index}-{path.rsplit('/', 1)[-1]}"
         steps.append(step(f"move {path} to the quarantine",
-                          f"mv -f {p} {dest} && chown root:root {dest} && chmod 0600 {dest}",
-                          f"[ ! -e {p} ] && [ ! -L {p} ]"))
+                          files_program("quarantine", str(a.uid), a.home, path, dest),
+                          files_program("keys-done", a.home, path)))
     if facts.sudoers:
         files = sorted({x.split(":", 1)[0] for x in facts.sudoers})
         cmds = []
@@ -178,6 +190,19 @@ def write_record_script(path: str, record: dict[str, Any]) -> str:
                         mode="0600")
 
 
+def cancel_steps(record: dict[str, Any], ticket: str, operator: str, reason: str,
+                 now: str) -> list[Step]:
+    """The host's record marked cancelled (kept, with who, when and why): no purge deletes the
+    account afterwards. The freeze itself is not undone (access is granted again by a request)."""
+    user = str(record["user"])
+    cancelled = dict(record, state="cancelled", cancelled_at=now, cancel_ticket=ticket,
+                     cancelled_by=operator, cancel_reason=reason)
+    path = shlex.quote(record_path(user))
+    return [Step(user, "cancel", f"mark the record cancelled (ticket {ticket}): never purged",
+                 "R-OFF", write_record_script(record_path(user), cancelled),
+                 f"grep -q '\"state\": \"cancelled\"' {path}")]
+
+
 def archive_name(record: dict[str, Any]) -> str:
     return (f"{policy_safe(record['user'])}-uid{int(record['uid'])}-"
             f"frozen{str(record['frozen_at'])[:10]}.tar.gz")
@@ -185,6 +210,27 @@ def archive_name(record: dict[str, Any]) -> str:
 
 def policy_safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", text)
+
+
+def still_frozen(user: str, uid: int) -> str:
+    """Shell that exits 1 (naming why) unless USER is absent or still the account that was
+    frozen: UID as recorded, password locked, expired, nologin. Each purge step runs it first,
+    in the same script that acts, so a rehire (same name, new UID) or a freeze undone by hand
+    since the purge was prepared is never archived, handed over or deleted."""
+    u = shlex.quote(user)  # a valid name (refusal() checked it): safe inside "..." too
+
+    def need(test: str, what: str) -> str:
+        return (f"{test} || {{ echo \"{user}: {what}: not purged (baomi offboard {user} "
+                f"--cancel --ticket T if it is to stay)\" >&2; exit 1; }}")
+
+    return (f"if p=$(getent passwd {u}); then "
+            f"i=$(printf %s \"$p\" | cut -d: -f3); sh=$(printf %s \"$p\" | cut -d: -f7); "
+            f"l=$(passwd -S {u} | awk '{{print $2}}'); e=$(getent shadow {u} | cut -d: -f8); "
+            + need(f'[ "$i" = {uid} ]', f"UID $i, the frozen account's was {uid} (rehired?)")
+            + "; " + need('[ "$l" = L ]', "password not locked (status $l)")
+            + "; " + need('[ "$e" = 0 ]', "account not expired")
+            + "; " + need(f'[ "$sh" = {NOLOGIN} ]', f"login shell $sh, not {NOLOGIN}")
+            + "; fi")
 
 
 def purge_steps(policy: Policy, record: dict[str, Any], facts: Facts, now: str) -> list[Step]:
@@ -202,43 +248,29 @@ def purge_steps(policy: Policy, record: dict[str, Any], facts: Facts, now: str) 
     manifest = shlex.quote(archive + ".manifest")
     sensitive = [p.path for p in policy.sensitive_paths]
     owns_home = (home not in ("", "/", "/nonexistent") and facts.home_owner == uid)
-    sources = [p for p in ([home] if owns_home else []) + [quarantine(user)]]
     find_sensitive = " ".join(shlex.quote(p) for p in sensitive)
-    list_files = "; ".join(
-        [f"[ -d {shlex.quote(p)} ] && find {shlex.quote(p)} -xdev \\( -type f -o -type l \\)"
-         for p in sources]
-        + ([f"find {find_sensitive} -xdev -uid {uid} \\( -type f -o -type l \\) 2>/dev/null"]
-           if sensitive else []))
+    guard = still_frozen(user, uid)
 
     def step(what: str, command: str, done: str, clause: str = "R-OFF") -> Step:
-        return Step(user, "purge", what, clause, command, done)
+        return Step(user, "purge", what, clause, f"{guard}; {command}", done)
 
-    work = shlex.quote(f"{STATE_DIR}/.purge-{user}")
     steps = [
         step(f"archive the home and the files under sensitive paths to {archive} "
              f"(SHA-256 manifest, custodian {custodian})",
              f"getent passwd {c} >/dev/null || {{ echo 'custodian {custodian} has no account "
              f"on this host' >&2; exit 1; }}; "
              f"install -d -m 0700 -o {c} -g root {shlex.quote(archive_dir)} && "
-             f"rm -rf {work} && install -d -m 0700 {work} && "
-             f"{{ {list_files}; }} | sed 's|^/||' | sort -u > {work}/files && "
-             f"(cd / && tr '\\n' '\\0' < {work}/files | xargs -0 -r sha256sum --) "
-             f"> {work}/manifest && "
-             f"(cd / && tar --create --gzip --file {qa}.part --no-recursion "
-             f"--verbatim-files-from --files-from {work}/files) && "
-             f"cp {work}/manifest {manifest} && "
-             f"(cd {shlex.quote(archive_dir)} && sha256sum {shlex.quote(archive_name(record))}"
-             f".part | sed 's/\\.part$//' > {qa}.sha256) && mv -f {qa}.part {qa} && "
-             f"chown {c} {qa} {manifest} {qa}.sha256 && chmod 0400 {qa} {manifest} {qa}.sha256 "
-             f"&& rm -rf {work}",
+             f"timeout --kill-after=30 {ARCHIVE_SECONDS} "
+             + files_program("archive", str(uid), home if owns_home else "", quarantine(user),
+                             custodian, archive, *sensitive),
              f"[ -s {qa} ] && [ -e {manifest} ] && [ -s {qa}.sha256 ]", clause="R-RET"),
     ]
     if sensitive:
         steps.append(step(f"hand {user}'s files under sensitive paths to the custodian "
                           f"{custodian}",
-                          f"find {find_sensitive} -xdev -uid {uid} -exec chown -h {c} {{}} + "
+                          f"find -P {find_sensitive} -xdev -uid {uid} -exec chown -h {c} {{}} + "
                           "2>/dev/null; true",
-                          f"! find {find_sensitive} -xdev -uid {uid} 2>/dev/null | grep -q .",
+                          f"! find -P {find_sensitive} -xdev -uid {uid} 2>/dev/null | grep -q .",
                           clause="R-RET"))
     remove_home = "-r " if owns_home else ""
     steps.append(step(f"delete the account{' and its home ' + home if owns_home else ''}",

@@ -138,6 +138,13 @@ def host_outcomes(result: ApplyResult, plans: dict[str, list[dict[str, Any]]], d
     return out
 
 
+def refusal_text(got: dict[str, Any]) -> str:
+    """A host's refusal, as the ledger's error: the refused operation's name is its reason
+    (pyinfra stops the host on it at prepare time, so it may count as any outcome)."""
+    return "; ".join(got["done"] + got["already"] + got["failed"] + got["not_run"]
+                     + got["would"])
+
+
 def _error(result: ApplyResult, host: str) -> str | None:
     r = result.hosts.get(host)
     return (r.error or None) if r is not None else None
@@ -160,16 +167,23 @@ def _error(result: ApplyResult, host: str) -> str | None:
 @click.option("--now", "now_date", default=None, metavar="DATE",
               help="With --purge-due: the date to judge 'due' by (default: today, UTC).")
 @click.option("--status", is_flag=True, help="Per user and host: frozen / deleted / pending.")
+@click.option("--cancel", is_flag=True,
+              help="USER's freeze is not to end in deletion (a rehire, a mistake); with "
+                   "--ticket. Recorded in the ledger and each host's record.")
+@click.option("--force", is_flag=True,
+              help="Accept a --now in the future or an --effective date more than "
+                   f"{core.EFFECTIVE_MAX_AGE_DAYS} days old (recorded in the ledger).")
 @json_option
 def offboard(user: str | None, ticket: str | None, reason: str, effective: str | None,
              inventory: str | None, policy_path: str | None, limit: tuple[str, ...],
              operator: str | None, dry: bool, purge_due: bool, now_date: str | None,
-             status: bool, as_json: bool) -> None:
+             status: bool, cancel: bool, force: bool, as_json: bool) -> None:
     """R-OFF/R-RET: freeze USER on every host at once; delete at the end of the next month.
 
     \b
     baomi offboard USER --ticket T -i INVENTORY [--dry]
     baomi offboard --purge-due -i INVENTORY [--now DATE]
+    baomi offboard USER --cancel --ticket T -i INVENTORY
     baomi offboard --status [USER]
     """
     if status:
@@ -188,7 +202,8 @@ def offboard(user: str | None, ticket: str | None, reason: str, effective: str |
         if user:
             raise click.UsageError("--purge-due takes no USER (it purges every due user)")
         today = _date(now_date, "--now") if now_date else datetime.now(UTC).date()
-        code = purge(inventory, path, names, list(limit), today, who, dry, as_json)
+        forced = bounded(core.date_problems(datetime.now(UTC).date(), now=today), force)
+        code = purge(inventory, path, names, list(limit), today, who, dry, as_json, forced)
         sys.exit(code)
     if not user:
         raise click.UsageError("give the USER to offboard (or --purge-due, --status)")
@@ -198,6 +213,9 @@ def offboard(user: str | None, ticket: str | None, reason: str, effective: str |
     problem = core.refusal(policy, user)
     if problem:
         refuse(problem)
+    if cancel:
+        sys.exit(cancel_freeze(inventory, path, names, list(limit), user, ticket, reason, who,
+                               as_json))
     connecting = sorted(h for h in names if hosts.get(h) == user)
     if connecting:
         refuse(f"{user} is the account the deploy connects as on {', '.join(connecting)}")
@@ -213,14 +231,23 @@ def offboard(user: str | None, ticket: str | None, reason: str, effective: str |
             raise click.BadParameter(f"{day} is in the future: the freeze takes effect at "
                                      "once; run this on the day of departure",
                                      param_hint="--effective")
+    forced = bounded(core.date_problems(datetime.now(UTC).date(), effective=day), force)
     code = freeze(inventory, path, names, list(limit), user, ticket, reason, day, who, dry,
-                  as_json)
+                  as_json, forced)
     sys.exit(code)
+
+
+def bounded(problems: list[str], force: bool) -> str | None:
+    """Refuse a date that deletes users before their time, unless --force; then it is what
+    the ledger records as forced."""
+    if problems and not force:
+        refuse("; ".join(problems) + "; give --force to do it anyway (recorded)")
+    return "; ".join(problems) or None
 
 
 def freeze(inventory: str, policy_path: str, names: list[str], limit: list[str], user: str,
            ticket: str, reason: str, day: date, operator: str, dry: bool,
-           as_json: bool) -> int:
+           as_json: bool, forced: str | None = None) -> int:
     time = now_utc()
     env = {"BAOMI_OFFBOARD_ACTION": "freeze", "BAOMI_OFFBOARD_USER": user,
            "BAOMI_OFFBOARD_TICKET": ticket, "BAOMI_OFFBOARD_REASON": reason,
@@ -241,9 +268,7 @@ def freeze(inventory: str, policy_path: str, names: list[str], limit: list[str],
             state = "pending"
             error = error or "not reached"
         elif "refused" in got["phases"]:
-            state = "refused"
-            error = "; ".join(got["done"] + got["already"] + got["failed"] + got["not_run"]
-                              + got["would"])
+            state, error = "refused", refusal_text(got)
         elif "absent" in got["phases"]:
             state = "absent"
         elif got["failed"] or got["not_run"] or error:
@@ -256,7 +281,7 @@ def freeze(inventory: str, policy_path: str, names: list[str], limit: list[str],
             "ticket": ticket, "reason": reason, "operator": operator,
             "effective": day.isoformat(), "due": due, "dry": dry,
             "done": (got or {}).get("done", []), "already": (got or {}).get("already", []),
-            "would": (got or {}).get("would", []), "error": error,
+            "would": (got or {}).get("would", []), "error": error, "forced": forced,
             "clauses": list(core.CLAUSES)})
     if not dry:
         append(events)
@@ -285,11 +310,59 @@ def freeze(inventory: str, policy_path: str, names: list[str], limit: list[str],
     return 1 if "pending" in states else 0
 
 
+def cancel_freeze(inventory: str, policy_path: str, names: list[str], limit: list[str],
+                  user: str, ticket: str, reason: str, operator: str, as_json: bool) -> int:
+    """Mark USER's freeze cancelled on every host that has it (each host's record and the
+    ledger); a host not reached is 'cancel pending', retried by the next --purge-due first."""
+    time = now_utc()
+    env = {"BAOMI_OFFBOARD_ACTION": "cancel", "BAOMI_OFFBOARD_USER": user,
+           "BAOMI_OFFBOARD_TICKET": ticket, "BAOMI_OFFBOARD_REASON": reason,
+           "BAOMI_OFFBOARD_OPERATOR": operator, "BAOMI_OFFBOARD_TIME": time}
+    targets = [h for h in names if h in limit] or names
+    result, plans = run_deploy(inventory, policy_path, env, dry=False, limit=limit,
+                               hosts=targets)
+    outcomes = host_outcomes(result, plans, False)
+    events: list[dict[str, Any]] = []
+    for host in sorted(result.hosts):
+        got = outcomes.get(host, {}).get(user)
+        error = _error(result, host)
+        if got is not None and "refused" in got["phases"]:
+            state, error = "refused", refusal_text(got)
+        elif got is None or got["failed"] or got["not_run"] or error:
+            state = "cancel pending"
+            error = error or "not reached"
+        elif "absent" in got["phases"]:
+            state = "absent"
+        else:
+            state = "cancelled"
+        events.append({"time": time, "action": "cancel", "user": user, "host": host,
+                       "state": state, "ticket": ticket, "reason": reason,
+                       "operator": operator, "done": (got or {}).get("done", []),
+                       "error": error, "clauses": list(core.CLAUSES)})
+    append(events)
+    if as_json:
+        print_json({"user": user, "ticket": ticket, "hosts": {e["host"]: e for e in events}})
+    else:
+        for e in events:
+            click.echo(f"{user} on {e['host']}: {e['state']}"
+                       + (f" — {e['error']}" if e["error"] else ""))
+    return 1 if any(e["state"] in ("cancel pending", "refused") for e in events) else 0
+
+
 def purge(inventory: str, policy_path: str, names: list[str], limit: list[str], today: date,
-          operator: str, dry: bool, as_json: bool) -> int:
+          operator: str, dry: bool, as_json: bool, forced: str | None = None) -> int:
     time = now_utc()
     code = 0
-    # Catch-up first: hosts that were unreachable at the freeze are frozen now.
+    # Catch-up first: cancellations that did not reach a host, then hosts that were
+    # unreachable at the freeze are frozen now.
+    for user, rows in sorted(fold(read_ledger()).items()):
+        waiting = sorted(h for h, r in rows.items() if r.get("state") == "cancel pending"
+                         and h in names)
+        if waiting and not dry:
+            first = next(iter(r for r in rows.values() if r.get("state") == "cancel pending"))
+            code |= cancel_freeze(inventory, policy_path, names, waiting, user,
+                                  str(first.get("ticket", "")), "catch-up of a pending cancel",
+                                  operator, as_json)
     for user, rows in sorted(fold(read_ledger()).items()):
         pending = sorted(h for h, r in rows.items() if r.get("state") == "pending"
                          and h in names)
@@ -321,7 +394,7 @@ def purge(inventory: str, policy_path: str, names: list[str], limit: list[str], 
             if "wait" in got["phases"]:
                 state = "waiting"
             elif "refused" in got["phases"]:
-                state, error = "refused", "; ".join(got["already"] + got["failed"])
+                state, error = "refused", refusal_text(got)
             elif got["failed"] or got["not_run"]:
                 state = "frozen"
                 error = error or f"purge failed: {', '.join(got['failed'] or got['not_run'])}"
@@ -331,7 +404,7 @@ def purge(inventory: str, policy_path: str, names: list[str], limit: list[str], 
                 "time": time, "action": "purge", "user": user, "host": host, "state": state,
                 "operator": operator, "now": today.isoformat(), "due": got["due"],
                 "archive": archive, "done": got["done"], "already": got["already"],
-                "would": got["would"], "error": error, "dry": dry,
+                "would": got["would"], "error": error, "dry": dry, "forced": forced,
                 "clauses": list(core.CLAUSES)})
     if not dry:
         append(events)

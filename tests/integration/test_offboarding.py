@@ -44,9 +44,13 @@ def state(tmp_path: Path) -> Path:
 
 
 def baomi(state: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    """`baomi ARGS` with its own state folder; a run that does not end is a failure (hung)."""
     env = dict(os.environ, BAOMI_STATE_DIR=str(state))
-    result = subprocess.run([sys.executable, "-m", "baomi", *args], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=timeout)
+    try:
+        result = subprocess.run([sys.executable, "-m", "baomi", *args], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"baomi {' '.join(args)} did not end within {timeout}s (hung)")
     assert "Traceback" not in result.stderr, result.stderr
     return result
 
@@ -192,9 +196,10 @@ def test_freeze_closes_every_door_and_purge_waits_for_the_due_date(
     assert {h: r["state"] for h, r in status[user].items()} == dict.fromkeys(HOSTS, "frozen")
     assert status[user]["srv1"]["due"] == due.isoformat()
 
-    # One day before the due date: nothing happens, and it says when it will.
-    early = baomi(state, "offboard", "--purge-due", "-i", str(olab.inventory), "--now",
-                  (due - timedelta(days=1)).isoformat())
+    # One day before the due date: nothing happens, and it says when it will. (The due date
+    # is next month: judging by it is a future --now, which takes --force and is recorded.)
+    early = baomi(state, "offboard", "--purge-due", "-i", str(olab.inventory), "--force",
+                  "--now", (due - timedelta(days=1)).isoformat())
     assert early.returncode == 0, early.stdout + early.stderr
     for h in HOSTS:
         assert f"{user} on {h}: frozen; nothing to do until the deletion date " \
@@ -203,11 +208,12 @@ def test_freeze_closes_every_door_and_purge_waits_for_the_due_date(
 
     # On the due date: archive with a manifest that verifies, then the account and home go.
     purge = baomi(state, "offboard", "--purge-due", "-i", str(olab.inventory), "--now",
-                  due.isoformat(), "--json")
+                  due.isoformat(), "--force", "--json")
     assert purge.returncode == 0, purge.stdout + purge.stderr
     events = {e["host"]: e for e in json.loads(purge.stdout)["events"] if e["user"] == user}
     for h in HOSTS:
         assert events[h]["state"] == "deleted", events[h]
+        assert events[h]["forced"].startswith(f"--now {due} is in the future"), events[h]
         archive = events[h]["archive"]
         assert archive == f"/var/lib/baomi/custody/{user}-uid{uids[h]}-frozen{today}.tar.gz"
         verify = olab.ssh(h, f"set -e; cd /var/lib/baomi/custody; sha256sum -c {archive}.sha256;"
@@ -240,7 +246,7 @@ def test_freeze_closes_every_door_and_purge_waits_for_the_due_date(
         ("freeze", "frozen"), ("purge", "waiting"), ("purge", "deleted")}
     # The next daily run finds nothing frozen: reached hosts are not "unreachable".
     again = baomi(state, "offboard", "--purge-due", "-i", str(olab.inventory), "--now",
-                  due.isoformat())
+                  due.isoformat(), "--force")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "unreachable" not in again.stdout, again.stdout
     assert "nothing frozen on these hosts" in again.stdout, again.stdout

@@ -230,7 +230,12 @@ def test_purge_steps_archive_delete_and_retire_the_uid() -> None:
         f"mark the record deleted (archive {archive})",
     ]
     assert [s.clause for s in steps[:2]] == ["R-RET", "R-RET"]
-    assert "/srv/customers" in steps[0].command and "-uid 1003" in steps[0].command
+    # The home and the sensitive paths go to the host-side archiver (no file list, no link).
+    assert ("archive 1003 /home/dave /var/lib/baomi/offboarding/quarantine/dave root "
+            f"{archive} /srv/customers") in steps[0].command
+    assert f"timeout --kill-after=30 {fix.ARCHIVE_SECONDS} python3 -c" in steps[0].command
+    # Every step re-checks, in its own script, that the account is still the frozen one.
+    assert all(s.command.startswith(fix.still_frozen("dave", 1003)) for s in steps)
     assert "userdel -r dave" in steps[2].command
     assert "useradd -u 1003 -g 1003 -M -d /nonexistent -s /usr/sbin/nologin" \
         in steps[3].command
@@ -288,3 +293,43 @@ def test_policy_explain_shows_offboarding_served() -> None:
         assert rows[clause]["enforced"] and rows[clause]["verified"], rows[clause]
         assert rows[clause]["controls"][0]["deploy"] == "baomi.deploy.offboarding"
         assert rows[clause]["controls"][0]["check"] == "baomi.checks.test_offboarding"
+
+
+def test_purge_refusal_names_a_rehire_or_an_undone_freeze() -> None:
+    f = facts("frozen_srv2.out")
+    assert f.record is not None
+    assert core.purge_refusal(f.record, f) is None
+    rehired = core.Facts(**{**f.__dict__, "account": core.Account("dave", 1050, 1050,
+                                                                  "/home/dave", "/bin/bash")})
+    assert str(core.purge_refusal(f.record, rehired)).startswith(
+        "dave: UID 1050, the frozen account's was 1003 (rehired?): not purged (baomi offboard "
+        "dave --cancel --ticket T if it is to stay)")
+    unlocked = core.Facts(**{**f.__dict__, "shadow": core.Shadow("20000", "0", "P")})
+    assert "password not locked (status P)" in str(core.purge_refusal(f.record, unlocked))
+    unexpired = core.Facts(**{**f.__dict__, "shadow": core.Shadow("20000", "", "L")})
+    assert "account not expired" in str(core.purge_refusal(f.record, unexpired))
+    gone = core.Facts(**{**f.__dict__, "account": None})
+    assert core.purge_refusal(f.record, gone) is None
+
+
+def test_dates_that_delete_users_early_are_named() -> None:
+    today = date(2026, 12, 2)
+    assert core.date_problems(today, now=today, effective=today - timedelta(days=7)) == []
+    assert core.date_problems(today, now=date(2099, 1, 1)) == [
+        "--now 2099-01-01 is in the future (today is 2026-12-02, UTC): users would be "
+        "deleted before their date"]
+    assert core.date_problems(today, effective=date(2026, 10, 1)) == [
+        "--effective 2026-10-01 is 62 days ago (more than 7): the deletion would be due on "
+        "2026-11-30"]
+
+
+def test_cancel_marks_the_record_and_keeps_it() -> None:
+    f = facts("frozen_srv2.out")
+    assert f.record is not None
+    (step,) = fix.cancel_steps(f.record, "HR-9", "ops", "rehired", "2026-12-02T10:00:00Z")
+    assert step.what == "mark the record cancelled (ticket HR-9): never purged"
+    written = json.loads(base64.b64decode(re.findall(r"printf %s (\S+) \| base64",
+                                                     step.command)[0]))
+    assert (written["state"], written["cancel_ticket"], written["cancelled_by"],
+            written["ticket"]) == ("cancelled", "HR-9", "ops", f.record["ticket"])
+    assert not core.is_due(written, date(2099, 1, 1))
