@@ -140,7 +140,7 @@ def drift(w: Watched, change: Change, names: Names) -> list[Finding]:
     sev = w.drift_severity
     level = {"level": w.level.name, "sensitive_path": w.path}
     if new is None:
-        assert old is not None
+        assert old is not None  # noqa: S101 type narrowing: one of old/new is set
         return [DRIFT["deleted"].finding(old.path, "present (baseline: "
                                          f"{_evidence(old, names)})", "deleted", sev,
                                          before=old.as_dict(), **level)]

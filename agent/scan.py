@@ -43,7 +43,7 @@ class Change:
     @property
     def path(self) -> str:
         state = self.new or self.old
-        assert state is not None
+        assert state is not None  # noqa: S101 type narrowing
         return state.path
 
 

@@ -161,7 +161,7 @@ class Handler(FileSystemEventHandler):
             try:
                 self.pending.overflow()  # we lost track: rescan
                 self.errors(f"watch handler: {type(exc).__name__}: {exc}")
-            except BaseException:
+            except BaseException:  # noqa: S110 a handler must never raise
                 pass
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 PWQ_CONF = "/etc/security/pwquality.conf"
 PWQ_DIR = PWQ_CONF + ".d"
-COMMON_PASSWORD = "/etc/pam.d/common-password"
+COMMON_PASSWORD = "/etc/pam.d/common-password"  # noqa: S105 a PAM file path
 DEFAULT_DICT = "/var/cache/cracklib/cracklib_dict"
 CREDITS = ("dcredit", "ucredit", "lcredit", "ocredit")
 # What pam_pwquality uses when nothing sets a value (libpwquality 1.4).

@@ -39,7 +39,7 @@ class Client:
                                                      context=self.context)
             self._conn.connect()
             # Without TCP_NODELAY a small request after a large one waits for a delayed ACK.
-            assert self._conn.sock is not None
+            assert self._conn.sock is not None  # noqa: S101 type narrowing
             self._conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return self._conn
 

@@ -161,7 +161,7 @@ def run(inventory: str, policy_path: str, *, dry: bool = False, diff: bool = Fal
                                                 limit=limit or [], deploy_file=deploy_file),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=env, preexec_fn=_die_with_parent)
-        assert proc.stderr is not None and proc.stdout is not None
+        assert proc.stderr is not None and proc.stdout is not None  # noqa: S101 type narrowing
         stderr: list[str] = []
         # stdout is one JSON document printed at the end; stderr streams progress meanwhile.
         # Both are drained at once: a large document (a big fleet) written while stderr is

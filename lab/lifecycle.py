@@ -203,14 +203,14 @@ def _start_one(paths: LabPaths, state: LabState, ph: PlannedHost, rec: HostRecor
     """Give one host its identity, start it, wait for its sshd; runs in a worker thread."""
     if ph.flavour == "vm":
         return _start_vm(paths, state, rec, hosts_file)
-    assert lower is not None and rec.netns is not None
+    assert lower is not None and rec.netns is not None  # noqa: S101 type narrowing
     layout = hostlib.HostLayout(lower=lower, host_dir=paths.host_dir(ph.name))
     keys = hostlib.prepare_upper(layout, ph.name, paths.authorized_key(), hosts_file)
     rec.host_keys, rec.host_key = keys, keys[0]
     if ph.flavour == "plain":
         rec.pid, rec.leader_pid = hostlib.start_plain(layout, ph.name, rec.netns)
     else:
-        assert nspawn is not None
+        assert nspawn is not None  # noqa: S101 type narrowing
         rec.pid = hostlib.start_systemd(layout, ph.name, rec.netns, nspawn)
     hostlib.wait_ssh(rec.address, rec.pid, ph.name, layout.log,
                      timeout=30.0 if ph.flavour == "plain" else 90.0)
