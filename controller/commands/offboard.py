@@ -24,6 +24,7 @@ import click
 from baomi import offboarding as core
 from baomi.controller.pyinfra_result import CHANGED, FAILED, UNCHANGED, WOULD_CHANGE
 from baomi.controller.runner import DEPLOYS, ApplyResult, run
+from baomi.controls import accounts
 from baomi.inventory import InventoryError
 from baomi.inventory import read as read_inventory
 from baomi.policy import default_policy_path
@@ -349,6 +350,24 @@ def cancel_freeze(inventory: str, policy_path: str, names: list[str], limit: lis
     return 1 if any(e["state"] in ("cancel pending", "refused") for e in events) else 0
 
 
+def _revoke_requests(events: list[dict[str, Any]], operator: str) -> None:
+    """A deleted user's account requests are revoked (R-PRV), so `baomi account apply` never
+    recreates them; recorded with the freeze's ticket."""
+    deleted = {e["user"] for e in events if e["state"] == "deleted" and e["user"]}
+    if not deleted:
+        return
+    try:
+        requested = {r.user for r in accounts.load_requests()}
+    except RecordError as exc:
+        click.echo(f"account requests not revoked: {exc}", err=True)
+        return
+    tickets = {u: str(r.get("ticket") or "") for u, rows in fold(read_ledger()).items()
+               for r in rows.values() if r.get("ticket")}
+    for user in sorted(deleted & requested):
+        accounts.revoke(user, by=operator, ticket=tickets.get(user) or "offboarding purge",
+                        reason="purged (baomi offboard --purge-due)")
+
+
 def purge(inventory: str, policy_path: str, names: list[str], limit: list[str], today: date,
           operator: str, dry: bool, as_json: bool, forced: str | None = None) -> int:
     time = now_utc()
@@ -408,6 +427,7 @@ def purge(inventory: str, policy_path: str, names: list[str], limit: list[str], 
                 "clauses": list(core.CLAUSES)})
     if not dry:
         append(events)
+        _revoke_requests(events, operator)
     if as_json:
         print_json({"now": today.isoformat(), "dry": dry, "events": events})
     else:
