@@ -51,7 +51,9 @@ def running_pid(directory: Path) -> int | None:
 
 @agent.command()
 @click.option("--collector", "url", required=True, help="https://HOST:PORT of the collector.")
-@click.option("--token", required=True, help="An enrolment token (bme_…) from the collector.")
+@click.option("--token", required=True, envvar="BAOMI_ENROL_TOKEN",
+              help="An enrolment token (bme_…) from the collector (or $BAOMI_ENROL_TOKEN: "
+                   "not on a command line other users of the host can read).")
 @click.option("--ca", "ca_file", type=click.Path(exists=True, dir_okay=False),
               help="The collector's CA certificate (its ca.pem); the only CA trusted.")
 @click.option("--host", default=None, help="This host's name (default: the system's).")

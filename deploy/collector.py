@@ -34,6 +34,7 @@ from pyinfra.api import FactBase
 from pyinfra.operations import files
 
 from baomi.controls import collector as core
+from baomi.controls import supervised
 from baomi.deploy import wheels
 from baomi.deploy.common import CommandSucceeds, context, op_name, put_text, refuse, shell_if
 
@@ -98,8 +99,7 @@ def runs_current_venv(pid: str) -> str:
 
 
 def supervisor_running() -> str:
-    return (f"pid=$(cat {core.PIDFILE} 2>/dev/null) && kill -0 \"$pid\" 2>/dev/null && "
-            f"tr '\\0' ' ' < /proc/$pid/cmdline | grep -q {core.SUPERVISOR}")
+    return supervised.supervisor_running(core.PIDFILE, core.SUPERVISOR)
 
 
 def apply() -> None:
@@ -111,11 +111,7 @@ def apply() -> None:
     if want.problem:
         refuse(name=op_name(C, "policy"), message=want.problem)
         return
-    try:
-        built = wheels.built("collector")
-    except wheels.WheelError as exc:
-        sys.stderr.write(f"baomi collector deploy: {exc}\n")
-        raise SystemExit(2) from None
+    built = wheels.built_or_exit("collector", "baomi collector deploy")
     installed = wheels.install(C, "collector", built)
     if installed is None:
         return

@@ -311,6 +311,15 @@ def built(extra: str) -> WheelSet:
         return _BUILT[extra]
 
 
+def built_or_exit(extra: str, command: str) -> WheelSet:
+    """:func:`built`, or the deploy ends (exit 2) with COMMAND's one line saying why."""
+    try:
+        return built(extra)
+    except WheelError as exc:
+        sys.stderr.write(f"{command}: {exc}\n")
+        raise SystemExit(2) from None
+
+
 def venv_paths(name: str, manifest: str, prefix: str = PREFIX) -> tuple[str, str]:
     """(the stable link PREFIX/NAME, the venv it points at for this manifest)."""
     return f"{prefix}/{name}", f"{prefix}/{name}.venvs/{manifest[:16]}"

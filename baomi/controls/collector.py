@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from baomi.controls.contract import Control, HostContext, check
+from baomi.controls.supervised import CONFINED, INSTALL, supervisor_head
 from baomi.findings import Finding
 from baomi.observe import cat, script, sections
 from baomi.records import state_dir
@@ -120,30 +121,18 @@ def unit_text(argv: list[str], port: int) -> str:
         "ProtectHome=yes",
         "PrivateTmp=yes",
         "PrivateDevices=yes",
-        "ProtectKernelTunables=yes",
-        "ProtectKernelModules=yes",
-        "ProtectControlGroups=yes",
-        "RestrictSUIDSGID=yes",
-        "RestrictRealtime=yes",
-        "LockPersonality=yes",
+        *CONFINED,
         "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
         f"CapabilityBoundingSet={caps}",
         f"AmbientCapabilities={caps}",
-        "",
-        "[Install]",
-        "WantedBy=multi-user.target",
-        "",
+        *INSTALL,
     ])
 
 
 def supervisor_text(argv: list[str]) -> str:
     """For hosts without systemd: a loop restarting the service, its PID in PIDFILE."""
     return "\n".join([
-        "#!/bin/sh",
-        HEADER.rstrip("\n"),
-        "# No systemd on this host: this loop restarts the collector whenever it exits.",
-        "umask 077",
-        f"echo $$ > {PIDFILE}",
+        *supervisor_head(HEADER, "collector", PIDFILE),
         "# What is running, for the deploy to tell whether a new script needs a restart.",
         f"sha256sum < \"$0\" > {SCRIPT_DIGEST}",
         "while :; do",

@@ -48,6 +48,9 @@ CONTROLS: tuple[Entry, ...] = (
     # The findings service on hosts of group `collector`: `baomi collector-deploy`.
     Entry("collector", ("R-INC", "R-LOG", "R-TLS"),
           "central record, TLS ingest, alerts on critical findings"),
+    # On every other host, enrolled with the collector: `baomi agent-deploy`.
+    Entry("agent", ("R-FIM", "R-LOG", "R-SEC"),
+          "resident agent: baseline, real-time watch, drift to the collector"),
 )
 
 SECTIONS: tuple[Entry, ...] = (
@@ -61,8 +64,6 @@ SECTIONS: tuple[Entry, ...] = (
           "deny-listed messaging apps and sync folders near customer data", kind="settings"),
     Entry("destruction", ("R-DST",), "files past retention reported, destroyed with record",
           kind="settings"),
-    Entry("agent", ("R-FIM", "R-LOG", "R-SEC"),
-          "resident agent: baseline, real-time watch, drift to the collector", kind="service"),
     Entry("reporting", ("R-AUD",), "audit reports per host and clause, with history",
           kind="settings"),
 )
