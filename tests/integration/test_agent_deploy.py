@@ -1,0 +1,220 @@
+"""The agent deployed on a lab of its own (lab agtd): col1 runs the collector (systemd, deployed
+by `baomi collector-deploy`), srv1 (systemd) gets the agent by `baomi agent-deploy`, with a
+policy in tmp_path whose sensitive path /srv/agtd-customers applies to group servers.
+
+In file order, sharing one deploy (module fixture): deploy → the `agent` check passes on srv1
+(not applicable on col1) and the unit is sandboxed as documented → a re-deploy changes
+nothing (same venv, same agent process, no new enrolment) → `kill -9` of the agent: systemd
+starts a new one → a file changed under the sensitive path on srv1 is a finding at the
+collector (GET /api/v1/findings?host=srv1) within seconds (the latency is printed) → a
+stopped agent fails the check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from baomi.controller import session as s
+from baomi.controls import agent as core
+from baomi.controls import collector as col
+from baomi.deploy.wheels import ROOT, copy_sources
+from baomi.lab.lifecycle import Request
+from baomi.lab.testing import LabHandle, running_lab
+from tests.integration.controls import BAOMI, check
+
+COL, SRV = "col1", "srv1"
+DATA = "/srv/agtd-customers"
+QUEUED = Path("/proc/sys/fs/inotify/max_queued_events")
+
+
+@dataclass
+class Deployed:
+    lab: LabHandle
+    env: dict[str, str]
+    policy: Path
+    first: dict[str, Any]
+    seconds: float
+    queued_before: str  # this machine's live inotify queue limit before the deploy
+
+
+def _baomi(env: dict[str, str], *args: str, stdin: str = "", timeout: float = 1200,
+           ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*BAOMI, *args], cwd=ROOT, env=env, input=stdin, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _agent_deploy(lab: LabHandle, env: dict[str, str], policy: Path,
+                  ) -> tuple[dict[str, Any], float]:
+    started = time.monotonic()
+    out = _baomi(env, "agent-deploy", "-i", str(lab.inventory), "--policy", str(policy),
+                 "--json")
+    assert out.returncode == 0, f"agent-deploy failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return json.loads(out.stdout), time.monotonic() - started
+
+
+def _write_policy(path: Path) -> Path:
+    path.write_text(f"""
+sensitive_paths:
+  - path: {DATA}
+    level: 机密
+    owner: root
+    group: root
+    groups: [servers]
+agent:
+  ship_interval_seconds: 2
+collector:
+  url: "https://{COL}:8443"
+""", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    tmp = tmp_path_factory.mktemp("agtd")
+    copy_sources(ROOT, tmp / "src")
+    policy = _write_policy(tmp / "policy.yaml")
+    env = dict(os.environ, BAOMI_STATE_DIR=str(tmp / "state"),
+               BAOMI_WHEEL_SOURCE=str(tmp / "src"), COLUMNS="200")
+    with running_lab("agtd", Request(servers=1, collector=1, systemd_servers=1,
+                                     systemd_collector=1)) as lab:
+        assert lab.host(SRV).flavour == "systemd" and lab.host(COL).flavour == "systemd"
+        out = _baomi(env, "collector-deploy", "-i", str(lab.inventory), "--policy", str(policy))
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        password = re.search(r"password \(shown once\): (\S+)",
+                             lab.ssh(COL, f"cat {col.FIRST_ADMIN}").stdout)
+        assert password, "no first admin password on the collector host"
+        ca = Path(env["BAOMI_STATE_DIR"]) / "collector" / COL / "ca.pem"
+        login = _baomi(env, "login", "--collector", f"https://{lab.host(COL).address}:8443",
+                       "--ca", str(ca), "--user", "admin",
+                       "--password-stdin", stdin=password[1] + "\n", timeout=60)
+        assert login.returncode == 0, login.stderr
+        lab.ssh(SRV, f"mkdir -p {DATA} && chmod 0700 {DATA} && echo one > {DATA}/a.txt")
+        queued = QUEUED.read_text()
+        report, seconds = _agent_deploy(lab, env, policy)
+        yield Deployed(lab, env, policy, report, seconds, queued)
+
+
+def _check(d: Deployed) -> subprocess.CompletedProcess[str]:
+    return check(d.lab, "test_agent", [COL, SRV], d.policy)
+
+
+def _main_pid(d: Deployed) -> str:
+    return d.lab.ssh(SRV, f"systemctl show -p MainPID --value {core.UNIT}").stdout.strip()
+
+
+def _wait(what: str, test: Callable[[], object], timeout: float = 30.0) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if test():
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not within {timeout:.0f}s")
+
+
+def _heartbeat_fresh(d: Deployed) -> bool:
+    out = d.lab.ssh(SRV, f"{core.VENV}/bin/baomi agent status --json --policy "
+                         f"{core.POLICY_FILE} --state-dir {core.STATE_DIR}").stdout
+    try:
+        c = (json.loads(out).get("status") or {}).get("collector") or {}
+    except ValueError:
+        return False
+    return bool(c.get("reachable")) and bool(c.get("last_ok"))
+
+
+def test_deploy_enrols_and_the_check_passes(deployed: Deployed) -> None:
+    outcomes = {h: r["controls"].get("agent", "—") for h, r in deployed.first["hosts"].items()}
+    assert outcomes == {SRV: "changed"}, outcomes
+    print(f"first agent deploy: {deployed.seconds:.1f}s")
+    lab = deployed.lab
+    assert lab.ssh(SRV, f"stat -c %a:%U {core.ENROLMENT}").stdout.strip() == "600:root"
+    assert lab.ssh(SRV, f"ls {core.STATE_DIR}/.enrol-token").returncode != 0, "token left"
+    sysctl = lab.ssh(SRV, f"cat {core.SYSCTL_FILE}").stdout
+    assert "fs.inotify.max_queued_events = 1048576" in sysctl
+    # srv1 is a container on this machine's kernel: the file waits for a boot, not applied.
+    assert QUEUED.read_text() == deployed.queued_before, "the deploy changed this machine"
+    # The unit as documented: sandboxed, yet reading the sensitive path.
+    unit = lab.ssh(SRV, "systemctl show -p NoNewPrivileges,ProtectSystem,ProtectHome,Restart,"
+                        f"Nice,IOSchedulingClass {core.UNIT}").stdout.split()
+    assert {"NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=read-only",
+            "Restart=always", "Nice=10"} <= set(unit), unit
+    _wait("the first heartbeat answered", lambda: _heartbeat_fresh(deployed))
+    out = _check(deployed)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "4 passed, 4 skipped" in out.stdout, out.stdout[-800:]
+    # The collector knows the agent (the controller's session, role it).
+    agents = _baomi(deployed.env, "hosts", "--json", timeout=60)
+    assert agents.returncode == 0, agents.stderr
+    (srv,) = [h for h in json.loads(agents.stdout)["hosts"] if h["host"] == SRV]
+    assert srv["agent_id"] and srv["agent_state"] in ("active", "new"), srv
+
+
+def test_redeploy_changes_nothing(deployed: Deployed) -> None:
+    lab = deployed.lab
+    venv = lab.ssh(SRV, f"readlink {core.VENV}").stdout
+    enrolment = lab.ssh(SRV, f"sha256sum {core.ENROLMENT}").stdout
+    pid = _main_pid(deployed)
+    report, seconds = _agent_deploy(lab, deployed.env, deployed.policy)
+    print(f"agent re-deploy: {seconds:.1f}s (first {deployed.seconds:.1f}s)")
+    assert report["hosts"][SRV]["controls"]["agent"] == "unchanged", report["hosts"][SRV]
+    assert lab.ssh(SRV, f"readlink {core.VENV}").stdout == venv
+    assert lab.ssh(SRV, f"sha256sum {core.ENROLMENT}").stdout == enrolment, "enrolled again"
+    assert _main_pid(deployed) == pid, "a no-op deploy restarted the agent"
+
+
+def test_a_killed_agent_is_restarted_by_systemd(deployed: Deployed) -> None:
+    lab = deployed.lab
+    pid = _main_pid(deployed)
+    assert pid.isdigit() and pid != "0"
+    assert lab.ssh(SRV, f"kill -9 {pid}").returncode == 0
+    back = _wait("systemd restarting the killed agent", lambda: (
+        _main_pid(deployed) not in ("0", "", pid)
+        and lab.ssh(SRV, f"systemctl is-active -q {core.UNIT}").returncode == 0))
+    print(f"systemd: killed agent running again after {back:.1f}s")
+    _wait("the restarted agent's heartbeat", lambda: _heartbeat_fresh(deployed), 60)
+
+
+def _findings(d: Deployed, subject: str) -> list[dict[str, Any]]:
+    data = json.loads((Path(d.env["BAOMI_STATE_DIR"]) / s.SESSION_FILE).read_text())
+    session = s.Session(**data)
+    return [f for f in s.get(session, "/api/v1/findings", {"host": SRV})["findings"]
+            if f["subject"] == subject and f["check"] == "agent.drift.content"]
+
+
+def test_a_change_on_the_host_is_a_finding_at_the_collector(deployed: Deployed) -> None:
+    subject = f"{DATA}/a.txt"
+    # The restarted agent's start scan is done when its status names a scan.
+    _wait("the agent's start scan", lambda: '"last_scan": {' in deployed.lab.ssh(
+        SRV, f"cat {core.STATE_DIR}/status.json").stdout, 60)
+    assert not _findings(deployed, subject)
+    changed = time.monotonic()
+    assert deployed.lab.ssh(SRV, f"echo two >> {subject}").returncode == 0
+    _wait("the content finding at the collector", lambda: _findings(deployed, subject), 10)
+    latency = time.monotonic() - changed
+    print(f"change on srv1 -> finding at the collector: {latency * 1000:.0f} ms "
+          "(ssh, inotify, hash, spool, TLS, store, and the API query poll every 100 ms)")
+    (finding,) = _findings(deployed, subject)
+    assert finding["clauses"] == ["R-FIM"] and finding["state"] == "open"
+    assert "two" not in json.dumps(finding), "a finding carries no file content"
+
+
+def test_a_stopped_agent_fails_the_check(deployed: Deployed) -> None:
+    lab = deployed.lab
+    assert lab.ssh(SRV, f"systemctl stop {core.UNIT}").returncode == 0
+    try:
+        out = _check(deployed)
+        assert out.returncode == 1
+        assert f"FAILED checks/test_agent.py::test_check[ssh://{SRV}-agent.running]" \
+            in out.stdout, out.stdout[-2000:]
+        assert "agent.installed]" not in out.stdout.split("short test summary")[-1]
+    finally:
+        lab.ssh(SRV, f"systemctl start {core.UNIT}")
