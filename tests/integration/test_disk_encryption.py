@@ -8,9 +8,14 @@ and build on each other's state, like a host's life:
 fresh → check fails (blank disk, path on the plain root) → apply (format, escrow, crypttab,
 fstab, mount) → check passes, re-apply unchanged → closed volume is named, systemd unlocks
 it from crypttab/fstab alone (as at boot), data survives → the escrowed passphrase opens the
-header (retrieval recorded) → a loop disk holding data is refused (data intact), formatted
-only once the policy allows wiping it → a plain disk mounted over the sensitive path fails
-the check with its device chain.
+header (retrieval recorded) → a loop disk holding a filesystem is refused, `wipe_allowed:
+true` is a policy error, a wipe permission cannot name a disk without a serial (data intact)
+→ data without any signature is refused, untouched: a detached-header LUKS, plain dm-crypt
+(random-looking), a raw database (patterned) → the format script itself re-probes (a link
+re-pointed, data written after the check) → a plain disk mounted over the sensitive path fails
+the check with its device chain → baomi's own volume, closed as if it failed to unlock, on a
+controller whose escrow lacks its UUID: never formatted, even with a wipe permission → a
+permission for another serial is refused; a valid one formats once and is consumed.
 """
 
 from __future__ import annotations
@@ -81,6 +86,15 @@ class Env:
         return subprocess.run([*BAOMI, "escrow", *args], cwd=ROOT, capture_output=True,
                               text=True, timeout=60, env=dict(os.environ))
 
+    def disk(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*BAOMI, "disk", *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60, env=dict(os.environ))
+
+    def permissions(self) -> list[dict[str, Any]]:
+        listed = self.disk("permissions", "--json")
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        return list(json.loads(listed.stdout)["permissions"])
+
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
@@ -88,17 +102,19 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         pytest.fail("the VM lab needs root (tap device, bridge)", pytrace=False)
     tmp = tmp_path_factory.mktemp("disk-encryption")
     started = time.monotonic()
-    old = os.environ.get("BAOMI_ESCROW_DIR")
+    old = {k: os.environ.get(k) for k in ("BAOMI_ESCROW_DIR", "BAOMI_STATE_DIR")}
     os.environ["BAOMI_ESCROW_DIR"] = str(tmp / "escrow")  # inherited by `baomi apply`
+    os.environ["BAOMI_STATE_DIR"] = str(tmp / "state")  # the wipe permissions
     try:
         with running_lab(f"e{os.getpid() % 10_000_000}", Request(vm=True)) as lab:
             TIMES["lab up (VM boot)"] = lab.up_seconds
             yield Env(lab, tmp)
     finally:
-        if old is None:
-            os.environ.pop("BAOMI_ESCROW_DIR", None)
-        else:
-            os.environ["BAOMI_ESCROW_DIR"] = old
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         TIMES["module"] = time.monotonic() - started
         print("\nR-ENC VM test times: " + ", ".join(f"{k} {v:.1f}s" for k, v in TIMES.items()))
 
@@ -189,25 +205,121 @@ def test_escrowed_passphrase_opens_the_volume_and_the_retrieval_is_recorded(env:
     assert env.check().returncode == 0
 
 
-def test_a_disk_holding_data_is_refused_until_the_policy_allows_wiping_it(env: Env) -> None:
+def test_a_filesystem_is_refused_and_a_permanent_wipe_allowed_is_a_policy_error(
+        env: Env) -> None:
     loop = env.run("truncate -s 64M /root/other.img && losetup --find --show /root/other.img"
                    ).strip()
     env.run(f"mkfs.ext4 -q {loop} && mkdir -p /mnt/o && mount {loop} /mnt/o && "
             "echo precious > /mnt/o/p && umount /mnt/o")
     volume = f"    - {{device: {loop}, mount: /srv/other, groups: [vm]WIPE}}\n"
-    refused = apply_raw(env.lab, C, policy=write_policy(
-        env.tmp, "refuse.yaml", volume.replace("WIPE", "")))
+    # The old permanent, group-wide permission: a policy error naming the one-time command.
+    wipe = apply_raw(env.lab, C, policy=write_policy(
+        env.tmp, "wipe.yaml", volume.replace("WIPE", ", wipe_allowed: true")))
+    assert env.run(f"blkid -p -o value -s TYPE {loop}").strip() == "ext4", wipe.stdout
+    assert wipe.returncode == 2, wipe.stdout
+    problem = wipe.stdout + wipe.stderr
+    assert "wipe_allowed" in problem and "baomi disk allow-wipe" in problem, problem
+    refuse = write_policy(env.tmp, "refuse.yaml", volume.replace("WIPE", ""))
+    refused = apply_raw(env.lab, C, policy=refuse)
     assert refused.returncode == 1, refused.stdout
     error = json.loads(refused.stdout)["hosts"]["vm1"]["error"]
-    assert f"{loop} holds a filesystem (ext4" in error and "wipe_allowed: true" in error
+    assert f"refused: {loop}: holds " in error and "TYPE=ext4" in error, error
+    assert "(blkid -p): not blank; it has no serial, so no wipe of it can be allowed" in error
+    # A loop device has no serial: a wipe permission cannot name it, so it is refused too.
+    assert env.disk("allow-wipe", "vm1", loop, "--serial", "x", "--ticket", "CHG-0"
+                    ).returncode == 0
+    no_serial = apply_raw(env.lab, C, policy=refuse)
+    assert no_serial.returncode == 1, no_serial.stdout
+    assert "has no serial or WWN" in json.loads(no_serial.stdout)["hosts"]["vm1"]["error"]
     assert env.run(f"mount {loop} /mnt/o && cat /mnt/o/p; umount /mnt/o") == "precious\n"
-    wipe = write_policy(env.tmp, "wipe.yaml", volume.replace("WIPE", ", wipe_allowed: true"))
-    assert outcomes(env.apply(wipe), C) == {"vm1": "changed"}
-    assert env.run(f"blkid -p -o value -s TYPE {loop}").strip() == "crypto_LUKS"
-    result = env.check(wipe)
-    assert result.returncode == 0, result.stdout[-3000:]
-    assert {e["subject"] for e in json.loads(env.escrow_cmd("list", "--json").stdout)[
-        "entries"]} == {DEVICE, loop}
+    assert env.permissions()[0]["state"] == "open"  # refused: not consumed
+
+
+KEY = "/root/scenario.key"
+FILL = "head -c $(blockdev --getsize64 /dev/mapper/{m}) /dev/zero > /dev/mapper/{m}"
+# Data with no signature blkid or wipefs knows, each closed as it would be at rest.
+UNKNOWN_DATA = {
+    "detached-header LUKS": (
+        "truncate -s 16M /root/det.hdr && cryptsetup luksFormat --batch-mode --type luks2 "
+        "--pbkdf pbkdf2 --pbkdf-force-iterations 1000 --header /root/det.hdr "
+        f"--key-file {KEY} {{loop}} && cryptsetup open --header /root/det.hdr --key-file {KEY} "
+        f"{{loop}} det && {FILL.format(m='det')} && cryptsetup close det", "looks random"),
+    "plain dm-crypt": (
+        "cryptsetup open --type plain --cipher aes-xts-plain64 --key-size 512 "
+        f"--key-file {KEY} {{loop}} pl && {FILL.format(m='pl')} && cryptsetup close pl",
+        "looks random"),
+    "raw database": (
+        "yes 'customer-0042|Zhang San|+86 138 0000 0000|Beijing' | head -c 67108864 > {loop}",
+        "holds data"),
+}
+
+
+def unknown_data_is_refused_and_untouched(env: Env, scenario: str) -> None:
+    setup, found = UNKNOWN_DATA[scenario]
+    slug = scenario.split()[0].replace("-", "")
+    loop = env.run(f"truncate -s 64M /root/{slug}.img && losetup --find --show /root/{slug}.img"
+                   ).strip()
+    env.run(f"[ -e {KEY} ] || head -c 64 /dev/urandom > {KEY}; " + setup.format(loop=loop))
+    before = env.run(f"sha256sum < {loop}")
+    assert env.lab.ssh("vm1", f"blkid -p {loop}").returncode == 2  # no signature at all
+    refused = apply_raw(env.lab, C, policy=write_policy(
+        env.tmp, f"{slug}.yaml", f"    - {{device: {loop}, mount: /srv/{slug}, groups: [vm]}}\n"))
+    assert refused.returncode == 1, f"{scenario}: formatted\n{refused.stdout}"
+    error = json.loads(refused.stdout)["hosts"]["vm1"]["error"]
+    assert f"refused: {loop}: " in error and found in error, error
+    assert env.run(f"sha256sum < {loop}") == before
+    assert loop not in {e["subject"] for e in json.loads(
+        env.escrow_cmd("list", "--json").stdout)["entries"]}
+    env.run(f"losetup -d {loop} && rm /root/{slug}.img")
+
+
+def test_detached_header_luks_data_is_refused(env: Env) -> None:
+    unknown_data_is_refused_and_untouched(env, "detached-header LUKS")
+
+
+def test_plain_dm_crypt_device_is_refused(env: Env) -> None:
+    unknown_data_is_refused_and_untouched(env, "plain dm-crypt")
+
+
+def test_raw_database_device_is_refused(env: Env) -> None:
+    unknown_data_is_refused_and_untouched(env, "raw database")
+
+
+def test_format_script_re_probes_the_device_right_before_luks_format(env: Env) -> None:
+    """Checked blank, then changed before the script runs: the script itself refuses."""
+    from baomi.controls.contract import HostContext
+    from baomi.controls.disk_encryption import desired
+    from baomi.fixes import disk_encryption as fix
+    from baomi.policy import load
+
+    blank, data = (env.run(f"truncate -s 64M /root/{n}.img && losetup --find --show "
+                           f"/root/{n}.img").strip() for n in ("blank", "db"))
+    env.run(f"yes 'order-17|Li Si' | head -c 4194304 > {data} && ln -sfn {blank} /root/disk")
+    want = desired(HostContext.of(load(write_policy(env.tmp, "race.yaml", "    - {device: "
+                                                    "/root/disk, mount: /srv/race, groups: "
+                                                    "[vm]}\n")), {"servers", "vm"}))
+    v = want.volumes[0]
+
+    def run_format(device_real: str) -> subprocess.CompletedProcess[str]:
+        env.run("mkdir -p -m 0700 /run/baomi-secrets && echo pass > /run/baomi-secrets/r")
+        text = fix.format_script(want, v, "vm1", "0b8a3c2e-5b5e-4b43-9d35-111111111111",
+                                 "/run/baomi-secrets/r", device_real, None)
+        return env.lab.ssh("vm1", text, timeout=120)
+
+    before = env.run(f"sha256sum < {data}")
+    env.run(f"ln -sfn {data} /root/disk")  # the link now points elsewhere
+    moved = run_format(blank)
+    assert moved.returncode != 0
+    assert f"refused: /root/disk: now resolves to {data}, not {blank}" in moved.stderr
+    env.run(f"yes 'order-18|Wang Wu' | head -c 4194304 > {blank} && ln -sfn {blank} /root/disk")
+    filled = run_format(blank)
+    assert filled.returncode != 0 and "refused: /root/disk: " in filled.stderr
+    assert "holds data" in filled.stderr, filled.stderr
+    assert env.run(f"sha256sum < {data}") == before
+    for loop in (blank, data):
+        assert env.lab.ssh("vm1", f"blkid -p {loop}").returncode == 2  # still no header
+    assert "srv-race" not in env.run("ls -A /run/baomi-secrets /etc/baomi/keys")
+    env.run(f"rm /root/disk && losetup -d {blank} {data} && rm /root/blank.img /root/db.img")
 
 
 def test_sensitive_path_on_a_plain_disk_fails_with_its_device_chain(env: Env) -> None:
@@ -224,3 +336,65 @@ def test_sensitive_path_on_a_plain_disk_fails_with_its_device_chain(env: Env) ->
         result.stdout[-3000:]
     env.run(f"umount {SENSITIVE} && losetup -d {loop}")
     assert env.check().returncode == 0
+
+
+def luks_uuid(env: Env) -> str:
+    return env.run(f"blkid -p -o value -s UUID {DEVICE}").strip()
+
+
+def test_own_luks_volume_that_failed_to_unlock_is_never_formatted_even_with_a_wipe_token(
+        env: Env) -> None:
+    env.run(f"umount /srv/secure && cryptsetup close {MAPPER}")  # as if unlock failed at boot
+    ours = luks_uuid(env)
+    wipe = env.tmp / "wipe-own.yaml"
+    wipe.write_text(env.policy.read_text().replace("groups: [vm]}\n", "groups: [vm], "
+                                                   "wipe_allowed: true}\n"), encoding="utf-8")
+    other = env.tmp / "escrow-of-another-controller"
+    os.environ["BAOMI_ESCROW_DIR"] = str(other)  # whose escrow lacks this UUID
+    try:
+        apply_raw(env.lab, C, policy=wipe)
+        assert luks_uuid(env) == ours, "the policy's wipe_allowed reformatted baomi's volume"
+        assert env.disk("allow-wipe", "vm1", DEVICE, "--serial", "baomi-data", "--ticket",
+                        "CHG-1").returncode == 0
+        refused = apply_raw(env.lab, C, policy=env.policy)
+    finally:
+        os.environ["BAOMI_ESCROW_DIR"] = str(env.escrow)
+    assert refused.returncode == 1, refused.stdout
+    error = json.loads(refused.stdout)["hosts"]["vm1"]["error"]
+    assert f"{DEVICE} holds a LUKS header (UUID {ours})" in error, error
+    assert "never" in error
+    assert luks_uuid(env) == ours
+    assert [(p["ticket"], p["state"]) for p in env.permissions() if p["device"] == DEVICE] == [
+        ("CHG-1", "open")]
+    assert outcomes(env.apply(), C) == {"vm1": "changed"}  # this controller reopens it
+    assert env.run(f"cat {SENSITIVE}/record") == "customer-42\n"
+
+
+def test_wipe_token_for_another_serial_is_refused_and_a_valid_one_formats_once(
+        env: Env) -> None:
+    database = (f"umount /srv/secure && cryptsetup close {MAPPER} && wipefs --all --quiet "
+                f"{DEVICE} && yes 'customer-0042|Zhang San' | head -c 67108864 > {DEVICE}")
+    env.run(database)  # the operator retired the volume; a database now sits on the disk
+    before = env.run(f"head -c 67108864 {DEVICE} | sha256sum")
+    assert env.disk("allow-wipe", "vm1", DEVICE, "--serial", "not-this-disk", "--ticket",
+                    "CHG-2").returncode == 0
+    wrong = apply_raw(env.lab, C, policy=env.policy)
+    assert wrong.returncode == 1, wrong.stdout
+    error = json.loads(wrong.stdout)["hosts"]["vm1"]["error"]
+    assert "serial" in error and "not-this-disk" in error and "baomi-data" in error, error
+    assert env.run(f"head -c 67108864 {DEVICE} | sha256sum") == before
+    assert env.disk("allow-wipe", "vm1", DEVICE, "--serial", "baomi-data", "--ticket",
+                    "CHG-3").returncode == 0
+    assert outcomes(env.apply(), C) == {"vm1": "changed"}
+    formatted = luks_uuid(env)
+    states = {p["ticket"]: p for p in env.permissions() if p["device"] == DEVICE}
+    assert {t: p["state"] for t, p in states.items()} == {
+        "CHG-1": "superseded", "CHG-2": "superseded", "CHG-3": "consumed"}
+    assert states["CHG-3"]["luks_uuid"] == formatted
+    assert env.check().returncode == 0
+    env.run(database)  # the same token cannot be used a second time
+    again = apply_raw(env.lab, C, policy=env.policy)
+    assert again.returncode == 1, again.stdout
+    assert "holds data" in json.loads(again.stdout)["hosts"]["vm1"]["error"]
+    assert env.run(f"head -c 67108864 {DEVICE} | sha256sum") == before
+    assert [p["state"] for p in env.permissions() if p["ticket"] == "CHG-3"] == ["consumed"]
