@@ -35,8 +35,7 @@ class Finding:
     details: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        # Transitional while every control moves to the contract: a bare control name passes.
-        if not CHECK_ID.fullmatch(self.check) and not self.check.isidentifier():
+        if not CHECK_ID.fullmatch(self.check):
             raise ValueError(f"check ID {self.check!r}: expected '<control>.<check>'")
         if self.severity not in SEVERITY_RANK:
             raise ValueError(f"severity {self.severity!r}: one of {', '.join(SEVERITY_RANK)}")
