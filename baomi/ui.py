@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 import click
 from rich.console import Console
 
+from baomi.inventory import InventoryError, host_groups
 from baomi.policy import Policy, PolicyError, default_policy_path, load
 
 EXIT_USAGE = 2  # bad input (policy, arguments, refusals): nothing was changed
@@ -51,3 +52,11 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """One line on stderr and the exit status: the end of a command that was refused."""
     click.echo(message, err=True)
     sys.exit(code)
+
+
+def inventory_groups_or_exit(inventory: str) -> dict[str, set[str]]:
+    """{host: groups} of a pyinfra inventory, or one line naming the problem (exit 2)."""
+    try:
+        return host_groups(inventory)
+    except InventoryError as exc:
+        fail(str(exc))

@@ -52,6 +52,7 @@ from baomi.deploy.common import (
     put_text,
     refuse,
     shell_if,
+    unit_enabled_and_active,
 )
 
 C = "agent"
@@ -158,11 +159,7 @@ def apply() -> None:
                  check="false", reason="",
                  command=f"systemctl daemon-reload && systemctl restart {core.UNIT}",
                  _if=any_changed(*cast(Any, (installed, policy, enrolled, unit))))
-        shell_if(name=op_name(C, f"{core.UNIT} enabled and active"),
-                 check=f"systemctl is-enabled -q {core.UNIT} && systemctl is-active -q "
-                       f"{core.UNIT}",
-                 command=f"systemctl daemon-reload && systemctl enable --now {core.UNIT}",
-                 reason=f"{core.UNIT} enabled and active")
+        unit_enabled_and_active(C, core.UNIT)
     else:
         script = put_text(C, core.SUPERVISOR, want.supervisor, mode="0755")
         start = f"setsid -f {core.SUPERVISOR} >> {core.LOG} 2>&1 < /dev/null"

@@ -36,7 +36,15 @@ from pyinfra.operations import files
 from baomi.controls import collector as core
 from baomi.controls import supervised
 from baomi.deploy import wheels
-from baomi.deploy.common import CommandSucceeds, context, op_name, put_text, refuse, shell_if
+from baomi.deploy.common import (
+    CommandSucceeds,
+    context,
+    op_name,
+    put_text,
+    refuse,
+    shell_if,
+    unit_enabled_and_active,
+)
 
 C = "collector"
 WAIT_SECONDS = 60
@@ -140,11 +148,7 @@ def apply() -> None:
                        "; }",
                  command=f"systemctl daemon-reload && systemctl restart {core.UNIT}",
                  reason="nothing to restart")
-        shell_if(name=op_name(C, f"{core.UNIT} enabled and active"),
-                 check=f"systemctl is-enabled -q {core.UNIT} && systemctl is-active -q "
-                       f"{core.UNIT}",
-                 command=f"systemctl daemon-reload && systemctl enable --now {core.UNIT}",
-                 reason=f"{core.UNIT} enabled and active")
+        unit_enabled_and_active(C, core.UNIT)
     else:
         put_text(C, core.SUPERVISOR, want.supervisor, mode="0755")
         shell_if(name=op_name(C, "supervisor runs the current venv and script"),

@@ -135,3 +135,11 @@ class CommandSucceeds(FactBase[bool]):
 
     def process(self, output: list[str]) -> bool:
         return bool(output) and output[-1].strip() == "yes"
+
+
+def unit_enabled_and_active(control: str, unit: str) -> object:
+    """A systemd unit enabled and running (reloads unit files first)."""
+    return shell_if(name=op_name(control, f"{unit} enabled and active"),
+                    check=f"systemctl is-enabled -q {unit} && systemctl is-active -q {unit}",
+                    command=f"systemctl daemon-reload && systemctl enable --now {unit}",
+                    reason=f"{unit} enabled and active")

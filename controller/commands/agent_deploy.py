@@ -32,9 +32,15 @@ from baomi.controller.commands.apply import print_apply
 from baomi.controller.runner import DEPLOYS, run
 from baomi.controls import agent as core
 from baomi.controls.collector import pinned_ca_path
-from baomi.inventory import InventoryError, host_groups
 from baomi.policy import default_policy_path
-from baomi.ui import fail, json_option, load_policy_or_exit, policy_option, print_json
+from baomi.ui import (
+    fail,
+    inventory_groups_or_exit,
+    json_option,
+    load_policy_or_exit,
+    policy_option,
+    print_json,
+)
 
 DEPLOY_FILE = DEPLOYS / "agent.py"
 TOKEN_SECONDS = 3600
@@ -99,10 +105,7 @@ def agent_deploy(inventory: str, collector: str | None, policy_path: str | None,
     """Install the resident agent on the inventory's hosts and enrol it with the collector."""
     path = policy_path or default_policy_path()
     load_policy_or_exit(path, as_json=as_json)
-    try:
-        hosts = host_groups(inventory)
-    except InventoryError as exc:
-        fail(str(exc))
+    hosts = inventory_groups_or_exit(inventory)
     name = _collector(hosts, collector, inventory)
     names = [h for h, groups in hosts.items() if core.COLLECTOR_GROUP not in groups
              and (not limit or h in limit)]

@@ -15,9 +15,15 @@ import click
 
 from baomi.controller.commands.apply import print_apply
 from baomi.controller.runner import DEPLOYS, run
-from baomi.inventory import InventoryError, host_groups
 from baomi.policy import default_policy_path
-from baomi.ui import fail, json_option, load_policy_or_exit, policy_option, print_json
+from baomi.ui import (
+    fail,
+    inventory_groups_or_exit,
+    json_option,
+    load_policy_or_exit,
+    policy_option,
+    print_json,
+)
 
 DEPLOY_FILE = DEPLOYS / "collector.py"
 GROUP = "collector"
@@ -34,10 +40,7 @@ def collector_deploy(inventory: str, policy_path: str | None, dry: bool,
     """Install the collector service on the inventory's hosts of group `collector`."""
     path = policy_path or default_policy_path()
     load_policy_or_exit(path, as_json=as_json)
-    try:
-        hosts = host_groups(inventory)
-    except InventoryError as exc:
-        fail(str(exc))
+    hosts = inventory_groups_or_exit(inventory)
     names = [h for h, groups in hosts.items() if GROUP in groups
              and (not limit or h in limit)]
     if not names:
