@@ -22,6 +22,7 @@ from baomi.controller.escrow import EscrowStore
 from baomi.controls import backup as core
 from baomi.lab.lifecycle import Request
 from baomi.lab.testing import LabHandle, running_lab
+from tests.integration.backup_lab import identity_file, own_escrow
 from tests.integration.controls import BAOMI, ROOT, apply_raw, outcomes
 
 SPY = Path(__file__).parent / "data" / "tmp_spy.py"
@@ -32,18 +33,8 @@ CANARY = "canary-readable-by-all"
 @pytest.fixture(scope="module")
 def identity(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A store of this module's own (env inherited by `baomi apply`); its private key apart."""
-    escrow = tmp_path_factory.mktemp("escrow")
-    key = tmp_path_factory.mktemp("offline") / "escrow.identity"
-    EscrowStore(escrow).keygen(key)
-    previous = os.environ.get("BAOMI_ESCROW_DIR")
-    os.environ["BAOMI_ESCROW_DIR"] = str(escrow)
-    try:
-        yield key
-    finally:
-        if previous is None:
-            os.environ.pop("BAOMI_ESCROW_DIR", None)
-        else:
-            os.environ["BAOMI_ESCROW_DIR"] = previous
+    with own_escrow(tmp_path_factory):
+        yield identity_file(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
