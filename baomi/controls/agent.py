@@ -27,7 +27,7 @@ import shlex
 from dataclasses import dataclass
 
 from baomi.controls.contract import Control, HostContext, check
-from baomi.controls.supervised import CONFINED, INSTALL, supervisor_head
+from baomi.controls.supervised import CONFINED, INSTALL, supervisor_head, unit_file_finding
 from baomi.findings import Finding
 from baomi.observe import cat, script, sections
 
@@ -223,10 +223,9 @@ def compare(want: Desired, seen: Observed) -> list[Finding]:
                                      seen.venv_error or "missing", "high"))
     running = bool(seen.status and seen.status.get("running"))
     if seen.systemd:
-        if seen.unit != want.unit:
-            out.append(RUNNING.finding(UNIT_PATH, "the baomi unit",
-                                       "missing" if seen.unit is None else "edited content",
-                                       "medium"))
+        unit = unit_file_finding(RUNNING, UNIT_PATH, want.unit, seen.unit)
+        if unit:
+            out.append(unit)
         state = f"{seen.enabled or 'unknown'}, {seen.active or 'unknown'}"
         if state != "enabled, active" or not running:
             out.append(RUNNING.finding(UNIT, "systemd: enabled, active, agent running",

@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from baomi.controls.contract import Control, HostContext, check
-from baomi.controls.supervised import CONFINED, INSTALL, supervisor_head
+from baomi.controls.supervised import CONFINED, INSTALL, supervisor_head, unit_file_finding
 from baomi.findings import Finding
 from baomi.observe import cat, script, sections
 from baomi.records import state_dir
@@ -273,10 +273,9 @@ def compare(want: Desired, seen: Observed) -> list[Finding]:
         out.append(STATE.finding(STATE_DIR, "initialised (collector.toml, ca.pem)",
                                  "not initialised", "high"))
     if seen.systemd:
-        if seen.unit != want.unit:
-            out.append(SERVICE.finding(UNIT_PATH, "the baomi unit",
-                                       "missing" if seen.unit is None else "edited content",
-                                       "medium"))
+        unit = unit_file_finding(SERVICE, UNIT_PATH, want.unit, seen.unit)
+        if unit:
+            out.append(unit)
         state = f"{seen.enabled or 'unknown'}, {seen.active or 'unknown'}"
         if state != "enabled, active":
             out.append(SERVICE.finding(UNIT, "enabled, active", state, "high"))

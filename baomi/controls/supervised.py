@@ -7,6 +7,9 @@ and what they may write, not in these lines.
 
 from __future__ import annotations
 
+from baomi.controls.contract import Check
+from baomi.findings import Finding
+
 # After NoNewPrivileges and the file-system protections, which differ per service.
 CONFINED = ("ProtectKernelTunables=yes", "ProtectKernelModules=yes", "ProtectControlGroups=yes",
             "RestrictSUIDSGID=yes", "RestrictRealtime=yes", "LockPersonality=yes")
@@ -24,3 +27,11 @@ def supervisor_running(pidfile: str, script: str) -> str:
     """Shell test: the PID in PIDFILE is alive and runs SCRIPT."""
     return (f"pid=$(cat {pidfile} 2>/dev/null) && kill -0 \"$pid\" 2>/dev/null && "
             f"tr '\\0' ' ' < /proc/$pid/cmdline | grep -q {script}")
+
+
+def unit_file_finding(check: Check, path: str, want: str, seen: str | None) -> Finding | None:
+    """The installed unit file differs from baomi's (missing or edited), or None."""
+    if seen == want:
+        return None
+    return check.finding(path, "the baomi unit", "missing" if seen is None else "edited content",
+                         "medium")
