@@ -24,15 +24,18 @@ def identity_file(factory: pytest.TempPathFactory) -> Path:
 
 @contextmanager
 def own_escrow(factory: pytest.TempPathFactory) -> Iterator[EscrowStore]:
-    """A fresh store as $BAOMI_ESCROW_DIR while the block runs (the previous value restored)."""
+    """A fresh store as $BAOMI_ESCROW_DIR while the block runs (the previous value restored).
+    Its identity is removed when the block ends, so the next module's store can make its own."""
     directory = factory.mktemp("escrow")
     store = EscrowStore(directory)
-    store.keygen(identity_file(factory))
+    identity = identity_file(factory)
+    store.keygen(identity)
     previous = os.environ.get("BAOMI_ESCROW_DIR")
     os.environ["BAOMI_ESCROW_DIR"] = str(directory)
     try:
         yield store
     finally:
+        identity.unlink(missing_ok=True)
         if previous is None:
             os.environ.pop("BAOMI_ESCROW_DIR", None)
         else:
