@@ -67,6 +67,13 @@ PACKAGES: tuple[str, ...] = tuple(
             "at",
             "passwd",
             "login",
+            # Controls III (R-SEC, R-LOG): virus protection with offline signatures, logs
+            # forwarded over TLS, SSH guessing banned.
+            "clamav",
+            "clamav-daemon",
+            "rsyslog",
+            "rsyslog-gnutls",
+            "fail2ban",
         }
     )
 )

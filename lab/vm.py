@@ -84,6 +84,12 @@ VM_PACKAGES: tuple[str, ...] = tuple(
             "cracklib-runtime",  # R-PWD: pam_pwquality's dictionary (a Recommends)
             "usbguard",  # R-USB/R-DEV (no USB bus in the VM: rules only)
             "restic",  # R-BAK
+            # Controls III: on-access scanning (fanotify) and kernel settings need a real kernel.
+            "clamav",  # R-SEC
+            "clamav-daemon",  # R-SEC: clamd + clamonacc
+            "rsyslog",  # R-LOG: logs off the host
+            "rsyslog-gnutls",
+            "fail2ban",  # R-SEC: SSH guessing
         }
     )
 )
