@@ -150,6 +150,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
              done DOUBLE PRECISION)""",
         "CREATE INDEX work_host ON work (host) WHERE done IS NULL",
     ),
+    (
+        # HR's offboarding requests from the dashboard (collector/web/offboard.py): one row
+        # per request, one per (request, host) with its live state; one row per purge day,
+        # claimed by the first collector that runs it (several collectors, one purge).
+        """CREATE TABLE offboard_requests (id {id}, user_name TEXT NOT NULL,
+             ticket TEXT NOT NULL, reason TEXT NOT NULL, effective TEXT NOT NULL,
+             created DOUBLE PRECISION NOT NULL, created_by TEXT NOT NULL,
+             state TEXT NOT NULL, finished DOUBLE PRECISION)""",
+        """CREATE TABLE offboard_hosts (request_id BIGINT NOT NULL, host TEXT NOT NULL,
+             state TEXT NOT NULL, detail TEXT NOT NULL, updated DOUBLE PRECISION NOT NULL,
+             PRIMARY KEY (request_id, host))""",
+        """CREATE TABLE purge_runs (day TEXT PRIMARY KEY, started DOUBLE PRECISION NOT NULL,
+             finished DOUBLE PRECISION, state TEXT NOT NULL, detail TEXT NOT NULL)""",
+    ),
 )
 
 _MIGRATION_LOCK = 0x62616F6D69  # "baomi": one collector migrates at a time (PostgreSQL)
