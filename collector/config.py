@@ -31,6 +31,13 @@ class Config:
     db_pool: int = 8
     admin_user: str = "admin"
     admin_password_scrypt: str = ""
+    # HR's offboarding from the dashboard (collector/web/offboard.py): the fleet's pyinfra
+    # inventory ("" = the offboarding page says it is not configured), the policy, the folder
+    # of `baomi offboard`'s ledger, and the UTC hour of the daily `--purge-due` run.
+    offboard_inventory: str = ""
+    offboard_policy: str = ""
+    offboard_state: str = ""
+    purge_hour: int = 3
 
     @property
     def cert(self) -> Path:
@@ -53,6 +60,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "listen": str, "database": str, "session_hours": (int, float), "max_body_bytes": int,
     "rate_per_second": (int, float), "rate_burst": int, "sqlite_synchronous": str,
     "db_pool": int, "admin_user": str, "admin_password_scrypt": str,
+    "offboard_inventory": str, "offboard_policy": str, "offboard_state": str, "purge_hour": int,
 }
 
 
@@ -101,4 +109,6 @@ def load(folder: Path) -> Config:
     if config.max_body_bytes < 1024 or config.rate_per_second <= 0 or config.rate_burst < 1 \
             or config.session_hours <= 0 or config.db_pool < 1:
         raise ConfigError(f"{path}: limits must be positive (max_body_bytes ≥ 1024)")
+    if not 0 <= config.purge_hour <= 23:
+        raise ConfigError(f"{path}: purge_hour must be an hour 0…23 (UTC)")
     return config
