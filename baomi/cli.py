@@ -142,13 +142,15 @@ def policy_check(file: str | None, as_json: bool) -> None:
         "levels": list(loaded.levels),
         "sensitive_paths": len(loaded.sensitive_paths),
         "waivers": len(loaded.waivers),
+        "warnings": [w.as_dict() for w in loaded.warnings],
     }
     if as_json:
         print_json(summary)
     else:
         click.echo(f"{loaded.source}: valid ({len(loaded.levels)} levels, "
                    f"{len(loaded.sensitive_paths)} sensitive paths, "
-                   f"{len(loaded.waivers)} waivers)")
+                   f"{len(loaded.waivers)} waivers"
+                   f"{f', {len(loaded.warnings)} warnings' if loaded.warnings else ''})")
 
 
 def _served_by(row: dict[str, Any], key: str) -> str:

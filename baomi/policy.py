@@ -261,6 +261,8 @@ class Collector:
     alert_min_severity: str = "critical"
     alert_webhook: str | None = None
     alert_syslog: bool = True
+    agent_silent_minutes: int = 30
+    agent_silent_severity: str = "high"
 
 
 @dataclass(frozen=True)
@@ -268,6 +270,7 @@ class Reporting:
     formats: tuple[str, ...] = ("terminal", "junit", "json", "html")
     report_dir: str = "/var/lib/baomi/reports"
     history_runs: int = 52
+    schedule: str = "weekly"  # systemd OnCalendar= of the collector host's `baomi audit --upload`
 
 
 @dataclass(frozen=True)
@@ -305,6 +308,9 @@ class Policy:
     reporting: Reporting
     waivers: tuple[Waiver, ...]
     source: str = "<policy>"
+    # Not errors: the policy loads and is used (an expired waiver simply stops waiving; every
+    # command still works the morning after it expires); `baomi policy check` lists them.
+    warnings: tuple[Problem, ...] = ()
 
     def level(self, name: str) -> Level:
         return self.levels[name]
@@ -784,6 +790,18 @@ def url(node: yaml.Node) -> str:
     return value
 
 
+def webhook_url(node: yaml.Node) -> str:
+    """An alert webhook: https://, or plain http:// only to this host (a local relay)."""
+    value = text(None, "a URL")(node)
+    if re.fullmatch(r"http://(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\]|localhost)"
+                    r"(:\d{1,5})?(/\S*)?", value):
+        return value
+    if not re.fullmatch(r"https://[A-Za-z0-9_.\[\]:-]+(:\d{1,5})?(/\S*)?", value):
+        raise Invalid(f"{value!r} is not an https:// URL",
+                      "alerts leave the collector over TLS (R-TLS); http:// only to loopback")
+    return value
+
+
 def database(node: yaml.Node) -> str:
     value = text(None, "a database URL")(node)
     if not re.fullmatch(r"(sqlite:///\S+|postgresql://\S+)", value):
@@ -800,8 +818,12 @@ def _collector(ctx: Context, r: MapReader) -> Collector:
         database=r.get("database", database, d.database),
         alert_min_severity=r.get("alert_min_severity", choice(SEVERITIES),
                                  d.alert_min_severity),
-        alert_webhook=r.get("alert_webhook", url, d.alert_webhook),
+        alert_webhook=r.get("alert_webhook", webhook_url, d.alert_webhook),
         alert_syslog=r.get("alert_syslog", boolean, d.alert_syslog),
+        agent_silent_minutes=r.get("agent_silent_minutes", integer(1, 10_080, "minutes"),
+                                   d.agent_silent_minutes),
+        agent_silent_severity=r.get("agent_silent_severity", choice(SEVERITIES),
+                                    d.agent_silent_severity),
     )
     r.done()
     return out
@@ -814,12 +836,18 @@ def _reporting(ctx: Context, r: MapReader) -> Reporting:
                       d.formats, 1),
         report_dir=r.get("report_dir", absolute_path, d.report_dir),
         history_runs=r.get("history_runs", integer(1, 10_000, "runs"), d.history_runs),
+        schedule=r.get("schedule", text(r"[A-Za-z0-9*:,./~ -]{1,64}", "a systemd OnCalendar "
+                                        "expression (weekly, daily, Mon *-*-* 02:00)", 64),
+                       d.schedule),
     )
     r.done()
     return out
 
 
-def _waivers(ctx: Context, node: yaml.Node | None, today: dt.date) -> tuple[Waiver, ...]:
+def _waivers(ctx: Context, node: yaml.Node | None, today: dt.date,
+             warnings: list[Problem]) -> tuple[Waiver, ...]:
+    """The waivers; an expired one is a warning in ``warnings`` (it loads and stops waiving:
+    :mod:`baomi.waivers` decides), not a problem that would stop every command."""
     out: list[Waiver] = []
     for index, item in enumerate(_items(ctx, node, "waivers")):
         where = f"waivers[{index}]"
@@ -844,8 +872,10 @@ def _waivers(ctx: Context, node: yaml.Node | None, today: dt.date) -> tuple[Waiv
             ctx.report(item, f"{where}: names neither a clause nor a control",
                        "add clause: R-... or control: <section>")
         if r.has("expires") and waiver.expires < today:
-            ctx.report(r.raw("expires"), f"{where}.expires: {waiver.expires} is in the past "
-                       f"(today is {today})", "renew the waiver with a future date or remove it")
+            line, column = position(r.raw("expires"))
+            warnings.append(Problem(ctx.file, line, column, f"{where}.expires: {waiver.expires} "
+                                    f"is in the past (today is {today}): it no longer waives",
+                                    "renew the waiver with a future date or remove it"))
         elif r.has("expires") and (waiver.expires - today).days > 366:
             ctx.report(r.raw("expires"), f"{where}.expires: {waiver.expires} is more than a "
                        "year away", "waivers last at most one year; review and renew")
@@ -883,6 +913,7 @@ def load_text(content: str, source: str = "<policy>", *, today: dt.date | None =
                    "start with e.g. 'levels:' or 'screen_lock:'")
         raise PolicyError(ctx.problems)
     top = MapReader(ctx, root, "policy")
+    warnings: list[Problem] = []
     top.get("version", integer(1, 1), 1)
     levels = _levels(ctx, top.raw("levels"))
     paths = _sensitive_paths(ctx, top.raw("sensitive_paths"), levels)
@@ -910,8 +941,9 @@ def load_text(content: str, source: str = "<policy>", *, today: dt.date | None =
         agent=section("agent", _agent),
         collector=section("collector", _collector),
         reporting=section("reporting", _reporting),
-        waivers=_waivers(ctx, top.raw("waivers"), today),
+        waivers=_waivers(ctx, top.raw("waivers"), today, warnings),
         source=source,
+        warnings=tuple(warnings),
     )
     top.done()
     if ctx.problems:

@@ -29,7 +29,7 @@ policy_option = click.option("--policy", "policy_path", default=None,
 def load_policy_or_exit(path: str | None, *, as_json: bool = False) -> Policy:
     """Load the policy or stop the command with every problem and exit status 2."""
     try:
-        return load(path or default_policy_path())
+        loaded = load(path or default_policy_path())
     except PolicyError as exc:
         if as_json:
             print_json({"ok": False, "problems": [p.as_dict() for p in exc.problems]})
@@ -41,6 +41,9 @@ def load_policy_or_exit(path: str | None, *, as_json: bool = False) -> Policy:
             click.echo(f"policy: {count} problem{'s' if count != 1 else ''}; nothing was changed",
                        err=True)
         sys.exit(EXIT_USAGE)
+    for warning in loaded.warnings:  # e.g. an expired waiver: it no longer waives
+        click.echo(f"warning: {warning}", err=True)
+    return loaded
 
 
 def print_json(data: Any, *, indent: int = 2) -> None:
