@@ -164,6 +164,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE purge_runs (day TEXT PRIMARY KEY, started DOUBLE PRECISION NOT NULL,
              finished DOUBLE PRECISION, state TEXT NOT NULL, detail TEXT NOT NULL)""",
     ),
+    (
+        # The system of record (collector/records_api.py): escrow entries (ciphertext only),
+        # retrievals, the offboarding ledger, account requests, wipe records: one row per
+        # record of a stream, (stream, uid) unique so a repeated import stores nothing twice;
+        # digest = sha256 of body, also in the log line (log_seq) that recorded the write.
+        """CREATE TABLE records (id {id}, stream TEXT NOT NULL, uid TEXT NOT NULL,
+             body TEXT NOT NULL, digest TEXT NOT NULL, at TEXT NOT NULL,
+             by_user TEXT NOT NULL, log_seq BIGINT NOT NULL, UNIQUE (stream, uid))""",
+        # Every human action, hash-chained (collector/auditlog.py): hash = sha256(prev, line).
+        """CREATE TABLE audit_log (seq BIGINT PRIMARY KEY, at TEXT NOT NULL,
+             actor TEXT NOT NULL, role TEXT NOT NULL, action TEXT NOT NULL,
+             detail TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL)""",
+    ),
 )
 
 _MIGRATION_LOCK = 0x62616F6D69  # "baomi": one collector migrates at a time (PostgreSQL)
