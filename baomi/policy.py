@@ -263,6 +263,7 @@ class Collector:
     alert_syslog: bool = True
     agent_silent_minutes: int = 30
     agent_silent_severity: str = "high"
+    records: str = "local"  # where escrow, ledger, account and wipe records live
 
 
 @dataclass(frozen=True)
@@ -824,6 +825,7 @@ def _collector(ctx: Context, r: MapReader) -> Collector:
                                    d.agent_silent_minutes),
         agent_silent_severity=r.get("agent_silent_severity", choice(SEVERITIES),
                                     d.agent_silent_severity),
+        records=r.get("records", choice(("local", "collector")), d.records),
     )
     r.done()
     return out
