@@ -23,6 +23,14 @@ from typing import Any, TypeVar
 import yaml
 
 from baomi.clauses import CLAUSES
+from baomi.policy_hardening import (
+    CoreDumps,
+    Kernel,
+    LoginDefaults,
+    core_dumps,
+    kernel,
+    login_defaults,
+)
 from baomi.yamlread import (
     POSIX_NAME,
     Context,
@@ -129,6 +137,7 @@ class Usb:
     audit_only: bool = False
     allow_hid: bool = True
     allowed: tuple[UsbDevice, ...] = ()
+    refuse_buses: tuple[str, ...] = ("firewire", "thunderbolt", "mmc")
 
 
 @dataclass(frozen=True)
@@ -159,6 +168,16 @@ APPROVED_KEX = ("sntrup761x25519-sha512@openssh.com", "curve25519-sha256",
                 "diffie-hellman-group18-sha512", "diffie-hellman-group-exchange-sha256",
                 "ecdh-sha2-nistp521", "ecdh-sha2-nistp384", "ecdh-sha2-nistp256")
 
+# Ed25519 and RSA with SHA-2 only: never ssh-rsa (SHA-1) nor the NIST-curve ECDSA host key.
+APPROVED_HOST_KEY_ALGORITHMS = ("ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256")
+DEFAULT_BANNER = (
+    "本系统仅限授权人员使用，所有操作均被记录和审计。系统中的客户信息属于保密资料，"
+    "未经授权不得访问、复制或外传。\n"
+    "Authorised use only. All activity is logged and audited. Customer information on this "
+    "system is confidential and must not be accessed, copied or disclosed without "
+    "authorisation.\n")
+BUSES = ("firewire", "thunderbolt", "mmc")
+
 
 @dataclass(frozen=True)
 class Ssh:
@@ -167,6 +186,11 @@ class Ssh:
     ciphers: tuple[str, ...] = APPROVED_CIPHERS[:4]
     macs: tuple[str, ...] = APPROVED_MACS[:3]
     kex: tuple[str, ...] = APPROVED_KEX[:4]
+    host_key_algorithms: tuple[str, ...] = APPROVED_HOST_KEY_ALGORITHMS
+    max_auth_tries: int = 3
+    login_grace_seconds: int = 30
+    forwarding_groups: tuple[str, ...] = ()
+    banner: str = DEFAULT_BANNER
 
 
 @dataclass(frozen=True)
@@ -308,6 +332,9 @@ class Policy:
     collector: Collector
     reporting: Reporting
     waivers: tuple[Waiver, ...]
+    core_dumps: CoreDumps
+    login_defaults: LoginDefaults
+    kernel: Kernel
     source: str = "<policy>"
     # Not errors: the policy loads and is used (an expired waiver simply stops waiving; every
     # command still works the morning after it expires); `baomi policy check` lists them.
@@ -333,11 +360,11 @@ DEFAULT_LEVELS = {
 TOP_KEYS = ("version", "organisation", "levels", "sensitive_paths", "marking",
             "disk_encryption", "usb", "screen_lock", "passwords", "ssh", "backup", "accounts",
             "offboarding", "firewall", "audit_rules", "apps", "destruction", "agent",
-            "collector", "reporting", "waivers")
+            "collector", "reporting", "waivers", "core_dumps", "login_defaults", "kernel")
 CONTROL_NAMES = ("levels", "sensitive_paths", "marking", "disk_encryption", "usb",
                  "screen_lock", "passwords", "ssh", "backup", "accounts", "offboarding",
                  "firewall", "audit_rules", "apps", "destruction", "agent", "collector",
-                 "reporting")
+                 "reporting", "core_dumps", "login_defaults", "kernel")
 
 name = text(POSIX_NAME, "a POSIX user or group name (lower case, digits, _ and -)", 32)
 group_name = text(GROUP_NAME, "an inventory group or host name", 63)
@@ -552,6 +579,8 @@ def _usb(ctx: Context, r: MapReader) -> Usb:
         audit_only=r.get("audit_only", boolean, d.audit_only),
         allow_hid=r.get("allow_hid", boolean, d.allow_hid),
         allowed=_list(ctx, r, "allowed", usb_device, d.allowed),
+        refuse_buses=tuple(dict.fromkeys(_list(ctx, r, "refuse_buses", choice(BUSES),
+                                               d.refuse_buses))),
     )
     r.done()
     if not out.allow_hid and r.has("allow_hid"):
@@ -598,6 +627,15 @@ def _passwords(ctx: Context, r: MapReader) -> Passwords:
     return out
 
 
+def banner_text(node: yaml.Node) -> str:
+    """The banner sshd, getty and telnet-style clients show: plain lines, no escapes."""
+    value = text(None, "the banner text (Chinese and English)", 2000)(node)
+    if "\\" in value or any(ord(c) < 32 and c != "\n" for c in value):
+        raise Invalid("the banner has a backslash or control character",
+                      "plain text lines: getty reads backslash escapes in /etc/issue")
+    return value if value.endswith("\n") else value + "\n"
+
+
 def _ssh(ctx: Context, r: MapReader) -> Ssh:
     d = Ssh()
     out = Ssh(
@@ -608,6 +646,13 @@ def _ssh(ctx: Context, r: MapReader) -> Ssh:
         ciphers=_list(ctx, r, "ciphers", choice(APPROVED_CIPHERS), d.ciphers, 1),
         macs=_list(ctx, r, "macs", choice(APPROVED_MACS), d.macs, 1),
         kex=_list(ctx, r, "kex", choice(APPROVED_KEX), d.kex, 1),
+        host_key_algorithms=_list(ctx, r, "host_key_algorithms",
+                                  choice(APPROVED_HOST_KEY_ALGORITHMS), d.host_key_algorithms, 1),
+        max_auth_tries=r.get("max_auth_tries", integer(1, 6, "attempts"), d.max_auth_tries),
+        login_grace_seconds=r.get("login_grace_seconds", integer(10, 120, "seconds"),
+                                  d.login_grace_seconds),
+        forwarding_groups=_list(ctx, r, "forwarding_groups", name, d.forwarding_groups),
+        banner=r.get("banner", banner_text, d.banner),
     )
     r.done()
     if out.password_authentication:
@@ -944,6 +989,9 @@ def load_text(content: str, source: str = "<policy>", *, today: dt.date | None =
         collector=section("collector", _collector),
         reporting=section("reporting", _reporting),
         waivers=_waivers(ctx, top.raw("waivers"), today, warnings),
+        core_dumps=section("core_dumps", core_dumps),
+        login_defaults=section("login_defaults", login_defaults),
+        kernel=section("kernel", kernel),
         source=source,
         warnings=tuple(warnings),
     )

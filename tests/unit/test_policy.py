@@ -46,7 +46,8 @@ def test_default_file_matches_code_defaults() -> None:
     built_in = load_text("", today=TODAY)
     for section in ("levels", "disk_encryption", "usb", "screen_lock", "passwords", "ssh",
                     "accounts", "offboarding", "firewall", "audit_rules", "apps", "destruction",
-                    "agent", "collector", "reporting", "marking"):
+                    "agent", "collector", "reporting", "marking", "core_dumps", "login_defaults",
+                    "kernel"):
         assert getattr(from_file, section) == getattr(built_in, section), section
     assert dataclasses.replace(from_file.backup, paths=()) == built_in.backup
 
