@@ -177,6 +177,27 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
              actor TEXT NOT NULL, role TEXT NOT NULL, action TEXT NOT NULL,
              detail TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL)""",
     ),
+    (
+        # Alerts (collector/alerts.py): the durable outbox, one row per alert, written in the
+        # transaction of the finding that caused it; alert_state: a finding that alerted and
+        # has not resolved since (it alerts once per episode).
+        """CREATE TABLE alerts (id {id}, finding_id BIGINT NOT NULL, kind TEXT NOT NULL,
+             host TEXT NOT NULL, check_id TEXT NOT NULL, severity TEXT NOT NULL,
+             clauses TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, payload TEXT NOT NULL,
+             webhook_state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+             next_try DOUBLE PRECISION, delivered DOUBLE PRECISION, last_error TEXT,
+             syslog_state TEXT NOT NULL, syslog_at DOUBLE PRECISION, ack_by TEXT,
+             ack_at DOUBLE PRECISION, ack_comment TEXT)""",
+        "CREATE INDEX alerts_due ON alerts (next_try) WHERE webhook_state = 'pending'",
+        "CREATE INDEX alerts_syslog ON alerts (id) WHERE syslog_state = 'pending'",
+        "CREATE INDEX alerts_finding ON alerts (finding_id)",
+        """CREATE TABLE alert_state (finding_id BIGINT PRIMARY KEY,
+             created DOUBLE PRECISION NOT NULL)""",
+        # Failed logins (collector/throttle.py), per user and per source address: shared by
+        # every collector process on the database.
+        """CREATE TABLE login_failures (key TEXT PRIMARY KEY, failures INTEGER NOT NULL,
+             since DOUBLE PRECISION NOT NULL, locked_until DOUBLE PRECISION)""",
+    ),
 )
 
 _MIGRATION_LOCK = 0x62616F6D69  # "baomi": one collector migrates at a time (PostgreSQL)
