@@ -38,6 +38,17 @@ class Config:
     offboard_policy: str = ""
     offboard_state: str = ""
     purge_hour: int = 3
+    # Alerts (R-INC, collector/alerts.py); `serve --policy FILE` takes them from the policy.
+    alert_min_severity: str = "critical"
+    alert_webhook: str = ""  # "" = none; the URL may carry a token: this file is 0600
+    alert_syslog_socket: str = "/dev/log"  # "" = no syslog line
+    agent_silent_minutes: float = 30.0
+    agent_silent_severity: str = "high"
+    alert_retry_max_seconds: float = 300.0
+    # Login throttling (collector/throttle.py), shared by every process on the database.
+    login_max_failures_per_user: int = 5
+    login_max_failures_per_address: int = 20
+    login_lockout_seconds: float = 900.0
 
     @property
     def cert(self) -> Path:
@@ -61,6 +72,10 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "rate_per_second": (int, float), "rate_burst": int, "sqlite_synchronous": str,
     "db_pool": int, "admin_user": str, "admin_password_scrypt": str,
     "offboard_inventory": str, "offboard_policy": str, "offboard_state": str, "purge_hour": int,
+    "alert_min_severity": str, "alert_webhook": str, "alert_syslog_socket": str,
+    "agent_silent_minutes": (int, float), "agent_silent_severity": str,
+    "alert_retry_max_seconds": (int, float), "login_max_failures_per_user": int,
+    "login_max_failures_per_address": int, "login_lockout_seconds": (int, float),
 }
 
 
@@ -111,4 +126,25 @@ def load(folder: Path) -> Config:
         raise ConfigError(f"{path}: limits must be positive (max_body_bytes ≥ 1024)")
     if not 0 <= config.purge_hour <= 23:
         raise ConfigError(f"{path}: purge_hour must be an hour 0…23 (UTC)")
+    alert_problem(config, str(path))
     return config
+
+
+def alert_problem(config: Config, where: str) -> None:
+    """ConfigError naming ``where`` and the key when an alert or login setting is wrong."""
+    from baomi.findings import SEVERITY_RANK
+
+    for key in ("alert_min_severity", "agent_silent_severity"):
+        if getattr(config, key) not in SEVERITY_RANK:
+            raise ConfigError(f"{where}: {key} must be one of {', '.join(SEVERITY_RANK)}")
+    hook = config.alert_webhook
+    if hook and not (hook.startswith("https://") or hook.startswith(
+            ("http://127.", "http://localhost", "http://[::1]"))):
+        raise ConfigError(f"{where}: alert_webhook {hook[:60]!r}: https:// only "
+                          "(plain http:// only to this host)")
+    if config.alert_syslog_socket and not config.alert_syslog_socket.startswith("/"):
+        raise ConfigError(f"{where}: alert_syslog_socket must be an absolute path or \"\"")
+    if config.agent_silent_minutes <= 0 or config.alert_retry_max_seconds < 1 \
+            or config.login_max_failures_per_user < 1 \
+            or config.login_max_failures_per_address < 1 or config.login_lockout_seconds < 1:
+        raise ConfigError(f"{where}: alert and login limits must be positive")
