@@ -31,6 +31,14 @@ from baomi.policy_hardening import (
     kernel,
     login_defaults,
 )
+from baomi.policy_watch import (
+    Antivirus,
+    LogForwarding,
+    SshGuard,
+    antivirus,
+    log_forwarding,
+    ssh_guard,
+)
 from baomi.yamlread import (
     POSIX_NAME,
     Context,
@@ -335,6 +343,9 @@ class Policy:
     core_dumps: CoreDumps
     login_defaults: LoginDefaults
     kernel: Kernel
+    antivirus: Antivirus
+    log_forwarding: LogForwarding
+    ssh_guard: SshGuard
     source: str = "<policy>"
     # Not errors: the policy loads and is used (an expired waiver simply stops waiving; every
     # command still works the morning after it expires); `baomi policy check` lists them.
@@ -360,11 +371,13 @@ DEFAULT_LEVELS = {
 TOP_KEYS = ("version", "organisation", "levels", "sensitive_paths", "marking",
             "disk_encryption", "usb", "screen_lock", "passwords", "ssh", "backup", "accounts",
             "offboarding", "firewall", "audit_rules", "apps", "destruction", "agent",
-            "collector", "reporting", "waivers", "core_dumps", "login_defaults", "kernel")
+            "collector", "reporting", "waivers", "core_dumps", "login_defaults", "kernel",
+            "antivirus", "log_forwarding", "ssh_guard")
 CONTROL_NAMES = ("levels", "sensitive_paths", "marking", "disk_encryption", "usb",
                  "screen_lock", "passwords", "ssh", "backup", "accounts", "offboarding",
                  "firewall", "audit_rules", "apps", "destruction", "agent", "collector",
-                 "reporting", "core_dumps", "login_defaults", "kernel")
+                 "reporting", "core_dumps", "login_defaults", "kernel",
+                 "antivirus", "log_forwarding", "ssh_guard")
 
 name = text(POSIX_NAME, "a POSIX user or group name (lower case, digits, _ and -)", 32)
 group_name = text(GROUP_NAME, "an inventory group or host name", 63)
@@ -992,6 +1005,9 @@ def load_text(content: str, source: str = "<policy>", *, today: dt.date | None =
         core_dumps=section("core_dumps", core_dumps),
         login_defaults=section("login_defaults", login_defaults),
         kernel=section("kernel", kernel),
+        antivirus=section("antivirus", antivirus),
+        log_forwarding=section("log_forwarding", log_forwarding),
+        ssh_guard=section("ssh_guard", ssh_guard),
         source=source,
         warnings=tuple(warnings),
     )

@@ -47,6 +47,7 @@ def test_default_file_matches_code_defaults() -> None:
     for section in ("levels", "disk_encryption", "usb", "screen_lock", "passwords", "ssh",
                     "accounts", "offboarding", "firewall", "audit_rules", "apps", "destruction",
                     "agent", "collector", "reporting", "marking", "core_dumps", "login_defaults",
+                    "antivirus", "log_forwarding", "ssh_guard",
                     "kernel"):
         assert getattr(from_file, section) == getattr(built_in, section), section
     assert dataclasses.replace(from_file.backup, paths=()) == built_in.backup
