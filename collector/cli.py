@@ -70,7 +70,12 @@ def init_cmd(folder: str, names: tuple[str, ...], addresses: tuple[str, ...], li
         "listen": listen, "database": url, "session_hours": 8,
         "max_body_bytes": 4 * 1024 * 1024, "rate_per_second": 50, "rate_burst": 100,
         "sqlite_synchronous": "FULL", "db_pool": 8, "admin_user": admin_user,
-        "admin_password_scrypt": credentials.hash_password(password)}).encode()
+        "admin_password_scrypt": credentials.hash_password(password),
+        "alert_min_severity": "critical", "alert_webhook": "",
+        "alert_syslog_socket": "/dev/log", "agent_silent_minutes": 30,
+        "agent_silent_severity": "high", "alert_retry_max_seconds": 300,
+        "login_max_failures_per_user": 5, "login_max_failures_per_address": 20,
+        "login_lockout_seconds": 900}).encode()
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path, 0o700)
     for name, data in files.items():
@@ -88,8 +93,15 @@ def init_cmd(folder: str, names: tuple[str, ...], addresses: tuple[str, ...], li
 @click.option("--listen", default=None, help="ADDR:PORT (overrides the config).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve_cmd(folder: str, database: str | None, listen: str | None, log_level: str) -> None:
-    """Serve the API over TLS (uvicorn) until stopped."""
+@click.option("--policy", "policy_file", default=None, type=click.Path(dir_okay=False),
+              help="policy.yaml whose collector section sets the alerts (over the config).")
+def serve_cmd(folder: str, database: str | None, listen: str | None, log_level: str,
+              policy_file: str | None) -> None:
+    """Serve the API over TLS (uvicorn) until stopped.
+
+    The database URL may also come from the environment (BAOMI_COLLECTOR_DB, e.g. a systemd
+    EnvironmentFile): a password on the command line is readable by every local user.
+    """
     import dataclasses
 
     import uvicorn
@@ -99,8 +111,11 @@ def serve_cmd(folder: str, database: str | None, listen: str | None, log_level: 
     from baomi.collector.db import Database, dialect_of
 
     config = _load(folder)
+    database = database or os.environ.get("BAOMI_COLLECTOR_DB") or None
     if database:
         config = dataclasses.replace(config, database=database)
+    if policy_file:
+        config = _with_policy(config, Path(policy_file))
     if listen:
         config = dataclasses.replace(config, listen=listen)
     try:
@@ -120,6 +135,23 @@ def serve_cmd(folder: str, database: str | None, listen: str | None, log_level: 
     uvicorn.run(app, host=host, port=port, ssl_certfile=str(config.cert),
                 ssl_keyfile=str(config.key), log_level=log_level, access_log=False,
                 server_header=False, timeout_graceful_shutdown=5)
+
+
+def _with_policy(config: Config, path: Path) -> Config:
+    """``config`` with the alert settings of the policy's collector section."""
+    import dataclasses
+
+    from baomi.policy import PolicyError, load
+
+    try:
+        c = load(path).collector
+    except PolicyError as exc:
+        raise click.ClickException(str(exc)) from None
+    return dataclasses.replace(
+        config, alert_min_severity=c.alert_min_severity, alert_webhook=c.alert_webhook or "",
+        alert_syslog_socket=config.alert_syslog_socket if c.alert_syslog else "",
+        agent_silent_minutes=float(c.agent_silent_minutes),
+        agent_silent_severity=c.agent_silent_severity)
 
 
 def _redact(url: str) -> str:
