@@ -1,0 +1,363 @@
+"""HR's offboarding from the dashboard, and the collector's daily purge.
+
+A request (user, ticket, reason, effective date) is checked here the way ``baomi offboard``
+checks it (a valid, non-protected user; a date neither in the future nor too old), stored,
+and then run by ``baomi offboard USER --limit HOST --json`` itself, one child process per
+host of the collector's inventory (``offboard_inventory`` in collector.toml) with at most
+:data:`PARALLEL` at once: the freeze is the command line's own code (pyinfra over SSH,
+``controller/commands/offboard.py``, its ledger in ``offboard_state``), and each host's row
+changes as its run ends, which the request page polls.  A host the run could not reach stays
+``pending``: the next ``--purge-due`` run (and the agent, agent II) catches it up.
+
+The purge (次月月底注销) runs from the collector: a scheduler inside the service (not a
+systemd timer) starts ``baomi offboard --purge-due`` daily at ``purge_hour`` UTC, after
+claiming the day in the database, so with several collectors behind one load balancer the
+purge runs once, and a collector without systemd (the lab's supervisor) purges too.  The
+per-host safety checks are the command's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from baomi import offboarding as core
+from baomi.collector.config import Config
+from baomi.collector.db import Database, Tx
+from baomi.collector.store import NotFound
+from baomi.collector.validate import Invalid, format_time
+from baomi.collector.web.html import Html, badge, field, form, join, link, path, table, tag
+from baomi.collector.web.i18n import t
+from baomi.collector.web.view import View
+from baomi.inventory import InventoryError
+from baomi.inventory import read as read_inventory
+from baomi.policy import PolicyError, default_policy_path
+from baomi.policy import load as load_policy
+
+PARALLEL = 4
+HOST_TIMEOUT = 900
+PURGE_TIMEOUT = 3 * 3600
+DONE_STATES = ("frozen", "absent", "pending", "refused", "failed")
+
+
+# ---- pure parts ---------------------------------------------------------------------------
+
+def check_request(form_: dict[str, str], today: date) -> tuple[str, str, str, date]:
+    """(user, ticket, reason, effective) from HR's form; Invalid naming the field."""
+    user = form_.get("user", "").strip()
+    ticket = form_.get("ticket", "").strip()
+    reason = form_.get("reason", "").strip()
+    if not core.valid_name(user):
+        raise Invalid(f"user: {user[:64]!r} is not a valid user name", 422)
+    if not ticket or len(ticket) > 200 or not ticket.isprintable():
+        raise Invalid("ticket: HR's ticket is required (1…200 printable characters)", 422)
+    if not reason or len(reason) > 2000:
+        raise Invalid("reason: required (1…2000 characters)", 422)
+    raw = form_.get("effective", "").strip() or today.isoformat()
+    try:
+        day = date.fromisoformat(raw)
+    except ValueError:
+        raise Invalid(f"effective: {raw[:40]!r} is not a date (YYYY-MM-DD)", 422) from None
+    if day > today:
+        raise Invalid(f"effective: {day} is in the future: the freeze takes effect at once; "
+                      "submit it on the day of departure", 422)
+    problems = core.date_problems(today, effective=day)
+    if problems:
+        raise Invalid(f"effective: {'; '.join(problems)} (IT can force it with baomi "
+                      "offboard --force)", 422)
+    return user, ticket, reason, day
+
+
+def host_outcome(host: str, code: int, stdout: str, stderr: str) -> tuple[str, str]:
+    """A host's (state, detail) from one ``baomi offboard --limit HOST --json`` run."""
+    try:
+        report = json.loads(stdout) if stdout.strip() else {}
+    except ValueError:
+        report = {}
+    got = report.get("hosts", {}).get(host) if isinstance(report, dict) else None
+    if isinstance(got, dict) and isinstance(got.get("state"), str):
+        detail = got.get("error") or (f"{len(got.get('done') or [])} steps done, "
+                                      f"{len(got.get('already') or [])} already")
+        state = got["state"] if got["state"] in DONE_STATES else "failed"
+        return state, str(detail)
+    last = (stderr.strip().splitlines() or [f"exit status {code}"])[-1][:500]
+    return ("refused" if code == 2 else "failed"), last
+
+
+def seconds_until(hour: int, now: datetime) -> float:
+    """Seconds from ``now`` to the next ``hour``:00 UTC (a full day when it is that time)."""
+    target = now.replace(hour=hour, minute=0, second=0, microsecond=0)
+    if target <= now:
+        target += timedelta(days=1)
+    return (target - now).total_seconds()
+
+
+# ---- the database -------------------------------------------------------------------------
+
+def add_request(tx: Tx, user: str, ticket: str, reason: str, day: date, by: str,
+                hosts: list[str]) -> int:
+    now = time.time()
+    tx.run("INSERT INTO offboard_requests (user_name, ticket, reason, effective, created, "
+           "created_by, state) VALUES (?, ?, ?, ?, ?, ?, 'running')",
+           (user, ticket, reason, day.isoformat(), now, by))
+    row = tx.one("SELECT MAX(id) FROM offboard_requests WHERE created_by = ? AND created = ?",
+                 (by, now))
+    assert row is not None  # noqa: S101 inserted in this transaction
+    tx.many("INSERT INTO offboard_hosts (request_id, host, state, detail, updated) "
+            "VALUES (?, ?, 'queued', '', ?)", [(row[0], h, now) for h in hosts])
+    return int(row[0])
+
+
+def set_host(tx: Tx, request_id: int, host: str, state: str, detail: str) -> None:
+    tx.run("UPDATE offboard_hosts SET state = ?, detail = ?, updated = ? WHERE request_id = ? "
+           "AND host = ?", (state, detail, time.time(), request_id, host))
+
+
+def finish(tx: Tx, request_id: int) -> None:
+    states = {s for (s,) in tx.all("SELECT state FROM offboard_hosts WHERE request_id = ?",
+                                   (request_id,))}
+    tx.run("UPDATE offboard_requests SET state = ?, finished = ? WHERE id = ?",
+           ("pending" if states & {"pending", "failed"} else "done", time.time(), request_id))
+
+
+def interrupted(tx: Tx) -> None:
+    """Runs a stopped collector left half-way: their hosts are pending, said why."""
+    tx.run("UPDATE offboard_hosts SET state = 'pending', detail = 'interrupted: the collector "
+           "stopped during the run; submit the request again' WHERE state IN "
+           "('queued', 'running')")
+    tx.run("UPDATE offboard_requests SET state = 'pending' WHERE state = 'running'")
+
+
+_REQ = "id, user_name, ticket, reason, effective, created, created_by, state, finished"
+
+
+def _request_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+    rid, user, ticket, reason, effective, created, by, state, finished = row
+    return {"id": int(rid), "user": user, "ticket": ticket, "reason": reason,
+            "effective": effective, "created": format_time(created), "created_by": by,
+            "state": state, "finished": format_time(finished),
+            "due": core.due_date(date.fromisoformat(effective)).isoformat()}
+
+
+def get_request(tx: Tx, request_id: int) -> dict[str, Any]:
+    row = tx.one(f"SELECT {_REQ} FROM offboard_requests WHERE id = ?",  # noqa: S608 constant
+                 (request_id,))
+    if row is None:
+        raise NotFound(f"offboarding request {request_id} not found")
+    out = _request_dict(row)
+    out["hosts"] = [{"host": h, "state": s, "detail": d, "updated": format_time(u)}
+                    for h, s, d, u in tx.all("SELECT host, state, detail, updated FROM "
+                                             "offboard_hosts WHERE request_id = ? ORDER BY "
+                                             "host", (request_id,))]
+    return out
+
+
+def listing(tx: Tx) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
+    requests = [_request_dict(r) for r in tx.all(
+        f"SELECT {_REQ} FROM offboard_requests ORDER BY id DESC LIMIT 100")]  # noqa: S608
+    purges = tx.all("SELECT day, state, detail FROM purge_runs ORDER BY day DESC LIMIT 10")
+    return requests, purges
+
+
+# ---- the service --------------------------------------------------------------------------
+
+class Offboarding:
+    """Pages, runs and the purge scheduler of one collector process."""
+
+    def __init__(self, config: Config, database: Database) -> None:
+        self.config = config
+        self.db = database
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.slots = asyncio.Semaphore(PARALLEL)
+
+    def problem(self) -> str | None:
+        if not self.config.offboard_inventory:
+            return "not_configured"
+        return None
+
+    def hosts(self) -> list[str]:
+        try:
+            return sorted(read_inventory(self.config.offboard_inventory))
+        except InventoryError as exc:
+            raise Invalid(f"collector.toml offboard_inventory: {exc}", 503) from None
+
+    def policy_path(self) -> str:
+        return self.config.offboard_policy or default_policy_path()
+
+    async def baomi(self, args: list[str], timeout: float) -> tuple[int, str, str]:
+        """``baomi ARGS`` as a child process with the collector's ledger folder."""
+        state = self.config.offboard_state or str(self.config.folder / "offboarding-state")
+        env = {**os.environ, "BAOMI_STATE_DIR": state}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "baomi", *args, env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            proc.kill()
+            await proc.wait()
+            raise
+        return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+
+    def spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def run_host(self, request_id: int, req: dict[str, Any], host: str) -> None:
+        async with self.slots:
+            await self.db.write(lambda tx: set_host(tx, request_id, host, "running", ""))
+            try:
+                code, out, err = await self.baomi(
+                    ["offboard", req["user"], "--ticket", req["ticket"], "--reason",
+                     req["reason"], "--effective", req["effective"], "-i",
+                     self.config.offboard_inventory, "--policy", self.policy_path(),
+                     "--limit", host, "--operator", f"{req['created_by']} (dashboard)",
+                     "--json"], HOST_TIMEOUT)
+                state, detail = host_outcome(host, code, out, err)
+            except TimeoutError:
+                state, detail = "pending", f"no answer within {HOST_TIMEOUT} s"
+            await self.db.write(lambda tx: set_host(tx, request_id, host, state, detail))
+
+    async def run_request(self, request_id: int) -> None:
+        req = await self.db.read(lambda tx: get_request(tx, request_id))
+        await asyncio.gather(*(self.run_host(request_id, req, h["host"])
+                               for h in req["hosts"]))
+        await self.db.write(lambda tx: finish(tx, request_id))
+
+    async def purge_once(self, today: date) -> dict[str, Any] | None:
+        """Claim ``today`` and run ``--purge-due``; None when another collector has it."""
+        day = today.isoformat()
+        claimed = await self.db.write(lambda tx: tx.run(
+            "INSERT INTO purge_runs (day, started, state, detail) SELECT ?, ?, 'running', '' "
+            "WHERE NOT EXISTS (SELECT 1 FROM purge_runs WHERE day = ?)",
+            (day, time.time(), day)))
+        if not claimed:
+            return None
+        try:
+            code, out, err = await self.baomi(
+                ["offboard", "--purge-due", "--now", day, "-i", self.config.offboard_inventory,
+                 "--policy", self.policy_path(), "--operator", "collector (daily purge)",
+                 "--json"], PURGE_TIMEOUT)
+        except TimeoutError:
+            code, out, err = 1, "", f"no answer within {PURGE_TIMEOUT} s"
+        try:
+            events = json.loads(out).get("events", []) if out.strip() else []
+        except (ValueError, AttributeError):
+            events = []
+        counts: dict[str, int] = {}
+        for e in events:
+            counts[str(e.get("state"))] = counts.get(str(e.get("state")), 0) + 1
+        detail = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) \
+            or (err.strip().splitlines() or ["nothing frozen"])[-1][:500]
+        state = "ok" if code == 0 else "attention"
+        await self.db.write(lambda tx: tx.run(
+            "UPDATE purge_runs SET finished = ?, state = ?, detail = ? WHERE day = ?",
+            (time.time(), state, detail, day)))
+        return {"day": day, "state": state, "detail": detail, "events": events}
+
+    async def purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(seconds_until(self.config.purge_hour, datetime.now(UTC)))
+            await self.purge_once(datetime.now(UTC).date())
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        await self.db.write(interrupted)
+        if self.problem() is None:
+            self.spawn(self.purge_loop())
+        try:
+            yield
+        finally:
+            for task in list(self.tasks):
+                task.cancel()
+            for task in list(self.tasks):
+                with suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    # ---- pages ----------------------------------------------------------------------------
+
+    async def create(self, db: Database, v: View, request: Request,
+                     form_: dict[str, str]) -> Response:
+        if self.problem():
+            raise Invalid(t(v.lang, "not_configured"), 503)
+        user, ticket, reason, day = check_request(form_, datetime.now(UTC).date())
+        try:
+            refusal = core.refusal(load_policy(self.policy_path()), user)
+        except PolicyError as exc:
+            raise Invalid(f"collector.toml offboard_policy: {exc}", 503) from None
+        if refusal:
+            raise Invalid(f"user: {refusal}", 422)
+        hosts = self.hosts()
+        request_id = await db.write(lambda tx: add_request(tx, user, ticket, reason, day,
+                                                           v.who.name, hosts))
+        self.spawn(self.run_request(request_id))
+        return RedirectResponse(path("offboarding", str(request_id)), 303)
+
+    async def list_page(self, db: Database, v: View, request: Request,
+                        form_: dict[str, str]) -> Response:
+        lang = v.lang
+        requests, purges = await db.read(listing)
+        parts: list[object] = []
+        if self.problem():
+            parts.append(tag("p", t(lang, "not_configured"), class_="notice"))
+        elif v.who.role in ("it", "hr"):
+            parts += [tag("h2", t(lang, "new_request")), form(
+                "/offboarding", v.csrf,
+                [field(t(lang, "user"), "user"), field(t(lang, "ticket"), "ticket"),
+                 field(t(lang, "reason"), "reason", textarea=True),
+                 field(t(lang, "effective"), "effective", "date",
+                       datetime.now(UTC).date().isoformat())],
+                t(lang, "start"), id_="offboard-form")]
+        rows = [[link(path("offboarding", str(r["id"])), f"#{r['id']}"), r["user"],
+                 r["ticket"], r["effective"], r["due"], r["created_by"], badge(r["state"])]
+                for r in requests]
+        parts += [tag("h2", t(lang, "requests")),
+                  table(["#", t(lang, "user"), t(lang, "ticket"), t(lang, "effective"), "due",
+                         t(lang, "created_by"), t(lang, "state")], rows, id_="requests"),
+                  tag("h2", t(lang, "purges")),
+                  tag("p", t(lang, "purge_schedule", hour=self.config.purge_hour)),
+                  table([t(lang, "day"), t(lang, "state"), t(lang, "detail")],
+                        [[d, badge(s), x] for d, s, x in purges], id_="purges")]
+        return v.page(t(lang, "offboarding"), join(parts))
+
+    async def _request(self, db: Database, request: Request) -> dict[str, Any]:
+        raw = request.path_params["id"]
+        if not raw.isdigit() or len(raw) > 18:
+            raise NotFound(f"offboarding request {raw[:40]!r} not found")
+        return await db.read(lambda tx: get_request(tx, int(raw)))
+
+    async def request_page(self, db: Database, v: View, request: Request,
+                           form_: dict[str, str]) -> Response:
+        lang = v.lang
+        req = await self._request(db, request)
+        facts = [(t(lang, "user"), req["user"]), (t(lang, "ticket"), req["ticket"]),
+                 (t(lang, "reason"), req["reason"]), (t(lang, "effective"), req["effective"]),
+                 ("due", req["due"]), (t(lang, "created_by"), req["created_by"]),
+                 (t(lang, "state"), badge(req["state"]))]
+        rows = [[x["host"], badge(x["state"]), x["detail"], x["updated"]]
+                for x in req["hosts"]]
+        body = join([
+            tag("dl", join(join([tag("dt", k), tag("dd", val)]) for k, val in facts)),
+            tag("h2", t(lang, "progress")),
+            table([t(lang, "host"), t(lang, "state"), t(lang, "detail"), t(lang, "when")],
+                  rows, id_="progress"),
+            Html(f'<script src="/static/progress.js" data-url="'
+                 f'{path("offboarding", str(req["id"]), "progress.json")}"></script>'),
+        ])
+        return v.page(f"{t(lang, 'request')} #{req['id']} · {req['user']}", body)
+
+    async def progress(self, db: Database, v: View, request: Request,
+                       form_: dict[str, str]) -> Response:
+        return JSONResponse(await self._request(db, request),
+                            headers={"Cache-Control": "no-store"})
