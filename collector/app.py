@@ -22,12 +22,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from baomi.collector import credentials, store, validate
+from baomi.collector import credentials, records_api, store, validate
 from baomi.collector.config import Config
 from baomi.collector.db import Conflict, Database, DatabaseUnavailable, Refused
 from baomi.collector.openapi import document
 from baomi.collector.store import Forbidden, NotFound, Principal, Unauthorized
 from baomi.collector.validate import Invalid
+from baomi.collector.web import Dashboard
 
 log = logging.getLogger("baomi.collector")
 
@@ -392,13 +393,18 @@ def create_app(config: Config, database: Database) -> Starlette:
         Route(f"{api}/openapi.json", openapi_json, methods=["GET"]),
         Route("/metrics", endpoint(prometheus), methods=["GET"]),
     ]
+    routes += records_api.routes(database, who, endpoint, body_of, api)  # system of record
+
+    dashboard = Dashboard(config, database)
+    routes += dashboard.routes  # the web dashboard and HR's offboarding (collector/web)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
         await asyncio.get_running_loop().run_in_executor(None, database.migrate)
         await database.write(lambda tx: store.bootstrap_admin(
             tx, config.admin_user, config.admin_password_scrypt))
-        yield
+        async with dashboard.running():  # offboarding runs and the daily purge
+            yield
         database.close()
 
     async def not_found(request: Request, exc: Exception) -> Response:
