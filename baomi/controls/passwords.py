@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
+from baomi import logindefs
 from baomi.controls.contract import Control, HostContext, check
 from baomi.findings import Finding
 from baomi.observe import cat, script, sections
@@ -69,7 +70,7 @@ BY_KEY = {"minlen": MIN_LENGTH, "minclass": MIN_CLASSES, **dict.fromkeys(CREDITS
 
 HEADER = "# Managed by baomi: R-PWD 密码策略. Local edits are reverted.\n"
 DROPIN = f"{PWQ_DIR}/50-baomi.conf"
-LOGIN_DEFS = "/etc/login.defs"
+LOGIN_DEFS = logindefs.PATH
 PACKAGES = ("libpam-pwquality", "cracklib-runtime")
 LOGIN_KEYS = ("PASS_MAX_DAYS", "PASS_MIN_DAYS", "PASS_WARN_AGE")
 # PAM arguments that change a value we own; the deploy removes them from the module line.
@@ -135,8 +136,7 @@ def observe_script(want: Desired) -> str:
         "pwq_lib": LIBRARY_COMMAND,
         "pam": cat(COMMON_PASSWORD),
         "dicts": f"ls -1 {DEFAULT_DICT}.pwd 2>/dev/null; true",
-        "login_defs": f"[ -e {LOGIN_DEFS} ] || exit 2; grep -nE '^[[:space:]]*("
-                      + "|".join(LOGIN_KEYS) + f")([[:space:]]|$)' {LOGIN_DEFS}; true",
+        "login_defs": logindefs.grep_command(LOGIN_KEYS),
         "passwd": "getent passwd | awk -F: '{print $1 \":\" $3 \":\" $7}'",
         "shadow": "[ -r /etc/shadow ] || { echo 'cannot read /etc/shadow'; exit 77; }; "
                   f"getent shadow | {SHADOW_AWK}",
@@ -194,15 +194,8 @@ def parse(output: str, want: Desired) -> Observed:
         lib_values, lib_rc = reading.values, reading.rc
         dictpath, dict_present = reading.dictpath, reading.dict_present
 
-    login: tuple[Line, ...] | None = None
     ld = sec.get("login_defs")
-    if ld is not None and ld.ok:
-        found = []
-        for raw in ld.out.splitlines():
-            number, _, rest = raw.partition(":")
-            if number.isdigit():
-                found.append(Line(LOGIN_DEFS, int(number), rest))
-        login = tuple(found)
+    login = logindefs.parse(ld.out) if ld is not None and ld.ok else None
 
     shells: dict[str, tuple[int, str]] = {}
     order: list[str] = []
@@ -355,37 +348,8 @@ def pam_findings(seen: Observed) -> list[Finding]:
     return findings
 
 
-def login_defs_effective(seen: Observed) -> dict[str, Line]:
-    """The last line setting each key (shadow's getdef keeps the last one)."""
-    last: dict[str, Line] = {}
-    for line in seen.login_defs or ():
-        parts = line.text.split(None, 1)
-        if parts and parts[0] in LOGIN_KEYS:
-            last[parts[0]] = line
-    return last
-
-
-def login_value(line: Line) -> str:
-    parts = line.text.split(None, 1)
-    return parts[1].strip().strip('"') if len(parts) > 1 else ""
-
-
 def login_defs_findings(want: Desired, seen: Observed) -> list[Finding]:
-    if seen.login_defs is None:
-        return [LOGIN_DEFS_AGEING.finding(LOGIN_DEFS, "the file, with " + ", ".join(LOGIN_KEYS),
-                                          "missing", "medium")]
-    last = login_defs_effective(seen)
-    findings = []
-    for key, value in want.login_defs.items():
-        line = last.get(key)
-        if line is None:
-            findings.append(LOGIN_DEFS_AGEING.finding(f"{LOGIN_DEFS} {key}", value, "unset",
-                                                      "medium"))
-        elif login_value(line) != value:
-            findings.append(LOGIN_DEFS_AGEING.finding(
-                f"{LOGIN_DEFS} {key}", value, f"{login_value(line)} (line {line.number})",
-                "medium"))
-    return findings
+    return logindefs.findings(LOGIN_DEFS_AGEING, want.login_defs, seen.login_defs)
 
 
 def _date(days: int) -> str:

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import shlex
 
+from baomi import logindefs
 from baomi.controls.passwords import (
     DROPIN,
-    LOGIN_DEFS,
     OWNED_ARGS,
     Desired,
     Observed,
     aged,
     drifting,
     effective,
-    login_defs_effective,
-    login_value,
     overriding,
     pam_findings,
     weak,
@@ -95,18 +93,8 @@ def dictionary_script(seen: Observed) -> str:
 
 
 def login_defs_script(want: Desired, seen: Observed) -> str:
-    """Set each key in place on every line that sets it; append the keys that are missing."""
-    q = shlex.quote(LOGIN_DEFS)
-    last = login_defs_effective(seen)
-    steps = []
-    for key, value in want.login_defs.items():
-        line = last.get(key)
-        if line is not None and login_value(line) == value:
-            continue
-        steps.append(f"sed -i -E 's/^[[:space:]]*{key}([[:space:]].*)?$/{key}\\t{value}/' {q}")
-        if line is None:
-            steps.append(f"printf '%s\\t%s\\n' {key} {value} >> {q}")
-    return "; ".join(steps)
+    """Set each ageing key of login.defs (every line that sets it; appended when none does)."""
+    return logindefs.set_script(want.login_defs, seen.login_defs)
 
 
 def ageing_commands(want: Desired, seen: Observed) -> list[str]:
