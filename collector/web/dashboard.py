@@ -23,14 +23,14 @@ from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import Route
 
 from baomi.collector.config import Config
 from baomi.collector.db import Conflict, Database, DatabaseUnavailable
 from baomi.collector.store import NotFound
 from baomi.collector.validate import Invalid
 from baomi.collector.web import fleet, offboard
-from baomi.collector.web.html import field, form, h, page, tag
+from baomi.collector.web.html import field, form, join, page, tag
 from baomi.collector.web.i18n import LANGS, t
 from baomi.collector.web.session import (
     COOKIE,
@@ -123,7 +123,7 @@ class Dashboard:
                      field(t(language, "password"), "password", "password")],
                     t(language, "login"), id_="login")
         if failed:
-            body = h(tag("p", t(language, "wrong_login"), class_="error", id="message") + body)
+            body = join([tag("p", t(language, "wrong_login"), class_="error", id="message"), body])
         response = HTMLResponse(page(language, t(language, "login"), body, here="/login"),
                                 401 if failed else 200, headers=SECURITY_HEADERS)
         set_pre_login(response, pre)
@@ -178,7 +178,7 @@ class Dashboard:
                                      "X-Content-Type-Options": "nosniff"})
 
     @property
-    def routes(self) -> list[BaseRoute]:
+    def routes(self) -> list[Route]:
         g, o = self.guarded, self.offboarding
         return [
             Route("/", self.home, methods=["GET"]),
