@@ -210,10 +210,9 @@ def run(cfg: dict[str, Any]) -> int:
     elif not paths:
         status["error"] = "none of the paths exist: " + " ".join(cfg["paths"])
     else:
-        if restic(cfg, "cat", "config").returncode != 0:
-            init = restic(cfg, "init")
-            if init.returncode != 0:
-                status["error"] = "restic init: " + error_line(init)
+        code, line = ensure_repository(cfg)
+        if code != 0:
+            status["error"] = line
     if not status["error"]:
         args = ["backup", "--json", "--host", cfg["host"]]
         for pattern in cfg.get("exclude", []):
@@ -267,14 +266,51 @@ def verify(cfg: dict[str, Any]) -> int:
     return 0
 
 
+# What restic prints when the repository is really not there (as opposed to a connection the
+# backup host dropped: its sshd refuses connections beyond MaxStartups when a fleet's clients
+# all arrive at once, measured with 12 clients applying together).
+NO_REPOSITORY = "Is there a repository at the following location?"
+
+
+def repository_opens(cfg: dict[str, Any], attempts: int = 4) -> bool:
+    """Whether the repository's config can be read; a failure that is not "no repository
+    there" is retried with backoff and jitter, so a dropped connection never reads as "missing"
+    (which would make the caller run `restic init` on a repository that exists)."""
+    for attempt in range(attempts):
+        proc = restic(cfg, "cat", "config")
+        if proc.returncode == 0:
+            return True
+        if NO_REPOSITORY in proc.stderr or attempt == attempts - 1:
+            return False
+        time.sleep(2 ** attempt + random.random())  # noqa: S311 - jitter, not a secret
+    return False
+
+
+def ensure_repository(cfg: dict[str, Any], attempts: int = 4) -> tuple[int, str]:
+    """Create the repository unless it opens already (restic init refuses an existing one):
+    the exit code and what happened, in a line.  `restic init` runs only when restic says no
+    repository is there; a dropped connection is retried with backoff and jitter (an init whose
+    answer was lost shows up as "opens" on the next round)."""
+    last: subprocess.CompletedProcess[str] | None = None
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(2 ** (attempt - 1) + random.random())  # noqa: S311 - jitter
+        probe = restic(cfg, "cat", "config")
+        if probe.returncode == 0:
+            return 0, "repository opens"
+        last = probe
+        if NO_REPOSITORY in probe.stderr:
+            last = restic(cfg, "init")
+            if last.returncode == 0:
+                return 0, "restic init: created"
+    assert last is not None  # noqa: S101 - attempts >= 1
+    return last.returncode or 1, "restic init: " + error_line(last)
+
+
 def init(cfg: dict[str, Any]) -> int:
-    """Create the repository unless it opens already (restic init refuses an existing one)."""
-    if restic(cfg, "cat", "config").returncode == 0:
-        print("repository opens")
-        return 0
-    proc = restic(cfg, "init")
-    print("restic init: " + ("created" if proc.returncode == 0 else error_line(proc)))
-    return proc.returncode
+    code, line = ensure_repository(cfg)
+    print(line)
+    return code
 
 
 def as_account(cfg: dict[str, Any], password: str, *args: str
@@ -397,7 +433,7 @@ def main(argv: list[str]) -> int:
         print(json.dumps(snapshots(cfg), sort_keys=True))
         return 0
     if len(argv) > 1 and argv[1] == "probe":
-        return 0 if restic(cfg, "cat", "config").returncode == 0 else 1
+        return 0 if repository_opens(cfg) else 1
     sys.stderr.write("usage: baomi-backup run|verify|snapshots|init|probe [CONFIG] | "
                      "prune JSON\n")
     return 2
