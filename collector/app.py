@@ -28,6 +28,7 @@ from baomi.collector.db import Conflict, Database, DatabaseUnavailable, Refused
 from baomi.collector.openapi import document
 from baomi.collector.store import Forbidden, NotFound, Principal, Unauthorized
 from baomi.collector.validate import Invalid
+from baomi.collector.web import Dashboard
 
 log = logging.getLogger("baomi.collector")
 
@@ -394,12 +395,16 @@ def create_app(config: Config, database: Database) -> Starlette:
     ]
     routes += records_api.routes(database, who, endpoint, body_of, api)  # system of record
 
+    dashboard = Dashboard(config, database)
+    routes += dashboard.routes  # the web dashboard and HR's offboarding (collector/web)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
         await asyncio.get_running_loop().run_in_executor(None, database.migrate)
         await database.write(lambda tx: store.bootstrap_admin(
             tx, config.admin_user, config.admin_password_scrypt))
-        yield
+        async with dashboard.running():  # offboarding runs and the daily purge
+            yield
         database.close()
 
     async def not_found(request: Request, exc: Exception) -> Response:
