@@ -37,6 +37,10 @@ CONTROLS: tuple[Entry, ...] = (
     Entry("sensitive_paths", ("R-ACL", "R-CLS"),
           "owner, group, mode and level marking of directories holding customer data",
           baseline=True),
+    # After sensitive_paths: clamonacc watches folders that must exist.
+    Entry("antivirus", ("R-SEC",),
+          "ClamAV: on-access and daily scans of the sensitive paths, quarantine, "
+          "signatures from the controller's mirror", baseline=True),
     Entry("audit_rules", ("R-LOG",), "kernel audit rules on sensitive paths", baseline=True),
     Entry("passwords", ("R-PWD",), "pam_pwquality length/classes, password ageing",
           baseline=True),
