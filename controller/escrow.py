@@ -48,9 +48,19 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from baomi.records import RecordError, append_jsonl, read_jsonl
+from baomi.records import RecordError, read_jsonl
+from baomi.recordstore import (
+    DEFAULT_ESCROW_DIR,
+    ESCROW,
+    RETRIEVALS,
+    LocalStore,
+    RecordStore,
+    Retrieval,
+    escrow_dir,
+    open_store,
+)
 
-DEFAULT_DIR = "/var/lib/baomi/escrow"
+DEFAULT_DIR = DEFAULT_ESCROW_DIR
 IDENTITY_TAG = "BAOMI-ESCROW-IDENTITY-1"
 RECIPIENT_TAG = "BAOMI-ESCROW-RECIPIENT-1"
 _INFO = b"baomi escrow sealed box v1"
@@ -126,6 +136,10 @@ def _read_tagged(path: Path, tag: str, what: str) -> bytes:
     except (OSError, UnicodeDecodeError) as exc:
         raise EscrowError(f"{path}: cannot read the escrow {what} "
                           f"({getattr(exc, 'strerror', None) or exc})") from None
+    return _parse_tagged(text, tag, what, str(path))
+
+
+def _parse_tagged(text: str, tag: str, what: str, where: str) -> bytes:
     parts = text.split()
     try:
         if len(parts) == 2 and parts[0] == tag:
@@ -134,7 +148,7 @@ def _read_tagged(path: Path, tag: str, what: str) -> bytes:
                 return raw
     except ValueError:
         pass
-    raise EscrowError(f"{path}: not an escrow {what} (a '{tag} …' line)")
+    raise EscrowError(f"{where}: not an escrow {what} (a '{tag} …' line)")
 
 
 def load_identity(path: Path) -> X25519PrivateKey:
@@ -155,12 +169,28 @@ def _write_new(path: Path, text: str, mode: int) -> None:
 
 
 class EscrowStore:
-    def __init__(self, directory: str | Path) -> None:
+    """Escrow over a record store: the folder's files (``directory``), or the collector
+    (``backend``, when the policy keeps records there): the same sealing either way."""
+
+    def __init__(self, directory: str | Path, backend: RecordStore | None = None) -> None:
         self.dir = Path(directory)
+        self.backend: RecordStore = backend or LocalStore(escrow=self.dir)
+        self.local = isinstance(self.backend, LocalStore)
 
     @classmethod
     def default(cls) -> EscrowStore:
-        return cls(os.environ.get("BAOMI_ESCROW_DIR", DEFAULT_DIR))
+        """The store the policy names (``collector.records``); ``$BAOMI_ESCROW_DIR`` or
+        /var/lib/baomi/escrow when local."""
+        try:
+            backend = open_store()
+        except RecordError as exc:
+            raise EscrowError(str(exc)) from None
+        return cls(escrow_dir(), None if isinstance(backend, LocalStore) else backend)
+
+    @property
+    def where(self) -> str:
+        """Where the entries are, for messages: the folder or the collector's URL."""
+        return str(self.dir) if self.local else self.backend.where
 
     @property
     def entries_file(self) -> Path:
@@ -186,10 +216,10 @@ class EscrowStore:
     def keygen(self, identity: Path) -> str:
         """A new key pair: the private half to ``identity`` (0600, never overwritten), the
         public half to the store. Returns the recipient's fingerprint."""
-        if self.recipient_file.exists():
-            raise EscrowError(f"{self.recipient_file} exists: this store already has a key "
-                              "pair (its entries open only with that identity)")
-        if self.legacy_key_file.exists():
+        if self._recipient_line() is not None:
+            raise EscrowError(f"{self.where}: this store already has a key pair (its entries "
+                              "open only with that identity)")
+        if self.local and self.legacy_key_file.exists():
             raise self._migrate_hint()
         private = X25519PrivateKey.generate()
         raw_private = private.private_bytes_raw()
@@ -201,21 +231,28 @@ class EscrowStore:
         except OSError as exc:
             raise EscrowError(f"{identity}: cannot write the identity ({exc.strerror})") \
                 from None
-        self.dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.dir, 0o700)
         public = private.public_key()
-        _write_new(self.recipient_file,
-                   f"{RECIPIENT_TAG} {base64.b64encode(_raw(public)).decode()}\n", 0o644)
+        try:
+            self.backend.set_recipient(f"{RECIPIENT_TAG} {base64.b64encode(_raw(public)).decode()}")
+        except RecordError as exc:
+            raise EscrowError(str(exc)) from None
         return fingerprint(public)
 
+    def _recipient_line(self) -> str | None:
+        try:
+            return self.backend.recipient()
+        except RecordError as exc:
+            raise EscrowError(str(exc)) from None
+
     def recipient(self) -> X25519PublicKey:
-        if self.legacy_key_file.exists():
+        if self.local and self.legacy_key_file.exists():
             raise self._migrate_hint()
-        if not self.recipient_file.exists():
-            raise EscrowError(f"{self.dir}: no escrow public key ({self.recipient_file.name}):"
+        line = self._recipient_line()
+        if line is None:
+            raise EscrowError(f"{self.where}: no escrow public key ({self.recipient_file.name}):"
                               " run `baomi escrow keygen --identity FILE` first")
-        raw = _read_tagged(self.recipient_file, RECIPIENT_TAG, "public key")
-        return X25519PublicKey.from_public_bytes(raw)
+        return X25519PublicKey.from_public_bytes(
+            _parse_tagged(line, RECIPIENT_TAG, "public key", self.where))
 
     @staticmethod
     def _aad(record: dict[str, Any]) -> bytes:
@@ -236,22 +273,26 @@ class EscrowStore:
         entry_id = str(uuid.uuid4())
         record = {"id": entry_id, "kind": kind, "host": host, "subject": subject,
                   "created": _now(), "meta": meta or {}}
-        append_jsonl(self.entries_file, [self._sealed_record(recipient, record, secret)])
+        try:
+            self.backend.append(ESCROW, [self._sealed_record(recipient, record, secret)])
+        except RecordError as exc:
+            raise EscrowError(str(exc)) from None
         return entry_id
 
     def _records(self) -> list[dict[str, Any]]:
+        """The entries (with their sealed secret when local; the collector lists without)."""
         try:
-            records = read_jsonl(self.entries_file, strict=True)
+            records = self.backend.read(ESCROW, strict=True)
         except RecordError as exc:
             raise EscrowError(str(exc)) from None
         for number, record in enumerate(records, 1):
             missing = {"id", "kind", "host", "subject", "created"} - set(record)
-            if not {"sealed", "token"} & set(record):
+            if self.local and not {"sealed", "token"} & set(record):
                 missing.add("sealed")
             if missing:
-                raise EscrowError(f"{self.entries_file}: record {number} lacks "
+                raise EscrowError(f"{self.where}: escrow record {number} lacks "
                                   f"{', '.join(sorted(missing))}")
-        if self.legacy_key_file.exists() or any("token" in r for r in records):
+        if self.local and (self.legacy_key_file.exists() or any("token" in r for r in records)):
             raise self._migrate_hint()
         return records
 
@@ -274,11 +315,9 @@ class EscrowStore:
         """The latest secret for a recovery, opened with the offline identity (the file given,
         else ``$BAOMI_ESCROW_IDENTITY``); the retrieval is recorded (who, from which login,
         why) before the secret is opened."""
-        records = [r for r in self._records()
-                   if r["kind"] == kind and r["host"] == host and r["subject"] == subject]
-        if not records:
-            raise EscrowError(f"no {kind} escrowed for {host} {subject}")
-        record = records[-1]
+        latest = self.latest(kind, host, subject)
+        if latest is None:
+            raise EscrowError(f"no {kind} escrowed for {host} {subject} in {self.where}")
         if identity is None:
             named = os.environ.get("BAOMI_ESCROW_IDENTITY", "")
             if not named:
@@ -287,23 +326,25 @@ class EscrowStore:
                                   "BAOMI_ESCROW_IDENTITY=FILE for a deploy)")
             identity = Path(named)
         private = load_identity(identity)
-        if record.get("recipient") != fingerprint(private.public_key()):
-            raise EscrowError(f"{identity} is not the identity entry {record['id']} is sealed "
-                              f"to (recipient {record.get('recipient')})")
-        append_jsonl(self.retrievals_file, [{
-            "time": _now(), **operator_record(operator), "entry": record["id"], "kind": kind,
-            "host": host, "subject": subject, "reason": reason}])
+        if latest.get("recipient") != fingerprint(private.public_key()):
+            raise EscrowError(f"{identity} is not the identity entry {latest['id']} is sealed "
+                              f"to (recipient {latest.get('recipient')})")
+        try:  # the store records the retrieval (who, why) before it hands out the entry
+            record = self.backend.open_escrow(
+                Retrieval(kind, host, subject, reason, operator_record(operator)))
+        except RecordError as exc:
+            raise EscrowError(str(exc)) from None
         try:
             secret = unseal(private, base64.b64decode(record["sealed"]), self._aad(record))
         except (InvalidTag, ValueError):
-            raise EscrowError(f"entry {record['id']} in {self.entries_file} does not open with "
+            raise EscrowError(f"entry {record['id']} in {self.where} does not open with "
                               f"{identity} (damaged or moved)") from None
         return Entry(record["id"], record["kind"], record["host"], record["subject"],
                      record["created"], record.get("meta", {}), secret.decode())
 
     def retrievals(self) -> list[dict[str, Any]]:
         try:
-            return read_jsonl(self.retrievals_file, strict=True)
+            return self.backend.read(RETRIEVALS, strict=True)
         except RecordError as exc:
             raise EscrowError(str(exc)) from None
 
@@ -312,6 +353,9 @@ class EscrowStore:
         to a new key pair (private half to ``identity``), the file replaced in one rename,
         then the old key deleted. Returns how many entries were re-sealed."""
         key_file = self.legacy_key_file
+        if not self.local:
+            raise EscrowError(f"{self.where}: migrate re-seals a local store only (run it with "
+                              "collector.records: local, then baomi collector import)")
         if not key_file.exists():
             raise EscrowError(f"{self.dir}: nothing to migrate (no {key_file.name})")
         try:

@@ -8,7 +8,8 @@ it on the host, again right before ``luksFormat``), and records the permission a
 *before* the host receives the script, so it can never serve twice.  A newer permission for
 the same host and device supersedes an open older one.
 
-The records are ``$BAOMI_STATE_DIR/disk/wipe-permissions.jsonl`` (baomi/records.py:
+The records are ``$BAOMI_STATE_DIR/disk/wipe-permissions.jsonl`` or the collector's stream
+``wipe`` when the policy keeps records there (baomi/recordstore.py; locally baomi/records.py:
 append-only JSON lines, 0600 in a 0700 folder, locked).
 """
 
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from baomi.records import append_jsonl, read_jsonl, state_dir
+from baomi.records import state_dir
+from baomi.recordstore import WIPE, open_store
 
 ALLOWED = "allowed"
 CONSUMED = "consumed"
@@ -77,14 +79,14 @@ def fold(records: list[dict[str, Any]]) -> list[Permission]:
 
 
 def permissions() -> list[Permission]:
-    return fold(read_jsonl(records_path(), strict=True))
+    return fold(open_store().read(WIPE, strict=True))
 
 
 def allow(host: str, device: str, serial: str, ticket: str, operator: str) -> Permission:
     """Record a one-time permission (the folder and file are made 0700/0600)."""
     record = {"event": ALLOWED, "id": secrets.token_hex(8), "host": host, "device": device,
               "serial": serial, "ticket": ticket, "operator": operator, "time": _now()}
-    append_jsonl(records_path(), [record])
+    open_store().append(WIPE, [record])
     return fold([record])[0]
 
 
@@ -96,7 +98,7 @@ def open_permission(host: str, device: str) -> Permission | None:
 
 def consume(permission: Permission, luks_uuid: str) -> None:
     """Record that the permission is used up (before the host gets the script that wipes)."""
-    append_jsonl(records_path(), [{"event": CONSUMED, "id": permission.id,
+    open_store().append(WIPE, [{"event": CONSUMED, "id": permission.id,
                                    "host": permission.host, "device": permission.device,
                                    "serial": permission.serial, "luks_uuid": luks_uuid,
                                    "time": _now()}])

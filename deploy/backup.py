@@ -200,7 +200,7 @@ def repository_password(repository: str):  # type: ignore[no-untyped-def]
     if digest:
         if escrowed is None:
             raise OperationError(f"{core.PASSWORD_FILE} exists but no password for "
-                                 f"{repository} is escrowed in {store.dir}: escrow it first "
+                                 f"{repository} is escrowed in {store.where}: escrow it first "
                                  "(or point BAOMI_ESCROW_DIR at the store that has it)")
         if escrowed.get("secret_sha256") != digest:
             raise OperationError(f"{core.PASSWORD_FILE} differs from the password escrowed "

@@ -28,6 +28,7 @@ from baomi.findings import Finding
 from baomi.observe import script, sections
 from baomi.offboarding import RETIRED_PREFIX, valid_name
 from baomi.records import RecordError, append_jsonl, state_dir
+from baomi.recordstore import ACCOUNTS, RecordStore, open_store
 
 RECORDED = check("accounts.recorded",
                  "every personal account has a recorded request (部门主管) and approval (分管副总)")
@@ -83,7 +84,7 @@ class Revocation:
 
 
 def revoke(user: str, by: str, ticket: str, reason: str = "",
-           path: Path | None = None) -> Revocation:
+           path: Path | None = None, store: RecordStore | None = None) -> Revocation:
     """Record that USER's requests are revoked (for ``baomi account revoke`` and for the
     offboarding purge). Raises ValueError naming what is missing; nothing is then recorded."""
     missing = [what for what, value in (("who revokes (--by)", by), ("the ticket", ticket))
@@ -94,7 +95,10 @@ def revoke(user: str, by: str, ticket: str, reason: str = "",
         raise ValueError("; ".join(missing))
     revocation = Revocation(user, by.strip(), ticket.strip(),
                             datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), reason)
-    append_jsonl(path or requests_path(), [revocation.as_dict()])
+    if path is not None:
+        append_jsonl(path, [revocation.as_dict()])
+    else:
+        (store or open_store()).append(ACCOUNTS, [revocation.as_dict()])
     return revocation
 
 
@@ -150,8 +154,11 @@ def parse_requests(text: str) -> list[Request]:
     return live_requests(records)
 
 
-def load_requests(path: Path | None = None) -> list[Request]:
-    path = path or requests_path()
+def load_requests(path: Path | None = None, store: RecordStore | None = None) -> list[Request]:
+    """The requests in force: from PATH when given, else from the store the policy names
+    (the state dir's requests.jsonl, or the collector)."""
+    if path is None:
+        return live_requests((store or open_store()).read(ACCOUNTS))
     if not path.exists():
         return []
     try:

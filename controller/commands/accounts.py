@@ -18,10 +18,23 @@ from baomi.controller.runner import DEPLOYS, run
 from baomi.controls import accounts as core
 from baomi.inventory import InventoryError, host_groups
 from baomi.policy import default_policy_path
-from baomi.records import RecordError, append_jsonl
+from baomi.records import RecordError
+from baomi.recordstore import ACCOUNTS, LocalStore, RecordStore, open_store
 from baomi.ui import fail, json_option, load_policy_or_exit, policy_option, print_json
 
 DEPLOY_FILE = DEPLOYS / "accounts.py"
+
+
+def records() -> RecordStore:
+    """Where requests live: the state dir, or the collector the policy names."""
+    try:
+        return open_store()
+    except RecordError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def where(store: RecordStore) -> str:
+    return str(core.requests_path()) if isinstance(store, LocalStore) else store.where
 
 
 @click.group("account")
@@ -44,10 +57,13 @@ def request_cmd(user: str, requester: str, approver: str, hosts: tuple[str, ...]
     found = core.problems(req)
     if found:
         fail(f"baomi account request: {'; '.join(found)}; nothing was recorded")
-    path = core.requests_path()
-    append_jsonl(path, [req.as_dict()])
+    store = records()
+    try:
+        store.append(ACCOUNTS, [req.as_dict()])
+    except RecordError as exc:
+        raise click.ClickException(f"{exc}; nothing was recorded") from None
     click.echo(f"recorded: {user} requested by {requester}, approved by {approver} "
-               f"({', '.join(hosts) or 'all hosts'}) in {path}")
+               f"({', '.join(hosts) or 'all hosts'}) in {where(store)}")
 
 
 @account.command("revoke")
@@ -58,26 +74,29 @@ def request_cmd(user: str, requester: str, approver: str, hosts: tuple[str, ...]
 def revoke_cmd(user: str, ticket: str, by: str, reason: str) -> None:
     """Revoke USER's requests (recorded): `account apply` no longer creates USER, and the
     check flags the account where it still exists. A new request grants it again."""
+    store = records()
     try:
-        live = [r for r in core.load_requests() if r.user == user]
+        live = [r for r in core.load_requests(store=store) if r.user == user]
     except RecordError as exc:
         raise click.ClickException(str(exc)) from None
     if not live:
-        fail(f"baomi account revoke: no request in force for {user} in {core.requests_path()}; "
+        fail(f"baomi account revoke: no request in force for {user} in {where(store)}; "
              "nothing was recorded")
     try:
-        core.revoke(user, by, ticket, reason)
+        core.revoke(user, by, ticket, reason, store=store)
     except ValueError as exc:
         fail(f"baomi account revoke: {exc}; nothing was recorded")
+    except RecordError as exc:
+        raise click.ClickException(f"{exc}; nothing was recorded") from None
     click.echo(f"revoked: {user} by {by} (ticket {ticket}); `baomi account apply` no longer "
-               f"creates it; recorded in {core.requests_path()}")
+               f"creates it; recorded in {where(store)}")
 
 
 @account.command("list")
 def list_cmd() -> None:
     """The recorded requests."""
     try:
-        requests = core.load_requests()
+        requests = core.load_requests(store=records())
     except RecordError as exc:
         raise click.ClickException(str(exc)) from None
     for r in requests:

@@ -7,7 +7,9 @@
                       [--json]                       the latest secret; the retrieval is recorded
     baomi escrow migrate --identity FILE             re-seal an old (Fernet) store once
 
-The store is ``$BAOMI_ESCROW_DIR`` or /var/lib/baomi/escrow (baomi/controller/escrow.py).
+The store is ``$BAOMI_ESCROW_DIR`` or /var/lib/baomi/escrow (baomi/controller/escrow.py), or
+the collector when the policy says ``collector.records: collector`` (the same commands; the
+collector keeps the public key and the sealed entries, never the identity).
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ LUKS_RECOVERY = "luks-recovery"
 
 def _store() -> EscrowStore:
     # Imported here: the store needs `cryptography` (baomi[admin]); `baomi --help` must not.
-    from baomi.controller.escrow import EscrowStore
+    from baomi.controller.escrow import EscrowError, EscrowStore
 
-    return EscrowStore.default()
+    try:
+        return EscrowStore.default()
+    except EscrowError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.group()
@@ -49,10 +54,10 @@ def escrow_list(as_json: bool) -> None:
     except EscrowError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
-        print_json({"store": str(store.dir), "entries": entries})
+        print_json({"store": store.where, "entries": entries})
         return
     if not entries:
-        click.echo(f"{store.dir}: no escrowed secrets")
+        click.echo(f"{store.where}: no escrowed secrets")
         return
     for e in entries:
         uuid = e.get("meta", {}).get("luks_uuid", "")
@@ -77,7 +82,8 @@ def escrow_keygen(identity: Path) -> None:
         fp = store.keygen(identity)
     except EscrowError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"public key {store.recipient_file} (fingerprint {fp})")
+    click.echo(f"public key {store.recipient_file if store.local else store.where} "
+               f"(fingerprint {fp})")
     click.echo(f"private key {identity.resolve()} (0600): move it offline; "
                "`baomi escrow show` needs it")
 

@@ -3,9 +3,10 @@
 The steps come from baomi/fixes/offboarding.py and run through deploy/offboarding.py (pyinfra,
 via baomi/controller/runner.py). This module keeps the controller's evidence: an append-only
 ledger of JSON lines (``$BAOMI_STATE_DIR/offboarding/ledger.jsonl``, default state dir
-/var/lib/baomi, mode 0600), one line per user and host and run, from which ``--status`` is
-folded.  A host that could not be reached is *pending*; the next ``baomi offboard USER`` or
-``--purge-due`` run freezes it.
+/var/lib/baomi, mode 0600; at the collector when the policy says ``collector.records:
+collector``: baomi/recordstore.py), one line per user and host and run, from which
+``--status`` is folded.  A host that could not be reached is *pending*; the next ``baomi
+offboard USER`` or ``--purge-due`` run freezes it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from baomi.controls import accounts
 from baomi.inventory import InventoryError
 from baomi.inventory import read as read_inventory
 from baomi.policy import default_policy_path
-from baomi.records import RecordError, append_jsonl, read_jsonl, state_dir
+from baomi.records import RecordError, state_dir
+from baomi.recordstore import LEDGER, LocalStore, RecordStore, open_store
 from baomi.ui import EXIT_USAGE, fail, json_option, load_policy_or_exit, policy_option, print_json
 
 DEPLOY_FILE = DEPLOYS / "offboarding.py"
@@ -39,14 +41,28 @@ def ledger_path() -> Path:
     return state_dir() / "offboarding" / "ledger.jsonl"
 
 
+_POLICY: dict[str, str] = {}  # the policy this run was given (it says where records live)
+
+
+def records() -> RecordStore:
+    """The ledger's store: the state dir, or the collector the policy names."""
+    try:
+        return open_store(_POLICY.get("path"))
+    except RecordError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def append(events: list[dict[str, Any]]) -> None:
-    """Append events to the ledger (0600; the folder 0700); never rewrites a line."""
-    append_jsonl(ledger_path(), events)
+    """Append events to the ledger (0600 file, or the collector); never rewrites a line."""
+    try:
+        records().append(LEDGER, events)
+    except RecordError as exc:
+        raise click.ClickException(f"the ledger could not be written: {exc}") from None
 
 
 def read_ledger() -> list[dict[str, Any]]:
     try:
-        return read_jsonl(ledger_path())
+        return records().read(LEDGER)
     except RecordError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -194,6 +210,7 @@ def offboard(user: str | None, ticket: str | None, reason: str, effective: str |
         raise click.UsageError("give -i INVENTORY (the fleet to offboard on)")
     path = policy_path or default_policy_path()
     policy = load_policy_or_exit(path, as_json=as_json)
+    _POLICY["path"] = path
     hosts = connect_users(inventory)
     groups = read_inventory(inventory)  # readable: connect_users has just read it
     # --limit takes host and group names, as pyinfra's does.
@@ -357,7 +374,8 @@ def _revoke_requests(events: list[dict[str, Any]], operator: str) -> None:
     if not deleted:
         return
     try:
-        requested = {r.user for r in accounts.load_requests()}
+        store = records()
+        requested = {r.user for r in accounts.load_requests(store=store)}
     except RecordError as exc:
         click.echo(f"account requests not revoked: {exc}", err=True)
         return
@@ -365,7 +383,7 @@ def _revoke_requests(events: list[dict[str, Any]], operator: str) -> None:
                for r in rows.values() if r.get("ticket")}
     for user in sorted(deleted & requested):
         accounts.revoke(user, by=operator, ticket=tickets.get(user) or "offboarding purge",
-                        reason="purged (baomi offboard --purge-due)")
+                        reason="purged (baomi offboard --purge-due)", store=store)
 
 
 def purge(inventory: str, policy_path: str, names: list[str], limit: list[str], today: date,
@@ -455,8 +473,9 @@ def show_status(user: str | None, as_json: bool) -> None:
         print(json.dumps(table, ensure_ascii=False, indent=2, sort_keys=True))
         return
     if not any(table.values()):
-        click.echo(f"no offboarding recorded{' for ' + user if user else ''} "
-                   f"(ledger {ledger_path()})")
+        store = records()
+        where = ledger_path() if isinstance(store, LocalStore) else store.where
+        click.echo(f"no offboarding recorded{' for ' + user if user else ''} (ledger {where})")
         return
     for name, hosts in sorted(table.items()):
         for host, row in sorted(hosts.items()):
