@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from baomi.collector.config import Config, ConfigError, load
+from baomi.collector.records_cli import import_cmd, verify_log_cmd
 
 
 def _load(folder: str) -> Config:
@@ -20,6 +21,10 @@ def _load(folder: str) -> Config:
 @click.group()
 def collector() -> None:
     """The central collector: where every host's findings end up."""
+
+
+collector.add_command(import_cmd)      # the system of record (collector/records_cli.py)
+collector.add_command(verify_log_cmd)
 
 
 @collector.command("init")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from baomi.clauses import CLAUSES
-from baomi.collector import credentials
+from baomi.collector import auditlog, credentials
 from baomi.collector.db import Tx
 from baomi.collector.validate import Event, FindingQuery, Invalid, finding_key, format_time
 from baomi.findings import SEVERITY_RANK
@@ -68,6 +68,7 @@ def new_session(tx: Tx, user: str, role: str, hours: float) -> dict[str, Any]:
     tx.run("DELETE FROM sessions WHERE expires < ?", (now,))
     tx.run("INSERT INTO sessions (token, name, role, expires) VALUES (?, ?, ?, ?)",
            (credentials.digest(token), user, role, expires))
+    auditlog.append(tx, user, role, "login", {})  # every human action is logged (R-AUD)
     return {"token": token, "user": user, "role": role, "expires": format_time(expires)}
 
 
@@ -79,6 +80,7 @@ def session_info(tx: Tx, principal: Principal) -> dict[str, Any]:
 
 def end_session(tx: Tx, principal: Principal) -> None:
     tx.run("DELETE FROM sessions WHERE token = ?", (principal.token,))
+    auditlog.append(tx, principal.name, principal.role, "logout", {})
 
 
 def authenticate(tx: Tx, token: str) -> Principal:
@@ -120,6 +122,7 @@ def delete_user(tx: Tx, user: str, by: str) -> None:
         raise Invalid(f"user {user!r} cannot delete their own account", 409)
     tx.run("DELETE FROM sessions WHERE name = ?", (user,))
     tx.run("DELETE FROM users WHERE name = ?", (user,))
+    auditlog.append(tx, by, "it", "user.delete", {"user": user})
 
 
 # ---- enrolment ----------------------------------------------------------------------------
@@ -134,6 +137,7 @@ def new_enrol_token(tx: Tx, by: str, host: str | None, one_time: bool,
            (credentials.digest(token), host, int(one_time), expires, now, by))
     row = tx.one("SELECT id FROM enrol_tokens WHERE token = ?", (credentials.digest(token),))
     assert row is not None  # noqa: S101 checked in this transaction
+    auditlog.append(tx, by, "it", "enrol_token.new", {"id": int(row[0]), "host": host})
     return {"id": int(row[0]), "token": token, "host": host, "one_time": one_time,
             "expires": format_time(expires)}
 
@@ -430,6 +434,7 @@ def acknowledge(tx: Tx, finding_id: int, by: str, comment: str) -> dict[str, Any
            "ack_comment = ? WHERE id = ?", (by, now, comment, finding_id))
     tx.run("INSERT INTO acks (finding_id, by_user, at, comment) VALUES (?, ?, ?, ?)",
            (finding_id, by, now, comment))
+    auditlog.append(tx, by, "it", "finding.ack", {"finding": finding_id, "comment": comment})
     return finding(tx, finding_id, history=False)
 
 
