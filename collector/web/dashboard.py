@@ -29,7 +29,7 @@ from baomi.collector.config import Config
 from baomi.collector.db import Conflict, Database, DatabaseUnavailable
 from baomi.collector.store import NotFound
 from baomi.collector.validate import Invalid
-from baomi.collector.web import fleet, offboard
+from baomi.collector.web import escrow, fleet, offboard
 from baomi.collector.web.html import field, form, join, page, tag
 from baomi.collector.web.i18n import LANGS, t
 from baomi.collector.web.session import (
@@ -191,8 +191,8 @@ class Dashboard:
             Route("/hosts/{host}", g(fleet.host_page, READERS), methods=["GET"]),
             Route("/clauses/{clause}", g(fleet.clause_page, READERS), methods=["GET"]),
             Route("/findings/{id}/ack", g(fleet.acknowledge, IT, post=True), methods=["POST"]),
-            Route("/escrow", g(fleet.escrow_page, IT), methods=["GET"]),
-            Route("/escrow", g(fleet.escrow_page, IT, post=True), methods=["POST"]),
+            Route("/escrow", g(escrow.escrow_page, IT), methods=["GET"]),
+            Route("/escrow", g(escrow.escrow_page, IT, post=True), methods=["POST"]),
             Route("/offboarding", g(o.list_page, EVERYONE), methods=["GET"]),
             Route("/offboarding", g(o.create, OFFBOARDERS, post=True), methods=["POST"]),
             Route("/offboarding/{id}", g(o.request_page, EVERYONE), methods=["GET"]),

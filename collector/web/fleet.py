@@ -1,5 +1,5 @@
 """The pages for `it` and `auditor`: fleet overview, a host, a clause; the acknowledge form
-(`it`) and escrow retrieval (`it`, with a mandatory reason).
+(`it`).
 
 Everything shown comes from the same store functions as the API (``store.summary``,
 ``store.hosts``, ``store.find``, ``store.finding``, ``store.list_agents``), so the pages and
@@ -14,10 +14,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from baomi.clauses import CLAUSES
-from baomi.collector import store, validate
-from baomi.collector.db import Database
+from baomi.collector import auditlog, store, validate
+from baomi.collector.db import Database, Tx
 from baomi.collector.store import NotFound
-from baomi.collector.validate import FindingQuery, Invalid
+from baomi.collector.validate import FindingQuery
 from baomi.collector.web.html import Html, badge, field, form, h, join, link, path, table, tag
 from baomi.collector.web.i18n import t
 from baomi.collector.web.view import View
@@ -123,8 +123,9 @@ async def host_page(db: Database, v: View, request: Request, form_: dict[str, st
                   for a in agents]
     body = join([
         tag("h2", t(lang, "agent_health")),
-        table(["#", t(lang, "state"), "enrolled", t(lang, "last_seen"), "heartbeat",
-               "acked_seq", "missing", "health"], agent_rows, id_="agents"),
+        table(["#", t(lang, "state"), t(lang, "enrolled"), t(lang, "last_seen"),
+               t(lang, "heartbeat"), "acked_seq", t(lang, "missing"), t(lang, "health")],
+              agent_rows, id_="agents"),
         tag("h2", t(lang, "controls")),
         table([t(lang, "control"), t(lang, "state"), t(lang, "open"), t(lang, "acknowledged"),
                t(lang, "resolved")], control_rows, id_="controls"),
@@ -176,19 +177,12 @@ async def acknowledge(db: Database, v: View, request: Request,
     finding_id = int(raw)
     comment = validate.text(form_.get("comment", "").strip(), "comment", validate.MAX_COMMENT,
                             empty=False)
-    done = await db.write(lambda tx: store.acknowledge(tx, finding_id, v.who.name, comment))
+    def write(tx: Tx) -> dict[str, Any]:
+        made = store.acknowledge(tx, finding_id, v.who.name, comment)
+        auditlog.append(tx, v.who.name, v.who.role, "finding.ack",
+                        {"finding": finding_id, "host": made["host"], "check": made["check"],
+                         "comment": comment, "via": "dashboard"})
+        return made
+
+    done = await db.write(write)
     return RedirectResponse(path("hosts", done["host"]), 303)
-
-
-async def escrow_page(db: Database, v: View, request: Request,
-                      form_: dict[str, str]) -> Response:
-    """Retrieval needs the system of record (escrow in the collector's database); until this
-    collector has it, the page says so and retrieves nothing, also on POST."""
-    lang = v.lang
-    if request.method == "POST" and not form_.get("reason", "").strip():
-        raise Invalid(t(lang, "reason_required"), 422)
-    body = join([tag("p", t(lang, "escrow_missing"), class_="notice", id="escrow-status"),
-                 form("/escrow", v.csrf, [field(t(lang, "secret_id"), "entry"),
-                                          field(t(lang, "reason"), "reason", textarea=True)],
-                      t(lang, "retrieve"), id_="escrow-form")])
-    return v.page(t(lang, "escrow"), body, status=503 if request.method == "POST" else 200)

@@ -53,12 +53,17 @@ WORDS: dict[str, tuple[str, str]] = {
     "retrieve": ("取回", "Retrieve"),
     "reason": ("原因", "Reason"),
     "secret_id": ("托管条目", "Escrow entry"),
-    "escrow_missing": (
-        "本收集器尚无托管记录系统（议题14 的系统记录部分尚未合入），无法在此取回密钥；"
-        "请在托管所在的控制机上运行 baomi escrow。",
-        "This collector has no system of record for escrow yet (the system-of-record part of "
-        "issue 14 has not landed), so no secret can be retrieved here; run `baomi escrow` on "
-        "the controller that holds the escrow."),
+    "escrow_sealed": (
+        "已取回并记录（取回记录 {uid}）。条目以离线托管身份密封：请在保存该身份的机器上用 "
+        "baomi escrow show 打开。",
+        "Retrieved and recorded (retrieval {uid}). The entry is sealed to the offline escrow "
+        "identity: open it where that identity is kept (baomi escrow show)."),
+    "retrievals": ("取回记录", "Retrievals"),
+    "due": ("注销日期", "Deletion due"),
+    "enrolled": ("注册时间", "Enrolled"),
+    "heartbeat": ("心跳", "Heartbeat"),
+    "missing": ("缺失事件", "Missing events"),
+    "health": ("健康数据", "Health figures"),
     "reason_required": ("必须填写原因", "A reason is required"),
     "offboarding": ("离职处理", "Offboarding"),
     "new_request": ("新建离职申请", "New offboarding request"),

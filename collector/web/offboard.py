@@ -32,9 +32,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from baomi import offboarding as core
+from baomi.collector import auditlog
 from baomi.collector.config import Config
 from baomi.collector.db import Database, Tx
-from baomi.collector.store import NotFound
+from baomi.collector.store import NotFound, Principal
 from baomi.collector.validate import Invalid, format_time
 from baomi.collector.web.html import Html, badge, field, form, join, link, path, table, tag
 from baomi.collector.web.i18n import t
@@ -104,15 +105,20 @@ def seconds_until(hour: int, now: datetime) -> float:
 
 # ---- the database -------------------------------------------------------------------------
 
-def add_request(tx: Tx, user: str, ticket: str, reason: str, day: date, by: str,
+def add_request(tx: Tx, user: str, ticket: str, reason: str, day: date, by: Principal,
                 hosts: list[str]) -> int:
+    """Store the request with its hosts queued; its line in the hash-chained log of human
+    actions goes in with it (same transaction)."""
     now = time.time()
     tx.run("INSERT INTO offboard_requests (user_name, ticket, reason, effective, created, "
            "created_by, state) VALUES (?, ?, ?, ?, ?, ?, 'running')",
-           (user, ticket, reason, day.isoformat(), now, by))
+           (user, ticket, reason, day.isoformat(), now, by.name))
     row = tx.one("SELECT MAX(id) FROM offboard_requests WHERE created_by = ? AND created = ?",
-                 (by, now))
+                 (by.name, now))
     assert row is not None  # noqa: S101 inserted in this transaction
+    auditlog.append(tx, by.name, by.role, "offboarding.request",
+                    {"request": int(row[0]), "user": user, "ticket": ticket, "reason": reason,
+                     "effective": day.isoformat(), "hosts": len(hosts)})
     tx.many("INSERT INTO offboard_hosts (request_id, host, state, detail, updated) "
             "VALUES (?, ?, 'queued', '', ?)", [(row[0], h, now) for h in hosts])
     return int(row[0])
@@ -300,7 +306,7 @@ class Offboarding:
             raise Invalid(f"user: {refusal}", 422)
         hosts = self.hosts()
         request_id = await db.write(lambda tx: add_request(tx, user, ticket, reason, day,
-                                                           v.who.name, hosts))
+                                                           v.who, hosts))
         self.spawn(self.run_request(request_id))
         return RedirectResponse(path("offboarding", str(request_id)), 303)
 
@@ -323,8 +329,9 @@ class Offboarding:
                  r["ticket"], r["effective"], r["due"], r["created_by"], badge(r["state"])]
                 for r in requests]
         parts += [tag("h2", t(lang, "requests")),
-                  table(["#", t(lang, "user"), t(lang, "ticket"), t(lang, "effective"), "due",
-                         t(lang, "created_by"), t(lang, "state")], rows, id_="requests"),
+                  table(["#", t(lang, "user"), t(lang, "ticket"), t(lang, "effective"),
+                         t(lang, "due"), t(lang, "created_by"), t(lang, "state")], rows,
+                        id_="requests"),
                   tag("h2", t(lang, "purges")),
                   tag("p", t(lang, "purge_schedule", hour=self.config.purge_hour)),
                   table([t(lang, "day"), t(lang, "state"), t(lang, "detail")],
@@ -343,7 +350,7 @@ class Offboarding:
         req = await self._request(db, request)
         facts = [(t(lang, "user"), req["user"]), (t(lang, "ticket"), req["ticket"]),
                  (t(lang, "reason"), req["reason"]), (t(lang, "effective"), req["effective"]),
-                 ("due", req["due"]), (t(lang, "created_by"), req["created_by"]),
+                 (t(lang, "due"), req["due"]), (t(lang, "created_by"), req["created_by"]),
                  (t(lang, "state"), badge(req["state"]))]
         rows = [[x["host"], badge(x["state"]), x["detail"], x["updated"]]
                 for x in req["hosts"]]

@@ -7,6 +7,7 @@ tests/integration/test_dashboard_browser.py.
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 
@@ -133,3 +134,31 @@ def test_acknowledge_from_the_host_page_needs_the_csrf_token(
     clause = it.get("/clauses/R-TLS").body
     assert "加密传输" in clause and "Customer data is transmitted encrypted." in clause
     assert "Log out" in clause and 'lang="en"' in clause
+
+
+def test_escrow_retrieval_needs_a_reason_and_is_logged(start_collector: StartCollector) -> None:
+    c = start_collector("sqlite")
+    entry = {"id": "e1", "kind": "luks", "host": "ws-dash", "subject": "UUID=1234",
+             "created": "2026-12-02T10:00:00+00:00", "recipient": "BAOMI-ESCROW-RECIPIENT-1 x",
+             "sealed": "c2VhbGVkLWJveC1ieXRlcw=="}
+    put = c.client(c.it).post("/api/v1/records/escrow", {"records": [{"uid": "e1",
+                                                                      "record": entry}]})
+    assert put.status == 200, put.body
+    it = person(c, "it")
+    page = it.get("/escrow")
+    assert page.status == 200 and "UUID=1234" in page.body
+    assert "c2VhbGVkLWJveC1ieXRlcw==" not in page.body  # the listing never carries it
+    fields = {"csrf": page.csrf("escrow"), "kind": "luks", "host": "ws-dash",
+              "subject": "UUID=1234"}
+    assert it.post("/escrow", {**fields, "reason": "  "}).status == 422
+    log = c.client(c.it).get("/api/v1/log").body["lines"]
+    assert not [x for x in log if x["action"] == "escrow.retrieve"]
+    got = it.post("/escrow", {**fields, "reason": "ws-dash lost its TPM; ticket IT-9"})
+    assert got.status == 200 and 'id="sealed"' in got.body
+    assert "c2VhbGVkLWJveC1ieXRlcw==" in got.body
+    log = c.client(c.it).get("/api/v1/log").body["lines"]
+    retrieved = [x for x in log if x["action"] == "escrow.retrieve"]
+    assert len(retrieved) == 1 and retrieved[0]["role"] == "it"
+    assert "ws-dash lost its TPM" in json.dumps(retrieved[0])
+    assert "ws-dash lost its TPM" in it.get("/escrow").body  # listed among retrievals
+    assert c.client(c.it).get("/api/v1/log/verify").body["ok"] is True

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from baomi.collector import auditlog
 from baomi.collector.db import Database
+from baomi.collector.store import Principal
 from baomi.collector.validate import Invalid
 from baomi.collector.web import offboard
 from baomi.collector.web.dashboard import safe_next
@@ -105,7 +107,7 @@ def test_requests_and_interrupted_runs_on_sqlite(tmp_path: Path) -> None:
     try:
         db.migrate()
         rid = db.transaction(lambda tx: offboard.add_request(
-            tx, "leaver", "HR-1", "resigned", TODAY, "hr1", ["srv1", "srv2"]))
+            tx, "leaver", "HR-1", "resigned", TODAY, Principal("hr", "hr1"), ["srv1", "srv2"]))
         db.transaction(lambda tx: offboard.set_host(tx, rid, "srv1", "frozen", "done"))
         db.transaction(lambda tx: offboard.set_host(tx, rid, "srv2", "running", ""))
         db.transaction(offboard.interrupted)
@@ -116,5 +118,9 @@ def test_requests_and_interrupted_runs_on_sqlite(tmp_path: Path) -> None:
         assert "interrupted" in got["hosts"][1]["detail"]
         db.transaction(lambda tx: offboard.finish(tx, rid))
         assert db.transaction(lambda tx: offboard.get_request(tx, rid))["state"] == "pending"
+        logged = db.transaction(auditlog.rows)
+        assert [(x["actor"], x["role"], x["action"]) for x in logged] == \
+            [("hr1", "hr", "offboarding.request")]
+        assert db.transaction(auditlog.check)["ok"] is True
     finally:
         db.close()
