@@ -5,6 +5,13 @@ FIFO is never followed or blocked on) and takes the metadata from ``fstat`` of t
 file, so the hash and the metadata describe one file even if the name is replaced meanwhile.
 On a cold cache the cost of a scan is per-file system calls, not the hash (docs/agent.md), so
 this is one ``open`` + ``fstat`` + ``read``s + ``close`` per file, no separate ``lstat``.
+
+No link is followed anywhere below a sensitive path, not even in a folder part of the name:
+a scan opens each file relative to the descriptor of the folder it listed (``openat``), and a
+single path (a watch event) is reached from its sensitive path one folder at a time, each
+opened ``O_DIRECTORY | O_NOFOLLOW`` relative to the previous (:func:`observe_under`).  A
+local user who swaps a folder for a link to ``/etc`` between the event and the re-hash gets
+:class:`Swapped`, never the hash or metadata of the link's target.
 """
 
 from __future__ import annotations
@@ -71,20 +78,101 @@ def from_stat(path: str, st: os.stat_result, digest: str | None) -> FileState:
                      st.st_gid, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, digest)
 
 
-def observe(path: str, algorithm: str = "sha256", max_bytes: int = 1 << 30) -> FileState | None:
-    """The path's state now, or None when it does not exist.  Raises OSError only for errors
-    that are not "gone" (e.g. EACCES), which the caller reports."""
+class Swapped(OSError):
+    """A folder on the way to a path is no longer a folder (replaced by a link or a file)."""
+
+    def __init__(self, path: str, folder: str, now: str) -> None:
+        super().__init__(errno.ELOOP, f"{folder} is now {now}; not followed")
+        self.path = path
+        self.folder = folder
+        self.now = now
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _what(name: str, dir_fd: int) -> str:
+    """What a name that is not a folder is now (for the finding): a link and its target."""
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return "gone"
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            return f"a symbolic link to {text(os.readlink(name, dir_fd=dir_fd))}"
+        except OSError:
+            return "a symbolic link"
+    return f"of type {kind_of(st.st_mode)}"
+
+
+def open_parent(root: str, path: str) -> tuple[int, str] | None:
+    """The folder holding PATH, reached from ROOT (its sensitive path, whose own last name
+    is not followed either) one ``openat`` at a time without following a link, and PATH's
+    last name; None when a folder on the way is gone; :class:`Swapped` when one is not a
+    folder any more.  The caller closes the descriptor."""
+    root = root.rstrip("/") or "/"
+    rel = path[len(root):].strip("/") if path != root else ""
+    parts = rel.split("/") if rel else []
+    start, first = os.path.split(root) if root != "/" else ("/", "")
+    names = ([first] if first else []) + parts or ["."]  # "." : the root "/" itself
+    try:
+        # Above the sensitive path the names are the policy's (an operator's link is fine).
+        fd = os.open(start or "/", _DIR_FLAGS & ~os.O_NOFOLLOW)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        for i, name in enumerate(names[:-1]):
+            try:
+                nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR) and _what(name, fd) in (
+                        "gone", "of type f"):
+                    os.close(fd)
+                    return None  # gone, or a file now: PATH is not there
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                folder = os.path.join(start, *names[: i + 1])
+                raise Swapped(path, folder, _what(name, fd)) from None
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, names[-1]
+
+
+def observe_under(root: str, path: str, algorithm: str = "sha256",
+                  max_bytes: int = 1 << 30) -> FileState | None:
+    """:func:`observe` of PATH below sensitive path ROOT without following any link."""
+    found = open_parent(root, path)
+    if found is None:
+        return None
+    fd, name = found
+    try:
+        return observe(path, algorithm, max_bytes, dir_fd=fd, name=name)
+    finally:
+        os.close(fd)
+
+
+def observe(path: str, algorithm: str = "sha256", max_bytes: int = 1 << 30,
+            dir_fd: int | None = None, name: str | None = None) -> FileState | None:
+    """The path's state now, or None when it does not exist.  With ``dir_fd``, the file is
+    ``name`` in that open folder (``openat``: no folder part of PATH is looked up again).
+    Raises OSError only for errors that are not "gone" (e.g. EACCES), which the caller
+    reports."""
+    where = path if dir_fd is None else (name or os.path.basename(path))
+    try:
+        fd = os.open(where, _OPEN_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
             return None
         if exc.errno == errno.EPERM and _NOATIME:
-            fd = os.open(path, _OPEN_FLAGS & ~_NOATIME)  # not the owner and not root
+            fd = os.open(where, _OPEN_FLAGS & ~_NOATIME, dir_fd=dir_fd)  # not owner, not root
         elif exc.errno in (errno.ELOOP, errno.ENXIO, errno.EACCES, errno.EOPNOTSUPP):
             # a symbolic link (O_NOFOLLOW), a socket, or unreadable: metadata only
             try:
-                return from_stat(path, os.lstat(path), None)
+                return from_stat(path, os.stat(where, dir_fd=dir_fd, follow_symlinks=False),
+                                 None)
             except FileNotFoundError:
                 return None
         else:

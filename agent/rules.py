@@ -46,6 +46,8 @@ DRIFT = {kind: check(f"agent.drift.{kind}", title, ("R-FIM",)) for kind, title i
     ("owner", "a file's owner changed"),
     ("group", "a file's group changed"),
     ("kind", "a path changed type (e.g. a file replaced by a link)"),
+    ("swapped", "a file is no longer reachable without following a link (a folder on its "
+                "way was replaced: not followed)"),
 )}
 RETENTION = check("destruction.retention", "no file is kept past its retention period")
 SPOOL_DROPPED = check("agent.spool_dropped",
@@ -134,6 +136,9 @@ def _evidence(s: FileState, names: Names) -> str:
     return f"{s.kind} {stat.S_IMODE(s.mode):04o} {user}:{group} {s.size} bytes{digest}"
 
 
+WRITES = ("agent.drift.created", "agent.drift.content")  # changes fanotify can attribute
+
+
 def drift(w: Watched, change: Change, names: Names) -> list[Finding]:
     """The R-FIM findings of one change (metadata and hashes only)."""
     old, new = change.old, change.new
@@ -173,6 +178,15 @@ def drift(w: Watched, change: Change, names: Names) -> list[Finding]:
         out.append(DRIFT["group"].finding(new.path, f"group {old_group}", f"group {group}", sev,
                                           **details))
     return out
+
+
+def swapped(w: Watched, path: str, folder: str, now: str) -> Finding:
+    """A folder on the way to PATH was replaced (by a link or a file) between the listing
+    and the re-hash: reported, never followed (no hash or metadata of the target)."""
+    sev = w.drift_severity
+    return DRIFT["swapped"].finding(path, f"reached through the folder {folder}",
+                                    f"{folder} is now {now}; not followed", sev,
+                                    folder=folder, level=w.level.name, sensitive_path=w.path)
 
 
 def spool_dropped(total: int, by_severity: dict[str, int]) -> Finding:

@@ -22,12 +22,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from baomi.agent.files import FileState, from_stat, observe
+from baomi.agent.files import FileState, from_stat, observe, observe_under, open_parent
 from baomi.agent.state import State
 
 CHUNK = 1000
 PER_TASK = 16
 Observed = list[FileState | OSError | None]  # one reader task's answers, in order
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 Group = list[tuple[str, FileState | None]]  # paths handed to one task, with their baseline
 
 
@@ -79,8 +80,10 @@ def differs(old: FileState, new: FileState) -> bool:
 class Scanner:
     """Owned by the agent's processing thread (it alone writes the baseline)."""
 
-    def __init__(self, state: State, algorithm: str, max_bytes: int, workers: int = 16) -> None:
+    def __init__(self, state: State, algorithm: str, max_bytes: int, workers: int = 16,
+                 roots: list[str] | None = None) -> None:
         self.state = state
+        self.roots = sorted(roots or [], key=len, reverse=True)
         self.algorithm = algorithm
         self.max_bytes = max_bytes
         self.workers = workers
@@ -90,8 +93,15 @@ class Scanner:
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
+    def root_of(self, path: str) -> str:
+        """The sensitive path PATH is under (the longest), or PATH itself when none is."""
+        return next((r for r in self.roots if path == r or path.startswith(r.rstrip("/") + "/")),
+                    path)
+
     def observe(self, path: str) -> FileState | None:
-        return observe(path, self.algorithm, self.max_bytes)
+        """One path, reached from its sensitive path without following a link
+        (:class:`baomi.agent.files.Swapped` when a folder on the way was replaced)."""
+        return observe_under(self.root_of(path), path, self.algorithm, self.max_bytes)
 
     def scan(self, root: str, emit: Callable[[list[Change]], None],
              stop: threading.Event | None = None) -> ScanStats:
@@ -102,6 +112,7 @@ class Scanner:
                              Group]] = deque()
         chunk: Group = []
         batch = Batch(self.state, emit, stats)
+        base = self.root_of(root) if self.roots else root  # no link followed below it
         try:
             top = self.observe(root)
         except OSError as exc:
@@ -115,7 +126,7 @@ class Scanner:
             if stop is not None and stop.is_set():
                 break
             directory, seen_as = stack.pop()
-            fd = self._open_dir(directory, seen_as, stats)
+            fd = self._open_dir(base, directory, seen_as, stats)
             if fd is None:
                 continue
             try:
@@ -150,13 +161,13 @@ class Scanner:
                         continue
                     chunk.append((path, old))
                     if len(chunk) >= PER_TASK:
-                        self._submit(chunk, pending, batch)
+                        self._submit(fd, chunk, pending, batch)
                         chunk = []
+                if chunk:
+                    self._submit(fd, chunk, pending, batch)
+                    chunk = []
             finally:
                 os.close(fd)
-            if chunk:
-                self._submit(chunk, pending, batch)
-                chunk = []
             for gone in rows.values():
                 for state in self.state.subtree(gone.path):
                     batch.compare(state, None)
@@ -167,11 +178,20 @@ class Scanner:
         return stats
 
     @staticmethod
-    def _open_dir(path: str, seen_as: tuple[int, int] | None, stats: ScanStats) -> int | None:
-        """The folder, opened without following a link, and only if it is the folder its
-        parent listed (a local user swapping it for a link to / cannot send the walk there)."""
+    def _open_dir(base: str, path: str, seen_as: tuple[int, int] | None,
+                  stats: ScanStats) -> int | None:
+        """The folder, reached from its sensitive path without following a link, and only
+        if it is the folder its parent listed (a local user swapping it for a link to /
+        cannot send the walk there)."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            found = open_parent(base, path)
+            if found is None:
+                return None
+            parent, name = found
+            try:
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            finally:
+                os.close(parent)
         except (FileNotFoundError, NotADirectoryError):
             return None  # gone meanwhile: its parent's listing reports it
         except OSError as exc:
@@ -184,22 +204,30 @@ class Scanner:
             return None
         return fd
 
-    def _observe_many(self, paths: list[str]) -> Observed:
+    def _observe_many(self, dir_fd: int, paths: list[str]) -> Observed:
+        """Files of one folder, each opened relative to the folder's descriptor (``openat``:
+        the folder swapped for a link after it was listed changes nothing); closes it."""
         out: Observed = []
-        for path in paths:
-            try:
-                out.append(self.observe(path))
-            except OSError as exc:
-                out.append(exc)
+        try:
+            for path in paths:
+                try:
+                    out.append(observe(path, self.algorithm, self.max_bytes, dir_fd=dir_fd,
+                                       name=path.rsplit("/", 1)[1]))
+                except OSError as exc:
+                    out.append(exc)
+        finally:
+            os.close(dir_fd)
         return out
 
-    def _submit(self, chunk: Group,
+    def _submit(self, dir_fd: int, chunk: Group,
                 pending: deque[tuple[Future[Observed],
                                      Group]],
                 batch: Batch) -> None:
         """Files go to the readers in small groups (a future per file costs more than a
-        small file's read); a bounded number of groups in flight."""
-        pending.append((self.pool.submit(self._observe_many, [p for p, _ in chunk]), chunk))
+        small file's read) with their own copy of the folder's descriptor; a bounded
+        number of groups in flight."""
+        pending.append((self.pool.submit(self._observe_many, os.dup(dir_fd),
+                                         [p for p, _ in chunk]), chunk))
         while len(pending) > 8 * self.workers:
             self._collect(pending.popleft(), batch)
 

@@ -34,8 +34,9 @@ from typing import Any
 
 from baomi import __version__
 from baomi.agent import rules
+from baomi.agent.actors import Actors
 from baomi.agent.config import Enrolment, write_private
-from baomi.agent.files import FileState, text
+from baomi.agent.files import FileState, Swapped, text
 from baomi.agent.scan import Batch, Change, Scanner, ScanStats
 from baomi.agent.ship import Client, Shipper
 from baomi.agent.spool import Spool, event
@@ -98,11 +99,12 @@ class Agent:
         a = policy.agent
         self.state = State(directory / "state.db")
         self.spool = Spool(Path(a.spool_dir) / "spool.db", a.spool_max_mb * MIB)
-        self.scanner = Scanner(self.state, a.hash, a.max_hash_mb * MIB, workers)
+        self.scanner = Scanner(self.state, a.hash, a.max_hash_mb * MIB, workers, self.roots)
         self.names = names_from_system()
         self.pending = Pending()
         self.errors: list[str] = []
         self.watcher = Watcher(self.roots, self.pending, self._error)
+        self.actors = Actors(self.roots, self._error)
         self.stopping = threading.Event()
         self.rescan_requested = threading.Event()
         self.shipper: Shipper | None = None
@@ -143,11 +145,12 @@ class Agent:
         opened: list[tuple[str, str, str]] = []
         closed: list[tuple[str, str]] = []
         for ch in changes:
+            self._mark(ch)
             w = rules.owner_of(self.watched, ch.path)
             if w is None:
                 continue
             if not baseline:
-                events += [event("finding", finding=f.as_dict())
+                events += [event("finding", finding=self._with_actor(f, ch.path))
                            for f in rules.drift(w, ch, self.names)]
             if ch.moved_from is not None and ch.moved_from != ch.path:
                 e, o, c = self._reconcile(ch.moved_from, [], self._open(ch.moved_from))
@@ -160,6 +163,25 @@ class Agent:
             self.state.update_open(opened, closed)
         if baseline:
             self._baseline_violations += sum(1 for ev in events if ev["kind"] == "finding")
+
+    def _mark(self, ch: Change) -> None:
+        """New folders get a fanotify mark (who writes in them); gone ones lose theirs."""
+        if ch.moved_from is not None:
+            self.actors.forget(ch.moved_from)
+        if ch.new is not None and ch.new.kind == "d":
+            self.actors.mark([ch.path])
+        elif ch.old is not None and ch.old.kind == "d":
+            self.actors.forget(ch.path)
+
+    def _with_actor(self, f: Finding, path: str) -> dict[str, Any]:
+        """A drift finding with who made the change (fanotify, agent/actors.py) as evidence:
+        known → named in ``found`` and ``details.actor``; unknown → ``details.actor`` says why."""
+        actor = self.actors.who(path, f.check in rules.WRITES)
+        out = f.as_dict()
+        out["details"] = {**out["details"], "actor": actor}
+        if "text" in actor:
+            out["found"] += f"; by {actor['text']}"
+        return out
 
     def _open(self, subject: str) -> dict[str, str]:
         return {c: f for c, f in self.state.open_findings(subject).items() if file_scope(c)}
@@ -200,6 +222,8 @@ class Agent:
         events += self._retention_sweep()
         self.spool.append(events)
         self.last_scan = {**summary, "at": time.time()}
+        self.actors.mark(os.fsdecode(r[0]) for r in self.state.db.execute(
+            "SELECT path FROM files WHERE kind = 'd'"))
         return stats
 
     def _retention_sweep(self) -> list[dict[str, Any]]:
@@ -255,6 +279,9 @@ class Agent:
         for path, moved_from in items:
             try:
                 new = self.scanner.observe(path)
+            except Swapped as exc:
+                self._swapped(batch, exc)
+                continue
             except OSError as exc:
                 self._error(f"{path}: {exc.strerror or exc}")
                 continue
@@ -280,6 +307,16 @@ class Agent:
             if rules.owner_of(self.watched, path) is not None:
                 self.scanner.scan(path, lambda ch: self._emit(ch, baseline=False),
                                   self.stopping)
+
+    def _swapped(self, batch: Batch, exc: Swapped) -> None:
+        """A folder on the way to a changed file was replaced: say so (``agent.drift.swapped``)
+        and the file is gone from the tree (deleted); the link's target is never read."""
+        w = rules.owner_of(self.watched, exc.path)
+        if w is not None:
+            self.spool.append([event("finding", finding=rules.swapped(
+                w, exc.path, exc.folder, exc.now).as_dict())])
+        for gone in self.state.subtree(exc.path):
+            batch.compare(gone, None)
 
     def _moved(self, batch: Batch, before: FileState, after: FileState) -> None:
         """A file or directory moved within the sensitive paths: one finding per file."""
@@ -343,6 +380,7 @@ class Agent:
                 "reachable": ship.reachable, "last_ok": ship.last_ok,
                 "last_error": ship.last_error, "sent": ship.sent},
             "events_seen": self.pending.events, "overflows": self.pending.overflows,
+            "actors": self.actors.unavailable or f"fanotify ({self.actors.events} writes seen)",
             "observer_restarts": self.watcher.restarts, "errors": self.errors[-5:],
             "rss_bytes": me.memory_info().rss, "cpu_seconds": sum(me.cpu_times()[:2]),
             "written": time.time(),
@@ -361,6 +399,7 @@ class Agent:
                                                         "paths": len(self.roots)})])
         if self.shipper is not None:
             self.shipper.start()
+        self._safe(self.actors.start)
         self._safe(self.watcher.start)
         self.scan_all("start")
         self._safe(self.self_check)
@@ -421,6 +460,7 @@ class Agent:
 
     def close(self) -> None:
         self.watcher.stop()
+        self._safe(self.actors.stop)
         if self.shipper is not None:
             self.shipper.stop()
             if self.shipper.is_alive():

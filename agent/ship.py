@@ -2,9 +2,12 @@
 
 HTTP is the standard library's ``http.client`` over ``ssl`` with the collector's private CA
 pinned (nothing else is trusted), one kept-alive connection, ``TCP_NODELAY``.  The shipper
-thread sleeps on the spool's condition: a spooled event wakes it, it waits a short batching
-window (:data:`WINDOW`, tens of milliseconds) so a burst goes as one batch, sends everything
-above the last acknowledged sequence in order, and deletes what the answer acknowledges.
+thread sleeps on the spool's condition: a spooled event wakes it and goes at once when no
+batch was answered in the last :data:`WINDOW` (tens of milliseconds); in a burst, each
+batch waits a window after the previous answer, so the burst gathers into few batches (and
+few collector commits) without delaying a lone finding.
+It sends everything above the last acknowledged sequence in order (the spooled JSON bodies as
+they are: no decode and re-encode), and deletes what the answer acknowledges.
 With nothing to send it wakes every ``ship_interval_seconds`` (the idle tick) for a heartbeat.
 While the collector is away it backs off exponentially with jitter (capped at
 :data:`BACKOFF_CAP` seconds) and the spool holds everything.
@@ -95,9 +98,11 @@ class Client:
                     raise CollectorError(f"{self.url}: {type(exc).__name__}: {exc}") from None
         raise AssertionError("unreachable")
 
-    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST JSON, return the JSON answer; :class:`CollectorError` for anything else."""
-        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    def post(self, path: str, body: dict[str, Any] | bytes) -> dict[str, Any]:
+        """POST JSON (a dict, or a body already encoded), return the JSON answer;
+        :class:`CollectorError` for anything else."""
+        data = body if isinstance(body, bytes) else json.dumps(
+            body, ensure_ascii=False, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"}
         if self.credential:
             headers["Authorization"] = f"Bearer {self.credential}"
@@ -161,6 +166,7 @@ class Shipper(threading.Thread):
         self.health = health
         self.status = ShipStatus(acked_seq=spool.depth().acked_seq)
         self.stopping = threading.Event()
+        self.last_sent = 0.0  # when the last batch was answered (pacing in a burst)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -170,6 +176,7 @@ class Shipper(threading.Thread):
     def run(self) -> None:
         attempt = 0
         next_heartbeat = 0.0
+        self.last_sent = 0.0
         while not self.stopping.is_set():
             try:
                 if time.monotonic() >= next_heartbeat:
@@ -180,8 +187,9 @@ class Shipper(threading.Thread):
                 attempt = 0
                 self.spool.wait(self.status.acked_seq,
                                 max(0.0, next_heartbeat - time.monotonic()))
-                if not self.stopping.is_set():
-                    self.stopping.wait(WINDOW)  # let a burst gather into one batch
+                pace = self.last_sent + WINDOW - time.monotonic()
+                if pace > 0 and not self.stopping.is_set():
+                    self.stopping.wait(pace)  # in a burst: at most one batch per window
             except CollectorError as exc:
                 self.status.reachable = exc.status != 0
                 self.status.last_error = str(exc)
@@ -208,15 +216,17 @@ class Shipper(threading.Thread):
 
     def ship_once(self) -> bool:
         """Send one batch; True when more may be waiting."""
-        events = self.spool.batch(self.status.acked_seq, self.batch_size)
-        if not events:
+        first, last, bodies = self.spool.raw_batch(self.status.acked_seq, self.batch_size)
+        if not bodies:
             return False
-        answer = self.client.post("/api/v1/events", {"events": events})
+        body = b'{"events":[' + b",".join(b.encode() for b in bodies) + b"]}"
+        answer = self.client.post("/api/v1/events", body)
+        self.last_sent = time.monotonic()
         before = self.status.acked_seq
         self._ok(answer)
-        self.status.sent += len(events)
+        self.status.sent += len(bodies)
         if self.status.acked_seq <= before:
             # Stored but not contiguous (should not happen: we send in order): do not spin.
             raise CollectorError(f"collector acknowledged {answer.get('acked_seq')} after "
-                                 f"events {events[0]['seq']}…{events[-1]['seq']}", 200)
-        return len(events) == self.batch_size
+                                 f"events {first}…{last}", 200)
+        return len(bodies) == self.batch_size

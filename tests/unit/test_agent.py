@@ -388,12 +388,49 @@ def test_the_walk_never_follows_a_folder_swapped_for_a_link(tmp_path: Path) -> N
     real.mkdir()
     st = os.stat(real)
     stats = ScanStats(str(tmp_path))
-    fd = Scanner._open_dir(str(real), (st.st_dev, st.st_ino), stats)
+    fd = Scanner._open_dir(str(tmp_path), str(real), (st.st_dev, st.st_ino), stats)
     assert fd is not None
     os.close(fd)
     (tmp_path / "other").mkdir()
-    assert Scanner._open_dir(str(tmp_path / "other"), (st.st_dev, st.st_ino), stats) is None
+    seen = (st.st_dev, st.st_ino)
+    assert Scanner._open_dir(str(tmp_path), str(tmp_path / "other"), seen, stats) is None
     (tmp_path / "link").symlink_to("/")
-    assert Scanner._open_dir(str(tmp_path / "link"), None, stats) is None  # not a folder
+    link = str(tmp_path / "link")
+    assert Scanner._open_dir(str(tmp_path), link, None, stats) is None  # not a folder
     assert [e.split(": ", 1)[1] for e in stats.errors] == [
         "replaced while it was scanned; not followed"]
+
+
+def test_a_file_behind_a_folder_swapped_for_a_link_is_never_read(tmp_path: Path) -> None:
+    """The re-hash of one path walks from its sensitive path with openat and O_NOFOLLOW: a
+    folder replaced by a link to a secret is reported (Swapped), the secret never hashed."""
+    from baomi.agent.files import Swapped, observe_under
+
+    root = tmp_path / "root"
+    (root / "team").mkdir(parents=True)
+    (root / "team" / "shadow").write_text("watched\n")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "shadow").write_text("the secret\n")
+    before = observe_under(str(root), str(root / "team" / "shadow"))
+    assert before is not None and before.kind == "f"
+    (root / "team").rename(root / "team.old")
+    (root / "team").symlink_to(secret)
+    with pytest.raises(Swapped) as caught:
+        observe_under(str(root), str(root / "team" / "shadow"))
+    assert caught.value.folder == str(root / "team")
+    assert caught.value.now == f"a symbolic link to {secret}"
+    link = observe_under(str(root), str(root / "team"))
+    assert link is not None and link.kind == "l" and link.digest is None
+    (root / "team").unlink()
+    (root / "team").write_text("a file now\n")
+    assert observe_under(str(root), str(root / "team" / "shadow")) is None  # gone
+
+
+def test_fanotify_records_are_parsed_in_order() -> None:
+    from baomi.agent.actors import EVENT, FAN_CLOSE_WRITE, FAN_MODIFY, parse, under
+
+    raw = (EVENT.pack(EVENT.size, 3, 0, EVENT.size, FAN_MODIFY, 7, 1234)
+           + EVENT.pack(EVENT.size, 3, 0, EVENT.size, FAN_CLOSE_WRITE, 8, 99) + b"\0" * 5)
+    assert parse(raw) == [(FAN_MODIFY, 7, 1234), (FAN_CLOSE_WRITE, 8, 99)]
+    assert under("/srv/data/a", ["/srv/data"]) and not under("/srv/database/a", ["/srv/data"])
