@@ -77,3 +77,18 @@ def cite(clause_id: str) -> str:
     """``R-USB`` → ``R-USB 外部存储设备`` (unknown IDs are returned as they are)."""
     clause = CLAUSES.get(clause_id)
     return clause.cite() if clause else clause_id
+
+
+#: Short English titles (the audit report is bilingual: zh-CN and en, ``baomi audit --lang``).
+TITLE_EN: dict[str, str] = {
+    "R-ENC": "Encrypted storage", "R-TLS": "Encrypted transmission",
+    "R-USB": "External storage devices", "R-LOCK": "Boot and screen-saver passwords",
+    "R-PWD": "Password policy", "R-BAK": "Weekly second backup",
+    "R-OFF": "Departure: freeze and delete accounts", "R-RET": "Departure: hand back customer data",
+    "R-ACL": "Least privilege", "R-CLS": "Classification levels",
+    "R-LOG": "Access logging and audit trail", "R-FIM": "Data integrity",
+    "R-DST": "Complete destruction", "R-APP": "No unapproved messaging tools",
+    "R-DEV": "No customer data on personal devices", "R-SEC": "Firewall and intrusion detection",
+    "R-INC": "Leak reporting and remedy", "R-PRV": "Permission approval",
+    "R-AUD": "Regular audits",
+}

@@ -36,6 +36,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
                      "collector."),
     "apply": ("baomi.controller.commands.apply:apply_cmd",
               "Apply the baseline (every control of the policy) to the inventory's hosts."),
+    "audit": ("baomi.controller.commands.audit:audit_cmd",
+              "Audit the fleet: every check per host and clause, with evidence, waivers and a "
+              "report."),
     "backup": ("baomi.controller.commands.backup:backup",
                "R-BAK 每周二次备份: backup state of the fleet."),
     "collector": ("baomi.collector.cli:collector",

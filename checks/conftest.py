@@ -9,6 +9,7 @@ skipped with the reason when not applicable, passed otherwise.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shlex
 from collections.abc import Callable
@@ -16,11 +17,13 @@ from typing import Any
 
 import pytest
 
+from baomi.checks import report as results_plugin
 from baomi.controls import get
-from baomi.controls.contract import Check, HostContext, Result, run
+from baomi.controls.contract import NOT_APPLICABLE, Check, HostContext, Result, run
 from baomi.findings import report
 from baomi.inventory import InventoryError, host_groups
 from baomi.policy import Policy, PolicyError, default_policy_path, load
+from baomi.results import WAIVED, record
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -29,10 +32,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="policy file (default: as the baomi command finds it)")
     group.addoption("--inventory", default=None,
                     help="pyinfra inventory, for each host's groups (default: $BAOMI_INVENTORY)")
+    results_plugin.add_options(parser)  # the audit's records: in plain runs and audits alike
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "clause(id): the clause of REQUIREMENTS.md a check verifies")
+    results_plugin.configure(config)
     # Plain host names would otherwise go through paramiko, which accepts unknown host keys;
     # OpenSSH with the given ssh_config pins them (StrictHostKeyChecking yes).
     if getattr(config.option, "connection", None) is None:
@@ -88,6 +93,29 @@ def _results() -> dict[tuple[str, str], Result]:
     return {}
 
 
+@pytest.fixture(scope="session")
+def _unreachable() -> dict[str, str]:
+    """Hosts ssh could not reach (exit 255), with ssh's reason: their other checks end at once
+    as errors instead of each waiting for its own connection timeout."""
+    return {}
+
+
+def _read_once(host: Any, key: tuple[str, str], results: dict[tuple[str, str], Result],
+               unreachable: dict[str, str], read: Callable[[], Result]) -> Result:
+    name = key[0]
+    if name in unreachable:
+        pytest.fail(f"{name} could not be reached: {unreachable[name]}", pytrace=False)
+    if key not in results:
+        try:
+            results[key] = read()
+        except RuntimeError as exc:  # testinfra's ssh backend: ssh itself failed (exit 255)
+            out = exc.args[0] if exc.args else exc
+            unreachable[name] = (str(getattr(out, "stderr", "")).strip()
+                                 or str(out)).splitlines()[-1][:300]
+            pytest.fail(f"{name} could not be reached: {unreachable[name]}", pytrace=False)
+    return results[key]
+
+
 def control_checks(name: str, inputs: Callable[[HostContext], HostContext] | None = None,
                    ) -> Callable[..., None]:
     """The test function of one control: parametrised over its check IDs, with their clauses.
@@ -110,23 +138,27 @@ def host_checks(name: str, checks: tuple[Check, ...],
     checks of its own (offboarding) passes its own ``read``."""
     params = [pytest.param(c.id, id=c.id, marks=[pytest.mark.clause(x) for x in c.clauses])
               for c in checks]
+    by_id = {c.id: c for c in checks}
 
     def test_check(check_id: str, host: Any, context: HostContext,
-                   _results: dict[tuple[str, str], Result], record_property: Any) -> None:
-        key = (host.backend.hostname, name)
-        if key not in _results:
-            _results[key] = read(host, context)
-        result = _results[key]
-        status = result.status(check_id)
+                   _results: dict[tuple[str, str], Result], _unreachable: dict[str, str],
+                   record_property: Any, request: pytest.FixtureRequest) -> None:
+        result = _read_once(host, (host.backend.hostname, name), _results, _unreachable,
+                            lambda: read(host, context))
+        # The one place waivers are decided (baomi.waivers), the same record the audit files.
+        made = record(result, by_id[check_id], context.policy, context.groups, dt.date.today())
+        results_plugin.remember(request.node, made)
         record_property("check", check_id)
-        record_property("status", status)
+        record_property("status", made.status)
         if check_id in result.evidence:
             record_property("evidence", result.evidence[check_id])
             print(f"{result.host} {check_id}: {result.evidence[check_id]}")
-        if check_id in result.not_applicable:
-            pytest.skip(f"{check_id}: not applicable: {result.not_applicable[check_id]}")
+        if made.status == NOT_APPLICABLE:
+            pytest.skip(f"{check_id}: not applicable: {made.reason}")
+        if made.status == WAIVED:
+            pytest.xfail(f"{check_id}: {made.reason}")
         findings = result.findings_of(check_id)
-        assert not findings, report(findings)
+        assert not findings, "\n".join(filter(None, (report(findings), made.reason)))
 
     test_check.__doc__ = f"Each check of {name}, per host."
     parametrised: Callable[..., None] = pytest.mark.parametrize("check_id", params)(test_check)
