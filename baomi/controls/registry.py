@@ -42,6 +42,9 @@ CONTROLS: tuple[Entry, ...] = (
           "ClamAV: on-access and daily scans of the sensitive paths, quarantine, "
           "signatures from the controller's mirror", baseline=True),
     Entry("audit_rules", ("R-LOG",), "kernel audit rules on sensitive paths", baseline=True),
+    Entry("log_forwarding", ("R-LOG",),
+          "auth and audit logs to the log host over TLS, disk-queued; receiving side there",
+          baseline=True),
     Entry("passwords", ("R-PWD",), "pam_pwquality length/classes, password ageing",
           baseline=True),
     Entry("usb", ("R-USB", "R-DEV"), "usb-storage refused, USBGuard allow-list", baseline=True),
