@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from baomi.collector import credentials, records_api, store, validate
+from baomi.collector import audits, credentials, records_api, store, validate
 from baomi.collector.config import Config
 from baomi.collector.db import Conflict, Database, DatabaseUnavailable, Refused
 from baomi.collector.openapi import document
@@ -394,6 +394,7 @@ def create_app(config: Config, database: Database) -> Starlette:
         Route("/metrics", endpoint(prometheus), methods=["GET"]),
     ]
     routes += records_api.routes(database, who, endpoint, body_of, api)  # system of record
+    routes += audits.routes(database, who, endpoint, body_of, api)  # audit history
 
     dashboard = Dashboard(config, database)
     routes += dashboard.routes  # the web dashboard and HR's offboarding (collector/web)
