@@ -95,6 +95,23 @@ def host_outcome(host: str, code: int, stdout: str, stderr: str) -> tuple[str, s
     return ("refused" if code == 2 else "failed"), last
 
 
+def json_documents(text: str) -> list[dict[str, Any]]:
+    """Every JSON object printed one after another (a command may print several)."""
+    decoder = json.JSONDecoder()
+    found: list[dict[str, Any]] = []
+    at = 0
+    while True:
+        start = text.find("{", at)
+        if start < 0:
+            return found
+        try:
+            value, at = decoder.raw_decode(text, start)
+        except ValueError:
+            return found
+        if isinstance(value, dict):
+            found.append(value)
+
+
 def seconds_until(hour: int, now: datetime) -> float:
     """Seconds from ``now`` to the next ``hour``:00 UTC (a full day when it is that time)."""
     target = now.replace(hour=hour, minute=0, second=0, microsecond=0)
@@ -225,11 +242,12 @@ class Offboarding:
             await self.db.write(lambda tx: set_host(tx, request_id, host, "running", ""))
             try:
                 code, out, err = await self.baomi(
-                    ["offboard", req["user"], "--ticket", req["ticket"], "--reason",
-                     req["reason"], "--effective", req["effective"], "-i",
-                     self.config.offboard_inventory, "--policy", self.policy_path(),
-                     "--limit", host, "--operator", f"{req['created_by']} (dashboard)",
-                     "--json"], HOST_TIMEOUT)
+                    # --name=VALUE: a ticket or reason starting with '-' stays a value
+                    ["offboard", req["user"], f"--ticket={req['ticket']}",
+                     f"--reason={req['reason']}", f"--effective={req['effective']}",
+                     f"--inventory={self.config.offboard_inventory}",
+                     f"--policy={self.policy_path()}", f"--limit={host}",
+                     f"--operator={req['created_by']} (dashboard)", "--json"], HOST_TIMEOUT)
                 state, detail = host_outcome(host, code, out, err)
             except TimeoutError:
                 state, detail = "pending", f"no answer within {HOST_TIMEOUT} s"
@@ -252,15 +270,15 @@ class Offboarding:
             return None
         try:
             code, out, err = await self.baomi(
-                ["offboard", "--purge-due", "--now", day, "-i", self.config.offboard_inventory,
-                 "--policy", self.policy_path(), "--operator", "collector (daily purge)",
+                ["offboard", "--purge-due", f"--now={day}",
+                 f"--inventory={self.config.offboard_inventory}",
+                 f"--policy={self.policy_path()}", "--operator=collector (daily purge)",
                  "--json"], PURGE_TIMEOUT)
         except TimeoutError:
             code, out, err = 1, "", f"no answer within {PURGE_TIMEOUT} s"
-        try:
-            events = json.loads(out).get("events", []) if out.strip() else []
-        except (ValueError, AttributeError):
-            events = []
+        # --purge-due prints the catch-up freezes' reports first, then its own
+        events: list[dict[str, Any]] = next((d["events"] for d in reversed(json_documents(out))
+                       if isinstance(d.get("events"), list)), [])
         counts: dict[str, int] = {}
         for e in events:
             counts[str(e.get("state"))] = counts.get(str(e.get("state")), 0) + 1

@@ -5,13 +5,15 @@ TLS and a real lab host:
 an `it` person logs in, sees a finding arrive (posted through the API exactly as an agent
 does), acknowledges it on the host page; an `hr` person files an offboarding request on the
 page, watches each host's progress live, and afterwards the departed user's real SSH key is
-refused by the lab host's sshd, while a host the collector cannot reach stays pending.
+refused by the lab host's sshd, while a host the collector cannot reach stays pending; the
+collector's daily purge then runs once per day and deletes nobody before the due date.
 
 Screenshots go to ``$BAOMI_ARTEFACTS/dashboard`` (else the test's tmp folder) and are kept.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -19,12 +21,16 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from baomi.collector.config import load as load_config
+from baomi.collector.db import Database
+from baomi.collector.web.offboard import Offboarding
 from baomi.lab.lifecycle import Request
 from baomi.lab.testing import LabHandle, running_lab
 from tests.integration.agent_env import Collector
@@ -200,3 +206,23 @@ def test_it_acknowledges_a_finding_and_hr_offboards_a_lab_user(
     assert ("srv1", "frozen") in states and ("wbghost", "pending") in states, states
     assert all(e["ticket"] == "HR-2026-1202" and e["operator"] == f"{hr_name} (dashboard)"
                for e in ledger)
+
+    # The daily purge as the collector's scheduler runs it (Offboarding.purge_once: the day
+    # claimed in the database, then `baomi offboard --purge-due` on the same inventory and
+    # ledger): wbleaver is not due until the end of next month, so nothing is deleted; the
+    # unreachable host is tried again and stays pending; the same day never runs twice.
+    db = Database(f"sqlite:///{tmp_path / 'purge.db'}")
+    try:
+        db.migrate()
+        purger = Offboarding(load_config(c.folder), db)
+        today = datetime.now(UTC).date()
+        with ThreadPoolExecutor(1) as pool:
+            ran = pool.submit(asyncio.run, purger.purge_once(today)).result()
+            again = pool.submit(asyncio.run, purger.purge_once(today)).result()
+    finally:
+        db.close()
+    assert ran is not None and again is None, (ran, again)
+    waiting = [e for e in ran["events"] if e["state"] == "waiting"]
+    assert [(e["user"], e["host"]) for e in waiting] == [(USER, "srv1")], ran
+    assert any(e["host"] == "wbghost" and e["state"] == "unreachable" for e in ran["events"])
+    assert wlab.ssh("srv1", f"id -u {USER}").returncode == 0  # still there, frozen

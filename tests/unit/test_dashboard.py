@@ -95,6 +95,13 @@ def test_host_outcome_from_the_commands_json() -> None:
     assert offboard.host_outcome("srv1", 0, json.dumps(odd), "")[0] == "failed"
 
 
+def test_every_json_document_of_a_run() -> None:
+    text = '{"user": "a", "hosts": {}}\n{"now": "2026-12-02", "events": [{"x": 1}]}\n'
+    assert [sorted(d) for d in offboard.json_documents(text)] == [["hosts", "user"],
+                                                                  ["events", "now"]]
+    assert offboard.json_documents("") == [] and offboard.json_documents("{broken") == []
+
+
 def test_purge_runs_next_at_the_hour() -> None:
     now = datetime(2026, 12, 2, 2, 30, tzinfo=UTC)
     assert offboard.seconds_until(3, now) == 1800
