@@ -29,12 +29,15 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from baomi.collector import store
-from baomi.collector.client import Client
-from baomi.collector.db import Database
-from baomi.collector.pgcluster import private_cluster
-from baomi.collector.validate import finding_key, parse_time
-from baomi.findings import SEVERITY_RANK
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from baomi.collector import store  # noqa: E402
+from baomi.collector.client import Client  # noqa: E402
+from baomi.collector.db import Database  # noqa: E402
+from baomi.collector.validate import finding_key, parse_time  # noqa: E402
+from baomi.findings import SEVERITY_RANK  # noqa: E402
+from tests.collector.pgcluster import private_cluster  # noqa: E402
 
 CHECKS = ("ssh.permit_root_login", "usb.storage_module", "passwords.min_length",
           "firewall.default_policy", "sensitive_paths.mode")

@@ -22,7 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from baomi.collector import audits, credentials, records_api, store, validate
+from baomi.collector import alerts, audits, credentials, records_api, store, throttle, validate
+from baomi.collector.alert_dispatch import Dispatcher
 from baomi.collector.config import Config
 from baomi.collector.db import Conflict, Database, DatabaseUnavailable, Refused
 from baomi.collector.openapi import document
@@ -120,6 +121,9 @@ def create_app(config: Config, database: Database) -> Starlette:
     """The ASGI application over ``database`` (migrated at start-up)."""
     metrics = Metrics()
     limiter = RateLimiter(config.rate_per_second, config.rate_burst)
+    alerting = alerts.settings_of(config)
+    dispatcher = Dispatcher(database, alerting)
+    login_limits = throttle.limits_of(config)
     metrics_token = ""
     if config.metrics_token.exists():
         metrics_token = config.metrics_token.read_text(encoding="utf-8").strip()
@@ -210,12 +214,21 @@ def create_app(config: Config, database: Database) -> Starlette:
         password = validate.field(body, "password")
         if not isinstance(user, str) or not isinstance(password, str) or len(password) > 1024:
             raise Invalid("body: expected {\"user\": ..., \"password\": ...}")
+        address = request.client.host if request.client else "unknown"
+        try:
+            await database.read(lambda tx: throttle.check(tx, user, address, time.time()))
+        except throttle.Locked as exc:
+            raise ApiError(429, str(exc), {"Retry-After": str(int(exc.retry_after) + 1)}
+                           ) from None
         found = await database.read(lambda tx: store.user_hash(tx, user))
         stored, role = found if found else (credentials.DUMMY, "")
         ok = await asyncio.get_running_loop().run_in_executor(
             None, credentials.check_password, password, stored)
         if not ok or not found:
+            await database.write(lambda tx: throttle.failed(tx, user, address, login_limits,
+                                                            time.time()))
             raise ApiError(401, "wrong user or password")
+        await database.write(lambda tx: throttle.succeeded(tx, user))
         session = await database.write(
             lambda tx: store.new_session(tx, user, role, config.session_hours))
         return JSONResponse(session)
@@ -308,7 +321,10 @@ def create_app(config: Config, database: Database) -> Starlette:
         limit(principal)
         batch = validate.parse_batch(await body_of(request))
         now = time.time()
-        ack = await database.write(lambda tx: store.ingest(tx, principal.agent_id, batch, now))
+        ack, alerted = await database.write(
+            lambda tx: alerts.ingest(tx, principal.agent_id, batch, now, alerting))
+        if alerted:
+            dispatcher.wake()  # the syslog line at once, the webhook's first try
         metrics.events["stored"] += ack["stored"]
         metrics.events["duplicate"] += ack["duplicates"]
         return JSONResponse(ack)
@@ -343,7 +359,13 @@ def create_app(config: Config, database: Database) -> Starlette:
         comment = validate.text(validate.field(await body_of(request), "comment"), "comment",
                                 validate.MAX_COMMENT, empty=False)
         return JSONResponse(await database.write(
-            lambda tx: store.acknowledge(tx, finding_id, principal.name, comment)))
+            lambda tx: alerts.acknowledge(tx, finding_id, principal.name, comment)))
+
+    async def alert_list(request: Request) -> Response:
+        await who(request, READERS)
+        state, after, page = alerts.query(dict(request.query_params))
+        return JSONResponse(await database.read(
+            lambda tx: alerts.listing(tx, state, after, page)))
 
     async def summary(request: Request) -> Response:
         await who(request, READERS)
@@ -389,6 +411,7 @@ def create_app(config: Config, database: Database) -> Starlette:
         Route(f"{api}/findings/{{id}}", endpoint(finding), methods=["GET"]),
         Route(f"{api}/findings/{{id}}/ack", endpoint(ack), methods=["POST"]),
         Route(f"{api}/summary", endpoint(summary), methods=["GET"]),
+        Route(f"{api}/alerts", endpoint(alert_list), methods=["GET"]),
         Route(f"{api}/health", endpoint(health), methods=["GET"]),
         Route(f"{api}/openapi.json", openapi_json, methods=["GET"]),
         Route("/metrics", endpoint(prometheus), methods=["GET"]),
@@ -404,8 +427,10 @@ def create_app(config: Config, database: Database) -> Starlette:
         await asyncio.get_running_loop().run_in_executor(None, database.migrate)
         await database.write(lambda tx: store.bootstrap_admin(
             tx, config.admin_user, config.admin_password_scrypt))
+        dispatcher.start()  # alerts: syslog, webhook retries, the silent-agent sweep
         async with dashboard.running():  # offboarding runs and the daily purge
             yield
+        await dispatcher.stop()
         database.close()
 
     async def not_found(request: Request, exc: Exception) -> Response:

@@ -125,6 +125,20 @@ _SCHEMAS: S = {
             "by": _str(), "at": _TIME, "comment": _str()}},
         "history": {"type": "array", "items": {"type": "object"}}},
         ("id", "host", "check", "control", "clauses", "severity", "subject", "state")),
+    "Alert": _obj({
+        "id": _int(), "finding_id": _int(), "kind": _str(enum=["finding", "silent"]),
+        "host": _str(), "check": _str(), "severity": _SEVERITY,
+        "clauses": {"type": "array", "items": _str()}, "created": _TIME,
+        "finding_state": _str(enum=["open", "acknowledged", "resolved"]),
+        "state": _str(enum=["open", "acknowledged"]),
+        "webhook": _obj({"state": _str(enum=["pending", "delivered", "off"]),
+                         "attempts": _int(), "next_try": _NTIME, "delivered": _NTIME,
+                         "last_error": _str(nullable=True)}),
+        "syslog": _obj({"state": _str(enum=["pending", "sent", "off"]), "at": _NTIME}),
+        "ack": {"type": "object", "nullable": True, "properties": {
+            "by": _str(), "at": _TIME, "comment": _str()}}},
+        ("id", "finding_id", "kind", "host", "check", "severity", "state", "webhook",
+         "syslog", "ack")),
     "Session": _obj({"token": _str(), "user": _str(), "role": _str(), "expires": _TIME},
                     ("token", "user", "role", "expires")),
     "User": _obj({"user": _str(), "role": _str(enum=["it", "auditor", "hr"]),
@@ -217,6 +231,14 @@ def document() -> S:
             body=_obj({"comment": _str(minLength=1, maxLength=2000, pattern=_NO_NUL)},
                       ("comment",)),
             errors=(404, 409), params=[_path_id()])},
+        "/api/v1/alerts": {"get": _op(
+            "Alerts (R-INC) with their delivery; open until the finding is acknowledged",
+            _answer("200", "a page of alerts", _obj(
+                {"alerts": {"type": "array", "items": _ref("Alert")},
+                 "next": _int(nullable=True)}, ("alerts", "next"))),
+            errors=(422,), params=[_query("state", _str(enum=["open", "acknowledged"])),
+                                   _query("after", _int(minimum=0, maximum=2**63 - 1)),
+                                   _query("limit", _int(minimum=1, maximum=1000))])},
         "/api/v1/summary": {"get": _op("Compliance by clause and by host", _answer(
             "200", "summary", _obj({"hosts": _int(),
                                     "by_clause": {"type": "array", "items": {"type": "object"}},

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from baomi.collector.client import Client
-from baomi.collector.pgcluster import Cluster, ClusterError, private_cluster
+from tests.collector.pgcluster import Cluster, ClusterError, private_cluster
 
 HERE = Path(__file__).parent
 
@@ -44,7 +44,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[Cluster]:
-    """One private cluster for the session (see baomi.collector.pgcluster); each test that
+    """One private cluster for the session (see tests/collector/pgcluster.py); each test that
     needs PostgreSQL gets a fresh database in it."""
     if os.geteuid() != 0:
         pytest.fail("the PostgreSQL fixture runs initdb as the postgres user: run as root",

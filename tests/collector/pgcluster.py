@@ -1,5 +1,8 @@
 """A private, throw-away PostgreSQL cluster (tests, the benchmark, the demo).
 
+Test infrastructure: it lives beside the tests, not in the installed collector (a collector
+host has no business running initdb).
+
 ``initdb`` into a fresh folder as the unprivileged ``postgres`` user, ``pg_ctl start`` on a
 unix socket in that folder and a loopback port, password (SCRAM) authentication; stopped and
 removed on exit even when the caller fails. It never touches the system's cluster or /etc.
