@@ -159,7 +159,7 @@ def document() -> S:
         "/api/v1/login": {"post": _op(
             "Log in: a session token", _answer("200", "a session", _ref("Session")),
             body=_obj({"user": _str(), "password": _str()}, ("user", "password")),
-            auth=False, errors=(401,))},
+            auth=False, errors=(401, 429))},
         "/api/v1/logout": {"post": _op("End this session", _answer("204", "ended", None))},
         "/api/v1/me": {"get": _op("Who am I", _answer("200", "the session", _obj(
             {"user": _str(), "role": _str(), "expires": _NTIME})))},
