@@ -1,4 +1,5 @@
-"""R-TLS 加密传输 on a host: sshd drop-in (keys only, approved crypto), sshd -t before reload."""
+"""R-TLS 加密传输, R-LOG on a host: sshd drop-in (keys only, approved crypto and host keys,
+no forwarding, VERBOSE logs, banner), /etc/issue(.net); sshd -t before reload."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pyinfra import host
 from pyinfra.api import operation
 
 from baomi.controls import ssh as core
-from baomi.deploy.common import Observation, context, op_name
+from baomi.deploy.common import Observation, context, op_name, put_text
 from baomi.fixes.ssh import neutralise_script
 from baomi.fixes.sshd import install_dropin_script
 
@@ -27,4 +28,6 @@ def sshd_settings(want: core.Desired):  # type: ignore[no-untyped-def]
 
 def apply() -> None:
     want = core.desired(context())
+    for path in core.ISSUE_FILES:  # the banner before and after login prompts (R-TLS, R-LOG)
+        put_text(C, path, want.banner)
     sshd_settings(name=op_name(C, f"{core.DROPIN} (sshd -t, reload)"), want=want)

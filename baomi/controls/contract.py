@@ -78,6 +78,17 @@ def check(check_id: str, title: str, clauses: tuple[str, ...] | None = None) -> 
     return Check(check_id, clauses or entry(check_id.split(".", 1)[0]).clauses, title)
 
 
+def file_findings(check_: Check, path: str, want: str | None, seen: str | None,
+                  severity: str = "high") -> list[Finding]:
+    """A file baomi writes whole: missing, edited, or present where the policy wants none."""
+    if want == seen:
+        return []
+    if want is None:
+        return [check_.finding(path, "absent (the policy asks for none)", "present", "medium")]
+    return [check_.finding(path, "baomi's content", "missing" if seen is None
+                           else "edited content", severity)]
+
+
 def _always(want: Any) -> str | None:
     return None
 

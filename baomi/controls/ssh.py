@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from baomi.controls.contract import Control, HostContext, check
+from baomi.controls.contract import Control, HostContext, check, file_findings
 from baomi.findings import Finding
 from baomi.observe import cat, script, sections
 from baomi.sshd import (
@@ -29,29 +29,46 @@ from baomi.sshd import (
     parse_effective,
 )
 
-CONFIG_VALID = check("ssh.config_valid", "sshd accepts its whole configuration (sshd -T)")
+TLS = ("R-TLS",)  # most checks serve R-TLS alone; LogLevel and the banner serve R-LOG too
+CONFIG_VALID = check("ssh.config_valid", "sshd accepts its whole configuration (sshd -T)", TLS)
 PASSWORD_AUTHENTICATION = check("ssh.password_authentication",
-                                "no password or keyboard-interactive login")
-PERMIT_ROOT_LOGIN = check("ssh.permit_root_login", "root logs in at most by key")
-CIPHERS = check("ssh.ciphers", "only approved ciphers")
-MACS = check("ssh.macs", "only approved MACs")
-KEX = check("ssh.kex", "only approved key exchange algorithms")
-DROPIN_FILE = check("ssh.dropin", "baomi's drop-in is in place, unedited")
+                                "no password or keyboard-interactive login", TLS)
+PERMIT_ROOT_LOGIN = check("ssh.permit_root_login", "root logs in at most by key", TLS)
+CIPHERS = check("ssh.ciphers", "only approved ciphers", TLS)
+MACS = check("ssh.macs", "only approved MACs", TLS)
+KEX = check("ssh.kex", "only approved key exchange algorithms", TLS)
+DROPIN_FILE = check("ssh.dropin", "baomi's drop-in is in place, unedited", TLS)
+HOST_KEYS = check("ssh.host_key_algorithms",
+                  "host keys offered: Ed25519 and RSA-SHA2 only (no ECDSA, no ssh-rsa)", TLS)
+AUTH_LIMITS = check("ssh.auth_limits", "MaxAuthTries and LoginGraceTime are the policy's", TLS)
+FORWARDING = check("ssh.forwarding", "no TCP, agent or X11 forwarding (but for the policy's "
+                   "forwarding_groups)", TLS)
+LOG_LEVEL = check("ssh.log_level", "LogLevel VERBOSE: each login logs its key's fingerprint",
+                  ("R-LOG",))
+USER_ENVIRONMENT = check("ssh.user_environment", "PermitUserEnvironment no", TLS)
+BANNER = check("ssh.banner", "the policy's confidentiality banner: sshd Banner, /etc/issue, "
+               "/etc/issue.net")
 CHECKS = (CONFIG_VALID, PASSWORD_AUTHENTICATION, PERMIT_ROOT_LOGIN, CIPHERS, MACS, KEX,
-          DROPIN_FILE)
+          DROPIN_FILE, HOST_KEYS, AUTH_LIMITS, FORWARDING, LOG_LEVEL, USER_ENVIRONMENT, BANNER)
 BY_KEYWORD = {"PasswordAuthentication": PASSWORD_AUTHENTICATION,
               "KbdInteractiveAuthentication": PASSWORD_AUTHENTICATION,
               "PermitRootLogin": PERMIT_ROOT_LOGIN, "Ciphers": CIPHERS, "MACs": MACS,
-              "KexAlgorithms": KEX}
-HEADER = "# Managed by baomi: R-TLS 加密传输. Local edits are reverted.\n"
+              "KexAlgorithms": KEX, "HostKeyAlgorithms": HOST_KEYS,
+              "MaxAuthTries": AUTH_LIMITS, "LoginGraceTime": AUTH_LIMITS,
+              "AllowTcpForwarding": FORWARDING, "AllowAgentForwarding": FORWARDING,
+              "X11Forwarding": FORWARDING, "LogLevel": LOG_LEVEL,
+              "PermitUserEnvironment": USER_ENVIRONMENT, "Banner": BANNER}
+FORWARDING_KEYS = ("AllowTcpForwarding", "AllowAgentForwarding")
+HEADER = "# Managed by baomi: R-TLS 加密传输, R-LOG. Local edits are reverted.\n"
+ISSUE_FILES = ("/etc/issue", "/etc/issue.net")
+BANNER_FILE = "/etc/issue.net"
 
 SSHD_CONFIG = "/etc/ssh/sshd_config"
 SSHD_DIR = "/etc/ssh/sshd_config.d"
 DROPIN = f"{SSHD_DIR}/40-baomi-ssh.conf"
 # The effective config root meets when it logs in (Match blocks are evaluated for it).
 # A keyword-interactive login through PAM is a password prompt too.
-KEYWORDS = ("PasswordAuthentication", "KbdInteractiveAuthentication", "PermitRootLogin",
-            "Ciphers", "MACs", "KexAlgorithms")
+KEYWORDS = tuple(BY_KEYWORD)
 
 
 @dataclass(frozen=True)
@@ -60,6 +77,7 @@ class Desired:
 
     sshd: SshdSettings
     dropin: str
+    banner: str = ""
 
 
 def desired(ctx: HostContext) -> Desired:
@@ -71,8 +89,23 @@ def desired(ctx: HostContext) -> Desired:
         "Ciphers": ",".join(s.ciphers),
         "MACs": ",".join(s.macs),
         "KexAlgorithms": ",".join(s.kex),
+        "HostKeyAlgorithms": ",".join(s.host_key_algorithms),
+        "MaxAuthTries": str(s.max_auth_tries),
+        "LoginGraceTime": str(s.login_grace_seconds),
+        "AllowTcpForwarding": "no",
+        "AllowAgentForwarding": "no",
+        "X11Forwarding": "no",
+        "LogLevel": "VERBOSE",
+        "PermitUserEnvironment": "no",
+        "Banner": BANNER_FILE,
     })
-    return Desired(sshd=sshd, dropin=HEADER + sshd.render())
+    # A Match block in an included file ends with that file (OpenSSH >= 8.2): it cannot
+    # capture the main file's later lines.
+    allowed = "" if not s.forwarding_groups else (
+        f"# forwarding_groups: TCP and agent forwarding for these groups only\n"
+        f"Match Group {','.join(s.forwarding_groups)}\n"
+        + "".join(f"    {k} yes\n" for k in FORWARDING_KEYS))
+    return Desired(sshd=sshd, dropin=HEADER + sshd.render() + allowed, banner=s.banner)
 
 
 def observe_script(want: Desired | None = None) -> str:
@@ -87,6 +120,7 @@ def observe_script(want: Desired | None = None) -> str:
         "include": f"grep -niE '^[[:space:]]*include[[:space:]]' {SSHD_CONFIG} | head -n1",
         # The effective config of each connection a Match block selects (not only root's).
         "match": MATCH_CONTEXTS,
+        **{f"issue{i}": cat(path) for i, path in enumerate(ISSUE_FILES)},
     }
     return script(commands)
 
@@ -109,6 +143,7 @@ class Observed:
     settings: tuple[Setting, ...]
     include_line: int | None
     contexts: tuple[MatchContext, ...] = ()
+    issue: tuple[str | None, ...] = ()  # ISSUE_FILES' contents (None: missing)
 
 
 _SETTING = re.compile(r"^(?P<path>/[^:]+):(?P<line>\d+):\s*(?P<key>\w+)"
@@ -144,6 +179,7 @@ def parse(output: str, want: Desired | None = None) -> Observed:
         settings=tuple(settings),
         include_line=include_line,
         contexts=tuple(parse_contexts(sec.text("match") or "")),
+        issue=tuple(sec.text(f"issue{i}") for i in range(len(ISSUE_FILES))),
     )
 
 
@@ -178,6 +214,8 @@ def compare(want: Desired, seen: Observed) -> list[Finding]:
         severity = "critical" if key in ("PasswordAuthentication", "PermitRootLogin") else "high"
         findings.append(BY_KEYWORD[key].finding(f"sshd {key}", want_v, found, severity))
     findings += match_findings(want, seen)
+    for path, text in zip(ISSUE_FILES, seen.issue, strict=False):
+        findings += file_findings(BANNER, path, want.banner, text, "medium")
     if seen.dropin != want.dropin:
         findings.append(DROPIN_FILE.finding(
             DROPIN, "the baomi content", "missing" if seen.dropin is None else "edited content",
@@ -191,6 +229,8 @@ def match_findings(want: Desired, seen: Observed) -> list[Finding]:
     that could not be evaluated is named, since it may loosen anything."""
     findings = []
     for ctx in seen.contexts:
+        if ctx.where.startswith(DROPIN + ":"):
+            continue  # our own forwarding_groups block: the drop-in is checked whole
         if ctx.values is None:
             findings.append(PASSWORD_AUTHENTICATION.finding(
                 f"sshd Match at {ctx.where}", "every Match block evaluated",

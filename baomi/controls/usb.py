@@ -24,15 +24,16 @@ the rules install (checked by ``usbguard-rule-parser``) is in :mod:`baomi.fixes.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from baomi import modprobe
 from baomi.controls.contract import Control, HostContext, check
 from baomi.findings import Finding
 from baomi.observe import cat, script, sections
 from baomi.policy import Policy
 
-MODPROBE = check("usb.modprobe_file", "baomi's usb-storage/uas refusal file present exactly "
-                 "when no stick may work", ("R-USB",))
+MODPROBE = check("usb.modprobe_file", "baomi's refusal file: usb-storage/uas exactly when no "
+                 "stick may work, the refused buses' drivers always", ("R-USB",))
 MODULES_REFUSED = check("usb.modules_refused", "modprobe resolves usb-storage and uas to "
                         "/bin/false", ("R-USB",))
 MODULES_LOADED = check("usb.modules_loaded", "usb-storage and uas are not loaded", ("R-USB",))
@@ -41,8 +42,12 @@ RULES = check("usb.rules", "USBGuard's rules are the policy's allow-list")
 SETTINGS = check("usb.daemon_settings", "usbguard-daemon.conf holds exactly baomi's settings")
 FILE_MODES = check("usb.file_modes", "USBGuard's rules and settings are root's alone (600)")
 SERVICE_ENABLED = check("usb.service", "the usbguard unit is enabled (systemd hosts)")
+BUS_REFUSED = check("usb.bus_modules_refused", "modprobe resolves the storage drivers of "
+                    "usb.refuse_buses (firewire, thunderbolt, SD cards) to /bin/false",
+                    ("R-USB", "R-DEV"))
+BUS_LOADED = check("usb.bus_modules_loaded", "no refused bus driver is loaded", ("R-USB",))
 CHECKS = (MODPROBE, MODULES_REFUSED, MODULES_LOADED, DAEMON, RULES, SETTINGS, FILE_MODES,
-          SERVICE_ENABLED)
+          SERVICE_ENABLED, BUS_REFUSED, BUS_LOADED)
 HEADER = "# Managed by baomi: R-USB 外部存储设备, R-DEV 禁存个人设备. Local edits are reverted.\n"
 
 MODPROBE_FILE = "/etc/modprobe.d/baomi-usb-storage.conf"
@@ -50,6 +55,9 @@ RULES_FILE = "/etc/usbguard/rules.conf"
 DAEMON_CONF = "/etc/usbguard/usbguard-daemon.conf"
 AUDIT_FILE = "/var/log/usbguard/usbguard-audit.log"
 MODULES = ("usb-storage", "uas")
+# Storage on the other removable buses (usb.refuse_buses): the controller and storage drivers.
+BUS_MODULES = {"firewire": ("firewire-ohci", "firewire-core", "firewire-sbp2"),
+               "thunderbolt": ("thunderbolt",), "mmc": ("mmc_block",)}
 SERVICE = "usbguard"
 
 HUB, HID, STORAGE = "09:*:*", "03:*:*", "08:*:*"
@@ -199,8 +207,18 @@ def refuses_modules(policy: Policy) -> bool:
     return u.block_storage and not u.audit_only and not u.allowed
 
 
-def modprobe_conf() -> str:
-    body = "".join(f"blacklist {m}\ninstall {m} /bin/false\n" for m in MODULES)
+def bus_modules(policy: Policy) -> tuple[str, ...]:
+    return tuple(m for bus in policy.usb.refuse_buses for m in BUS_MODULES[bus])
+
+
+def modprobe_conf(refuse: bool, buses: tuple[str, ...]) -> str | None:
+    """The refusal file: usb-storage/uas when ``refuse``, the buses' drivers always; None when
+    nothing is refused (the file must then be absent)."""
+    if not refuse and not buses:
+        return None
+    body = modprobe.refusal(MODULES) if refuse else ""
+    if buses:
+        body += "# usb.refuse_buses: " + ", ".join(buses) + "\n" + modprobe.refusal(buses)
     return HEADER + body
 
 
@@ -215,22 +233,24 @@ class Desired:
     rules: str
     daemon_conf: str
     audit_only: bool
+    bus_modules: tuple[str, ...] = ()
 
 
 def desired(ctx: HostContext) -> Desired:
     policy = ctx.policy
     refuse = refuses_modules(policy)
-    return Desired(refuse_modules=refuse, modprobe_conf=modprobe_conf() if refuse else None,
+    buses = bus_modules(policy)
+    return Desired(refuse_modules=refuse, modprobe_conf=modprobe_conf(refuse, buses),
                    rules=rules(policy), daemon_conf=daemon_conf(),
-                   audit_only=policy.usb.audit_only)
+                   audit_only=policy.usb.audit_only, bus_modules=buses)
 
 
 def observe_script(want: Desired) -> str:
-    modprobe = {f"modprobe_{m.replace('-', '_')}": f"modprobe -n -v {m}" for m in MODULES}
     return script({
         "daemon": "command -v usbguard-daemon",
         "modprobe_file": cat(MODPROBE_FILE),
-        **modprobe,
+        **modprobe.resolve_commands(MODULES + want.bus_modules),
+        "bus_loaded": modprobe.loaded_command(want.bus_modules) if want.bus_modules else "true",
         # modprobe prints module names with underscores.
         "showconfig": "modprobe --showconfig "
                       "| grep -E '^(blacklist|install) (usb_storage|uas)( |$)'",
@@ -260,6 +280,8 @@ class Observed:
     enabled: str
     active: str
     usb_bus: bool
+    bus: dict[str, str] = field(default_factory=dict)   # bus driver -> `modprobe -n -v`
+    bus_loaded: tuple[str, ...] | None = None
 
 
 def parse(output: str, want: Desired) -> Observed:
@@ -282,7 +304,9 @@ def parse(output: str, want: Desired) -> Observed:
     return Observed(
         daemon=text("daemon") is not None,
         modprobe_file=text("modprobe_file"),
-        modprobe={m: raw(f"modprobe_{m.replace('-', '_')}") for m in MODULES},
+        modprobe={m: raw(modprobe.section(m)) for m in MODULES},
+        bus={m: raw(modprobe.section(m)) for m in want.bus_modules},
+        bus_loaded=modprobe.parse_loaded(raw("bus_loaded")),
         showconfig=tuple(line.strip() for line in raw("showconfig").splitlines() if line.strip()),
         loaded=loaded,
         rules=text("rules"),
@@ -318,16 +342,24 @@ def _short(text: str, limit: int = 160) -> str:
 def _modules(want: Desired, seen: Observed) -> list[Finding]:
     """R-USB: the usb-storage/uas refusal, as modprobe resolves it."""
     findings: list[Finding] = []
-    if not want.refuse_modules:
-        if seen.modprobe_file is not None:
+    if seen.modprobe_file != want.modprobe_conf:
+        if want.modprobe_conf is None:
             findings.append(MODPROBE.finding(MODPROBE_FILE, "absent (authorised devices listed "
                                              "or audit-only: sticks must be able to load "
                                              "usb-storage)", "present", "medium"))
+        else:
+            refused = (MODULES if want.refuse_modules else ()) + want.bus_modules
+            findings.append(MODPROBE.finding(
+                MODPROBE_FILE, "the baomi refusal of " + ", ".join(refused),
+                "missing" if seen.modprobe_file is None else "edited content"))
+    for module, found in modprobe.not_refused(seen.bus).items():
+        findings.append(BUS_REFUSED.finding(f"modprobe -n -v {module}", modprobe.REFUSED,
+                                            _short(found), "critical"))
+    for module in seen.bus_loaded or ():
+        findings.append(BUS_LOADED.finding(f"kernel module {module}", "not loaded", "loaded",
+                                           "critical"))
+    if not want.refuse_modules:
         return findings
-    if seen.modprobe_file != want.modprobe_conf:
-        findings.append(MODPROBE.finding(
-            MODPROBE_FILE, "the baomi refusal of usb-storage and uas",
-            "missing" if seen.modprobe_file is None else "edited content"))
     for module, out in seen.modprobe.items():
         if "install /bin/false" not in out:
             findings.append(MODULES_REFUSED.finding(f"modprobe -n -v {module}",
@@ -400,79 +432,16 @@ def skipped(want: Desired, seen: Observed) -> dict[str, str]:
     elif seen.loaded is None:
         reasons[MODULES_LOADED.id] = ("the kernel has no loadable modules (/proc/modules "
                                       "absent), so usb-storage cannot be loaded at all")
+    if not want.bus_modules:
+        why = "usb.refuse_buses is empty"
+        reasons.update({BUS_REFUSED.id: why, BUS_LOADED.id: why})
+    elif seen.bus_loaded is None:
+        reasons[BUS_LOADED.id] = ("the kernel has no loadable modules (/proc/modules absent): "
+                                  "no bus driver can be loaded")
     if not seen.systemd:
         reasons[SERVICE_ENABLED.id] = ("no systemd on this host; rules installed, the daemon "
                                        "is not managed here")
     return reasons
-
-
-# --- The daemon's audit file, read back (the agent's and the audit-only proof's evidence) ---
-
-_AUDIT_RULE = re.compile(r"device\.rule='(?P<rule>[^']*)'")
-_ID = re.compile(r"\bid (?P<v>[0-9a-f]{4}):(?P<p>[0-9a-f]{4})\b")
-_SERIAL = re.compile(r'\bserial "(?P<s>[^"]*)"')
-_NAME = re.compile(r'\bname "(?P<n>[^"]*)"')
-_IFACES = re.compile(r"with-interface (?:\{ (?P<many>[^}]*) \}|(?P<one>[0-9a-f:]{8}))")
-
-
-@dataclass(frozen=True)
-class SeenDevice:
-    """A device as USBGuard describes it (``usbguard list-devices`` or the audit file)."""
-
-    target: str
-    vendor: str
-    product: str
-    serial: str | None
-    name: str
-    interfaces: tuple[str, ...]
-
-
-def parse_device_rule(text: str) -> SeenDevice | None:
-    """``allow id 0781:5567 serial "…" name "…" … with-interface 08:06:50 …`` → device."""
-    ident = _ID.search(text)
-    if not ident:
-        return None
-    serial = _SERIAL.search(text)
-    name = _NAME.search(text)
-    ifaces = _IFACES.search(text)
-    interfaces: tuple[str, ...] = ()
-    if ifaces:
-        interfaces = tuple((ifaces["many"] or ifaces["one"] or "").split())
-    return SeenDevice(text.split(" ", 1)[0].split(":")[-1].strip(), ident["v"], ident["p"],
-                      serial["s"] if serial else None, name["n"] if name else "", interfaces)
-
-
-def list_devices(output: str) -> list[SeenDevice]:
-    """``usbguard list-devices`` lines ``N: allow id … with-interface …``."""
-    out = []
-    for line in output.splitlines():
-        if re.match(r"^\d+: (allow|block|reject) ", line):
-            dev = parse_device_rule(line.split(": ", 1)[1])
-            if dev:
-                out.append(dev)
-    return out
-
-
-def audited_devices(audit_log: str) -> list[SeenDevice]:
-    """Devices the daemon decided on, from its FileAudit log (Device.Insert/Present lines)."""
-    out = []
-    for line in audit_log.splitlines():
-        if "type='Device.Insert'" in line or "type='Device.Present'" in line:
-            m = _AUDIT_RULE.search(line)
-            dev = parse_device_rule(m["rule"]) if m else None
-            if dev and dev not in out:
-                out.append(dev)
-    return out
-
-
-def would_block(policy: Policy, devices: list[SeenDevice]) -> list[tuple[SeenDevice, Decision]]:
-    """The devices the policy blocks (or, in audit-only mode, would block), with the rule."""
-    found = []
-    for dev in devices:
-        d = decide(policy, dev.vendor, dev.product, dev.serial, dev.interfaces)
-        if d.would_block:
-            found.append((dev, d))
-    return found
 
 
 CONTROL: Control[Desired, Observed] = Control(

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from baomi.controls import usb as core
+from baomi.controls import usb_devices as usbdev
 from baomi.lab.testing import LabHandle
 from baomi.policy import Policy, load
 from tests.integration.controls import ROOT, apply, check, outcomes
@@ -130,7 +131,7 @@ def _daemon(lab: LabHandle, host: str, sim: str) -> Iterator[None]:
                       "break; sleep 0.1; done; kill -9 " + pid + " 2>/dev/null; true")
 
 
-def _simulate(lab: LabHandle, host: str, sim: str) -> tuple[list[core.SeenDevice], str, str, str]:
+def _simulate(lab: LabHandle, host: str, sim: str) -> tuple[list[usbdev.SeenDevice], str, str, str]:
     """Plug every simulated device; USBGuard's verdicts, its event stream, rules, audit file."""
     with _daemon(lab, host, sim):
         # The event stream names the rule that matched each device (rule_id).
@@ -143,9 +144,9 @@ def _simulate(lab: LabHandle, host: str, sim: str) -> tuple[list[core.SeenDevice
             for name in PLUGGED:
                 _ssh(lab, host, f"ln {sim}/src/{name}.umockdev {sim}/dev/")
                 time.sleep(0.3)
-            devices: list[core.SeenDevice] = []
+            devices: list[usbdev.SeenDevice] = []
             while time.monotonic() - started < 20:
-                devices = core.list_devices(_ssh(lab, host, "usbguard list-devices"))
+                devices = usbdev.list_devices(_ssh(lab, host, "usbguard list-devices"))
                 if len(devices) == 1 + len(PLUGGED):
                     break
                 time.sleep(0.3)
@@ -158,11 +159,11 @@ def _simulate(lab: LabHandle, host: str, sim: str) -> tuple[list[core.SeenDevice
                 _ssh(lab, host, "usbguard list-rules"), _ssh(lab, host, f"cat {sim}/audit.log"))
 
 
-def _by_name(devices: list[core.SeenDevice]) -> dict[tuple[str, str | None], str]:
+def _by_name(devices: list[usbdev.SeenDevice]) -> dict[tuple[str, str | None], str]:
     return {(d.name, d.serial): d.target for d in devices}
 
 
-def _agrees(policy: Policy, devices: list[core.SeenDevice]) -> None:
+def _agrees(policy: Policy, devices: list[usbdev.SeenDevice]) -> None:
     """baomi's own evaluation of the allow-list gives USBGuard's verdict for every device."""
     for d in devices:
         assert core.decide(policy, d.vendor, d.product, d.serial, d.interfaces).target \
@@ -208,7 +209,8 @@ def test_usbguard_decides_on_simulated_devices(lab: LabHandle, tmp_path: Path) -
                                       for e in authorised), watch
         # The audit file records every decision; baomi's evaluation names the would-blocks.
         named = {(d.name, d.serial, dec.label)
-                 for d, dec in core.would_block(load(str(audit)), core.audited_devices(audit_log))}
+                 for d, dec in usbdev.would_block(load(str(audit)),
+                                                  usbdev.audited_devices(audit_log))}
         assert named == {("Cruzer Blade", "4C530009999999999999", core.LABEL_WOULD_BLOCK),
                          ("Keyboard with storage", "COMBO0001", core.LABEL_WOULD_BLOCK)}, \
             audit_log

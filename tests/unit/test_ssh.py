@@ -102,18 +102,18 @@ def test_effective_config_parser_is_shared_and_keeps_repeated_keywords() -> None
 
 def test_a_match_block_that_allows_passwords_fails_and_one_not_evaluated_is_named() -> None:
     """match_address_srv1.out: srv1 after `baomi apply --only ssh`, then sshd_config ending
-    with `Match Address 10.0.0.0/8` / `PasswordAuthentication yes` (line 124) and
-    `Match Group staff,!wheel User bob*` / `PermitRootLogin yes` (line 126; staff is empty)."""
+    with `Match Address 10.0.0.0/8` / `PasswordAuthentication yes` (line 123) and
+    `Match Group staff,!wheel User bob*` / `PermitRootLogin yes` (line 125; staff is empty)."""
     seen = observed("match_address_srv1.out")
     assert seen.effective["passwordauthentication"] == "no"  # root from loopback: fine
     ctx = {c.where: c for c in seen.contexts}
-    assert ctx["/etc/ssh/sshd_config:124"].spec == "user=root,host=client.invalid,addr=10.0.0.0"
-    assert ctx["/etc/ssh/sshd_config:126"].values is None
+    assert ctx["/etc/ssh/sshd_config:123"].spec == "user=root,host=client.invalid,addr=10.0.0.0"
+    assert ctx["/etc/ssh/sshd_config:125"].values is None
     findings = core.compare(WANT, seen)
     lines = text(findings)
-    assert ("sshd PasswordAuthentication in the Match block at /etc/ssh/sshd_config:124: "
+    assert ("sshd PasswordAuthentication in the Match block at /etc/ssh/sshd_config:123: "
             "expected no, found yes for user=root,host=client.invalid,addr=10.0.0.0") in lines
-    assert ("sshd Match at /etc/ssh/sshd_config:126: expected every Match block evaluated, "
+    assert ("sshd Match at /etc/ssh/sshd_config:125: expected every Match block evaluated, "
             "found not evaluated: no account is in group staff") in lines
     assert {f.check for f in findings} == {"ssh.password_authentication"}
     # The same host without the Match lines has no Match finding.

@@ -3,9 +3,11 @@ captured from lab hosts (srv1 plain, srv2 systemd) and from usbguard-daemon (umo
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from baomi.controls import usb as core
+from baomi.controls import usb_devices as usbdev
 from baomi.controls.contract import HostContext, evaluate
 from baomi.findings import Finding
 from baomi.fixes.usb import install_rules
@@ -13,10 +15,14 @@ from baomi.policy import Policy, load_text
 
 DATA = Path(__file__).parent / "data" / "usb"
 DEFAULT = load_text("")
-# The policies the captures were taken with (usb sections; everything else default).
+# The policies the captures were taken with (usb sections; everything else default).  Those
+# before usb.refuse_buses existed are read with it empty; *_buses_* are with the default.
+NO_BUSES = "  refuse_buses: []\n"
+CAPTURED = load_text("usb:\n" + NO_BUSES)
 AUTHORISED = load_text("usb:\n  allowed: ['0781:5567:4C530001230517109182', "
-                       "{id: '090c:1000', description: 'Finance \"backup\" disk'}]\n")
-AUDIT = load_text("usb:\n  audit_only: true\n  allowed: ['0781:5567:4C530001230517109182']\n")
+                       "{id: '090c:1000', description: 'Finance \"backup\" disk'}]\n" + NO_BUSES)
+AUDIT = load_text("usb:\n  audit_only: true\n  allowed: ['0781:5567:4C530001230517109182']\n"
+                  + NO_BUSES)
 STICK = ("0781", "5567")
 GOOD_SERIAL, OTHER_SERIAL = "4C530001230517109182", "4C530009999999999999"
 
@@ -25,11 +31,12 @@ def desired(policy: Policy, groups: set[str]) -> core.Desired:
     return core.desired(HostContext.of(policy, groups, "srv1"))
 
 
-SERVERS = desired(DEFAULT, {"servers"})
+SERVERS = desired(CAPTURED, {"servers"})
+BUSES = desired(DEFAULT, {"servers"})
 
 
-def observed(name: str) -> core.Observed:
-    return core.parse((DATA / name).read_text(encoding="utf-8"), SERVERS)
+def observed(name: str, want: core.Desired = SERVERS) -> core.Observed:
+    return core.parse((DATA / name).read_text(encoding="utf-8"), want)
 
 
 def text(findings: list[Finding]) -> str:
@@ -140,8 +147,9 @@ def test_applied_hosts_are_compliant() -> None:
     assert core.compare(allowing, authorised) == []
     # Nothing to refuse: the module checks are not applicable, with the reason (and this plain
     # host has no systemd).
-    assert set(core.skipped(allowing, authorised)) == {"usb.modules_refused",
-                                                        "usb.modules_loaded", "usb.service"}
+    assert set(core.skipped(allowing, authorised)) == {
+        "usb.modules_refused", "usb.modules_loaded", "usb.service", "usb.bus_modules_refused",
+        "usb.bus_modules_loaded"}
     # The same host against the default policy: storage rules and the refusal differ.
     out = text(core.compare(SERVERS, authorised))
     assert "found extra 'allow id 0781:5567 serial \"4C530001230517109182\"" in out
@@ -159,8 +167,8 @@ def test_tampering_is_named() -> None:
            "allow" in out
     assert "/etc/usbguard/usbguard-daemon.conf RuleFolder: expected unset" in out
     assert "/etc/usbguard/rules.conf mode: expected 600 root, found 644 root" in out
-    assert "/etc/modprobe.d/baomi-usb-storage.conf: expected the baomi refusal of usb-storage " \
-           "and uas, found missing" in out
+    assert "/etc/modprobe.d/baomi-usb-storage.conf: expected the baomi refusal of usb-storage, " \
+           "uas, found missing" in out
     disabled = core.compare(SERVERS, observed("disabled_srv2.out"))
     assert [f.check for f in disabled] == ["usb.service"]
     assert [str(f) for f in disabled] == [
@@ -176,7 +184,7 @@ def test_rules_are_installed_only_through_usbguards_parser() -> None:
 
 def test_usbguard_verdicts_match_baomis_evaluation() -> None:
     """usbguard-daemon's own verdicts (umockdev, deployed rules) equal :func:`core.decide`."""
-    devices = core.list_devices((DATA / "list_devices_authorised.out").read_text())
+    devices = usbdev.list_devices((DATA / "list_devices_authorised.out").read_text())
     assert [(d.name, d.serial, d.target) for d in devices] == [
         ("xHCI Host Controller", "0000:00:14.0", "allow"),
         ("USB Keyboard", "KBD0001", "allow"),
@@ -191,10 +199,37 @@ def test_usbguard_verdicts_match_baomis_evaluation() -> None:
 
 
 def test_audit_file_read_back() -> None:
-    audited = core.audited_devices((DATA / "audit_log_authorised.log").read_text())
+    audited = usbdev.audited_devices((DATA / "audit_log_authorised.log").read_text())
     assert {(d.name, d.serial) for d in audited} >= {("Cruzer Blade", OTHER_SERIAL),
                                                       ("USB Keyboard", "KBD0001")}
-    blocked = {(d.serial, dec.label) for d, dec in core.would_block(AUTHORISED, audited)}
+    blocked = {(d.serial, dec.label) for d, dec in usbdev.would_block(AUTHORISED, audited)}
     assert blocked == {(OTHER_SERIAL, core.LABEL_BLOCK), ("COMBO0001", core.LABEL_BLOCK)}
-    assert {d.serial for d, _ in core.would_block(AUDIT, audited)} == {OTHER_SERIAL,
+    assert {d.serial for d, _ in usbdev.would_block(AUDIT, audited)} == {OTHER_SERIAL,
                                                                        "COMBO0001"}
+
+
+def test_every_removable_bus_is_refused_and_each_driver_named() -> None:
+    """*_buses_srv1.out: srv1 before and after `baomi apply --only usb` with the default
+    usb.refuse_buses (firewire, thunderbolt, mmc)."""
+    assert BUSES.bus_modules == ("firewire-ohci", "firewire-core", "firewire-sbp2",
+                                 "thunderbolt", "mmc_block")
+    assert "blacklist mmc_block\ninstall mmc_block /bin/false\n" in (BUSES.modprobe_conf or "")
+    fresh = core.compare(BUSES, observed("fresh_buses_srv1.out", BUSES))
+    named = {f.subject for f in fresh if f.check == "usb.bus_modules_refused"}
+    assert named == {f"modprobe -n -v {m}" for m in BUSES.bus_modules}
+    assert {f.clauses for f in fresh if f.check == "usb.bus_modules_refused"} == \
+        {("R-USB", "R-DEV")}
+    applied = observed("applied_buses_srv1.out", BUSES)
+    assert applied.bus == {m: "install /bin/false" for m in BUSES.bus_modules}
+    assert core.compare(BUSES, applied) == []
+    # One bus dropped from the refusal file by hand: that bus's drivers are named.
+    edited = replace(applied, bus={**applied.bus, "thunderbolt": "insmod /lib/modules/x/"
+                                   "thunderbolt.ko"}, modprobe_file="# edited\n")
+    out = text(core.compare(BUSES, edited))
+    assert "modprobe -n -v thunderbolt: expected install /bin/false, found 'insmod" in out
+    assert "baomi-usb-storage.conf: expected the baomi refusal of usb-storage, uas, " \
+           "firewire-ohci" in out
+    # Authorised sticks keep usb-storage loadable, but the other buses stay refused.
+    allowing = desired(load_text("usb:\n  allowed: ['0781:5567']\n"), {"servers"})
+    assert allowing.modprobe_conf is not None and "usb-storage" not in allowing.modprobe_conf
+    assert not desired(CAPTURED, set()).bus_modules

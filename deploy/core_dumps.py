@@ -1,0 +1,44 @@
+"""R-ACL, R-DST on a host: no core dumps (suid_dumpable, hard core limit, systemd-coredump)."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import operation
+
+from baomi.controls import core_dumps as core
+from baomi.deploy.common import Observation, context, nothing_to_do, op_name, put_text
+from baomi.fixes.sysctl import install_sysctl
+from baomi.sysctl import SHARED_KERNEL
+
+C = core.CONTROL.name
+
+
+def _seen(want: core.Desired) -> core.Observed:
+    return core.parse(host.get_fact(Observation, script=core.observe_script(want)), want)
+
+
+@operation()
+def suid_dumpable(want: core.Desired):  # type: ignore[no-untyped-def]
+    """Install the sysctl file and load it where the kernel is the host's own."""
+    seen = _seen(want)
+    wrong = [f for f in core.compare(want, seen)
+             if f.check == core.LIVE.id or f.subject == core.SYSCTL_FILE]
+    if not wrong:
+        host.noop(f"{core.SYSCTL_FILE} in place" + ("; live fs.suid_dumpable = 0"
+                                                    if seen.own_kernel else f"; {SHARED_KERNEL}"))
+        return
+    yield install_sysctl(core.SYSCTL_FILE, want.sysctl_conf)
+
+
+def apply() -> None:
+    want = core.desired(context())
+    if core.not_applicable(want):
+        return
+    suid_dumpable(name=op_name(C, f"{core.SYSCTL_FILE} (sysctl -p on its own kernel)"),
+                  want=want)
+    put_text(C, core.LIMITS_FILE, want.limits_conf)
+    if _seen(want).coredump:
+        put_text(C, core.COREDUMP_FILE, want.coredump_conf)
+    else:
+        nothing_to_do(name=op_name(C, core.COREDUMP_FILE),
+                      reason="systemd-coredump is not installed on this host")
