@@ -115,21 +115,30 @@ def _session_or_exit() -> Any:
         fail(f"--upload: {exc}")
 
 
-def _upload(result: Audit) -> dict[str, Any]:
-    """POST the audit to the collector; a refusal is exit 2 (the report is already written)."""
+def _upload(result: Audit, chunk: int = 2000) -> dict[str, Any]:
+    """POST the audit to the collector, its results in parts under the body cap; a refusal
+    is exit 2 (the report is already written)."""
     from baomi.controller.session import SessionError, call
 
     session = _session_or_exit()
-    try:
-        answer = call(session.url, session.ca, "POST", "/api/v1/audits", result.as_dict(),
-                      token=session.token, timeout=60)
-    except SessionError as exc:
-        fail(f"--upload: {exc} (the report is written)")
-    if answer.status != 201 or not isinstance(answer.body, dict):
-        body = answer.body if isinstance(answer.body, dict) else {}
-        fail(f"--upload: the collector refused the audit ({answer.status}): "
-             f"{body.get('error', '')} (the report is written)")
-    return answer.body
+    document = result.as_dict()
+    rows = document.pop("results")
+    made: dict[str, Any] = {}
+    for start in range(0, max(len(rows), 1), chunk):
+        part = rows[start:start + chunk]
+        path, body = (("/api/v1/audits", dict(document, results=part)) if not made else
+                      (f"/api/v1/audits/{made['id']}/results", {"results": part}))
+        try:
+            answer = call(session.url, session.ca, "POST", path, body, token=session.token,
+                          timeout=60)
+        except SessionError as exc:
+            fail(f"--upload: {exc} (the report is written)")
+        if answer.status not in (200, 201) or not isinstance(answer.body, dict):
+            error = answer.body.get("error", "") if isinstance(answer.body, dict) else ""
+            fail(f"--upload: the collector refused the audit ({answer.status}): {error} "
+                 "(the report is written)")
+        made = made or answer.body
+    return made
 
 
 def _load(path: str) -> Audit:
