@@ -407,3 +407,65 @@ def test_accounts_only_from_approved_requests(olab: LabHandle, state: Path,
         assert "baomi-retired" not in audit.stdout
     finally:
         olab.ssh("srv1", "userdel stray")
+
+
+def test_the_ledger_and_requests_at_the_collector(olab: LabHandle, tmp_path: Path) -> None:
+    """collector.records: collector: the same freeze and account apply, with the ledger and the
+    requests in a real collector (loopback, TLS) instead of the controller's files; a second
+    controller (its own state dir and login) sees the freeze; the deploy (a pyinfra child)
+    reads the requests from the collector too; the collector's log of it verifies."""
+    from tests.collector.conftest import init_folder, serve
+
+    folder = tmp_path / "collector"
+    collector = serve(folder, init_folder(folder))
+    try:
+        url = f"https://127.0.0.1:{collector.port}"
+        policy = tmp_path / "policy.yaml"
+        text = (ROOT / "policy.yaml").read_text(encoding="utf-8")
+        policy.write_text(text.replace("  records: local ", "  records: collector ").replace(
+            'url: "https://collector.example.internal:8443"', f'url: "{url}"'),
+            encoding="utf-8")
+        controllers = [tmp_path / "ctl-a", tmp_path / "ctl-b"]
+        envs = [dict(os.environ, BAOMI_STATE_DIR=str(c), BAOMI_POLICY=str(policy))
+                for c in controllers]
+
+        def run(env: dict[str, str], *args: str, stdin: str = "",
+                ) -> subprocess.CompletedProcess[str]:
+            done = subprocess.run([sys.executable, "-m", "baomi", *args], cwd=ROOT, env=env,
+                                  input=stdin, capture_output=True, text=True, timeout=300)
+            assert "Traceback" not in done.stderr, done.stderr
+            return done
+
+        for env in envs:
+            login = run(env, "login", "--collector", url, "--ca", collector.ca, "--user",
+                        "admin", "--password-stdin", stdin=collector.admin_password + "\n")
+            assert login.returncode == 0, login.stderr
+        user = "colleaver"
+        key = keypair(tmp_path, "colleaver_key")
+        make_user(olab, "srv1", user, key)
+        frozen = run(envs[0], "offboard", user, "--ticket", "HR-77", "--reason", "resigned",
+                     "-i", str(olab.inventory), "--limit", "srv1", "--json")
+        assert frozen.returncode == 0, frozen.stdout + frozen.stderr
+        assert json.loads(frozen.stdout)["hosts"]["srv1"]["state"] == "frozen"
+        login = subprocess.run(user_ssh(olab, key, user, "srv1", "true"), capture_output=True,
+                               text=True, timeout=30)
+        assert login.returncode == 255 and "Permission denied" in login.stderr
+        assert not (controllers[0] / "offboarding").exists()  # nothing in the local files
+        status = json.loads(run(envs[1], "offboard", "--status", user, "--json").stdout)
+        assert (status[user]["srv1"]["state"], status[user]["srv1"]["ticket"]) == \
+            ("frozen", "HR-77")
+
+        recorded = run(envs[1], "account", "request", "colhire", "--requester", "head.sales",
+                       "--approver", "vp.ops", "--host", "srv1", "--ticket", "IT-56")
+        assert recorded.returncode == 0 and url in recorded.stdout, recorded.stderr
+        applied = run(envs[0], "account", "apply", "-i", str(olab.inventory), "--json")
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        assert olab.ssh("srv1", "getent passwd colhire").returncode == 0
+
+        lines = collector.client(collector.it).get("/api/v1/log").body["lines"]
+        assert {"offboarding.append", "accounts.append"} <= {line["action"] for line in lines}
+        verified = run(envs[1], "collector", "verify-log")
+        assert verified.returncode == 0 and "log intact" in verified.stdout, verified.stdout
+    finally:
+        collector.stop()
+        olab.ssh("srv1", "userdel -r colhire 2>/dev/null; true")
