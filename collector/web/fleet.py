@@ -65,7 +65,7 @@ async def overview(db: Database, v: View, request: Request, form_: dict[str, str
         table(SEVERITIES, [severity_cells(totals)], id_="severity-totals"),
         tag("h2", f"{t(lang, 'hosts')} ({summary['hosts']})"),
         table([t(lang, "host"), t(lang, "agent"), t(lang, "last_seen"), *SEVERITIES,
-               t(lang, "acknowledged"), t(lang, "compliance")], host_rows, id_="hosts"),
+               t(lang, "acknowledged"), t(lang, "failing_clauses")], host_rows, id_="hosts"),
         tag("h2", t(lang, "compliance")),
         table([t(lang, "clause"), t(lang, "title"), t(lang, "compliant"), t(lang, "failing"),
                t(lang, "open"), t(lang, "acknowledged")], clause_rows, id_="clauses"),

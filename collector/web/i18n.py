@@ -28,6 +28,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "title": ("标题", "Title"),
     "compliant": ("合规", "Compliant"),
     "failing": ("不合规", "Failing"),
+    "failing_clauses": ("不合规条款", "Failing clauses"),
     "open_by_severity": ("未处理问题（按严重度）", "Open findings by severity"),
     "open": ("未处理", "Open"),
     "acknowledged": ("已确认", "Acknowledged"),
