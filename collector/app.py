@@ -216,19 +216,12 @@ def create_app(config: Config, database: Database) -> Starlette:
             raise Invalid("body: expected {\"user\": ..., \"password\": ...}")
         address = request.client.host if request.client else "unknown"
         try:
-            await database.read(lambda tx: throttle.check(tx, user, address, time.time()))
+            role = await throttle.attempt(database, login_limits, user, password, address)
         except throttle.Locked as exc:
             raise ApiError(429, str(exc), {"Retry-After": str(int(exc.retry_after) + 1)}
                            ) from None
-        found = await database.read(lambda tx: store.user_hash(tx, user))
-        stored, role = found if found else (credentials.DUMMY, "")
-        ok = await asyncio.get_running_loop().run_in_executor(
-            None, credentials.check_password, password, stored)
-        if not ok or not found:
-            await database.write(lambda tx: throttle.failed(tx, user, address, login_limits,
-                                                            time.time()))
+        if role is None:
             raise ApiError(401, "wrong user or password")
-        await database.write(lambda tx: throttle.succeeded(tx, user))
         session = await database.write(
             lambda tx: store.new_session(tx, user, role, config.session_hours))
         return JSONResponse(session)

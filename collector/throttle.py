@@ -13,10 +13,13 @@ after that time, so the lockout is kept short (15 min by default).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 
+from baomi.collector import credentials, store
 from baomi.collector.config import Config
-from baomi.collector.db import Tx
+from baomi.collector.db import Database, Tx
 
 
 @dataclass(frozen=True)
@@ -77,3 +80,21 @@ def limits_of(config: Config) -> Limits:
                   per_address=config.login_max_failures_per_address,
                   window_seconds=float(config.login_lockout_seconds),
                   lockout_seconds=float(config.login_lockout_seconds))
+
+
+async def attempt(database: Database, limits: Limits, user: str, password: str,
+                  address: str) -> str | None:
+    """One login attempt, throttled: the user's role, or None for a wrong user or password
+    (counted); :class:`Locked` when the user or the address is locked out. Every login form
+    (the API's, the dashboard's) goes through here so a guesser cannot pick the unthrottled
+    one."""
+    await database.read(lambda tx: check(tx, user, address, time.time()))
+    found = await database.read(lambda tx: store.user_hash(tx, user))
+    stored, role = found if found else (credentials.DUMMY, "")
+    ok = await asyncio.get_running_loop().run_in_executor(
+        None, credentials.check_password, password, stored)
+    if not ok or not found:
+        await database.write(lambda tx: failed(tx, user, address, limits, time.time()))
+        return None
+    await database.write(lambda tx: succeeded(tx, user))
+    return role
