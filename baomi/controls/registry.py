@@ -34,6 +34,8 @@ CONTROLS: tuple[Entry, ...] = (
           "sshd: keys only, approved ciphers, MACs, KEX and host keys, no forwarding, VERBOSE "
           "logs, confidentiality banner", baseline=True),
     Entry("firewall", ("R-SEC",), "nftables default-deny inbound", baseline=True),
+    Entry("ssh_guard", ("R-SEC",), "fail2ban bans addresses that fail SSH logins repeatedly",
+          baseline=True),
     Entry("kernel", ("R-SEC",), "kernel hardening sysctls; dccp, sctp, rds, tipc refused",
           baseline=True),
     Entry("disk_encryption", ("R-ENC",), "LUKS2 data volumes with escrowed recovery keys",
