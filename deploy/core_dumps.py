@@ -5,9 +5,10 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import operation
 
+from baomi import sysctl
 from baomi.controls import core_dumps as core
 from baomi.deploy.common import Observation, context, nothing_to_do, op_name, put_text
-from baomi.fixes.sysctl import install_sysctl
+from baomi.fixes.sysctl import disable_lines, install_sysctl
 from baomi.sysctl import SHARED_KERNEL
 
 C = core.CONTROL.name
@@ -22,12 +23,27 @@ def suid_dumpable(want: core.Desired):  # type: ignore[no-untyped-def]
     """Install the sysctl file and load it where the kernel is the host's own."""
     seen = _seen(want)
     wrong = [f for f in core.compare(want, seen)
-             if f.check == core.LIVE.id or f.subject == core.SYSCTL_FILE]
+             if f.check in (core.LIVE.id, core.SYSCTL_FILE_CHECK.id)]
+    later = [(s.path, s.line) for key, value in core.VALUES
+             for s in sysctl.overriding(core.SYSCTL_FILE, seen.settings, key, value)]
     if not wrong:
         host.noop(f"{core.SYSCTL_FILE} in place" + ("; live fs.suid_dumpable = 0"
                                                     if seen.own_kernel else f"; {SHARED_KERNEL}"))
         return
-    yield install_sysctl(core.SYSCTL_FILE, want.sysctl_conf)
+    steps = [disable_lines(later, "R-ACL"), install_sysctl(core.SYSCTL_FILE, want.sysctl_conf)]
+    yield "\n".join(s for s in steps if s)
+
+
+@operation()
+def core_limits(want: core.Desired):  # type: ignore[no-untyped-def]
+    """Comment out limits lines elsewhere that raise the hard core limit above 0."""
+    raising = [(path, int(n)) for path, n in (r.split(": ", 1)[0].rsplit(":", 1)
+                                              for r in _seen(want).raising)]
+    script = disable_lines(raising, "R-ACL")
+    if not script:
+        host.noop("no other limits line raises the hard core limit")
+        return
+    yield script
 
 
 def apply() -> None:
@@ -37,6 +53,7 @@ def apply() -> None:
     suid_dumpable(name=op_name(C, f"{core.SYSCTL_FILE} (sysctl -p on its own kernel)"),
                   want=want)
     put_text(C, core.LIMITS_FILE, want.limits_conf)
+    core_limits(name=op_name(C, "other limits lines raising core"), want=want)
     if _seen(want).coredump:
         put_text(C, core.COREDUMP_FILE, want.coredump_conf)
     else:

@@ -7,9 +7,10 @@ from pyinfra import host
 from pyinfra.api import operation
 from pyinfra.operations import files
 
+from baomi import sysctl
 from baomi.controls import kernel as core
 from baomi.deploy.common import Observation, context, op_name, put_text
-from baomi.fixes.sysctl import install_sysctl
+from baomi.fixes.sysctl import disable_lines, install_sysctl
 
 C = core.CONTROL.name
 
@@ -19,12 +20,15 @@ def sysctl_settings(want: core.Desired):  # type: ignore[no-untyped-def]
     """Install the file and load it, unless it is in place and (own kernel) live already."""
     seen = core.parse(host.get_fact(Observation, script=core.observe_script(want)), want)
     wrong = [f for f in core.compare(want, seen)
-             if f.check in (core.SYSCTL_FILE_CHECK.id, core.LIVE.id)]
-    if not wrong:
+             if f.check in (core.SYSCTL_FILE_CHECK.id, core.LIVE.id, core.OVERRIDDEN.id)]
+    later = [(s.path, s.line) for key, value in want.values
+             for s in sysctl.overriding(core.SYSCTL_FILE, seen.settings, key, value)]
+    if not wrong or (not disable_lines(later, "R-SEC") and len(wrong) == len(later)):
         host.noop(f"{core.SYSCTL_FILE} in place" + (", live values equal" if seen.own_kernel
-                                                    else f"; {core.sysctl.SHARED_KERNEL}"))
+                                                    else f"; {sysctl.SHARED_KERNEL}"))
         return
-    yield install_sysctl(core.SYSCTL_FILE, want.sysctl_conf)
+    steps = [disable_lines(later, "R-SEC"), install_sysctl(core.SYSCTL_FILE, want.sysctl_conf)]
+    yield "\n".join(s for s in steps if s)
 
 
 def apply() -> None:

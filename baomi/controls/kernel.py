@@ -96,6 +96,11 @@ def parse(output: str, want: Desired) -> Observed:
 
 def compare(want: Desired, seen: Observed) -> list[Finding]:
     findings = file_findings(SYSCTL_FILE_CHECK, SYSCTL_FILE, want.sysctl_conf, seen.sysctl_file)
+    in_file = sysctl.parse_live(seen.sysctl_file or "")
+    for key, value in want.values if seen.sysctl_file is not None else ():
+        if in_file.get(key) != value:  # the edit, named key by key
+            findings.append(SYSCTL_FILE_CHECK.finding(f"{key} in {SYSCTL_FILE}", value,
+                                                      in_file.get(key, "missing")))
     for key, value in want.values:
         for s in sysctl.overriding(SYSCTL_FILE, seen.settings, key, value):
             findings.append(OVERRIDDEN.finding(f"{key} in {s.path}:{s.line}", value,

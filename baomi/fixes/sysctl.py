@@ -16,3 +16,12 @@ def install_sysctl(path: str, content: str) -> str:
     for the overrides the check names)."""
     return install_file(path, content,
                         then=f"if {OWN_KERNEL}; then sysctl -q -p {shlex.quote(path)}; fi")
+
+
+def disable_lines(lines: list[tuple[str, int]], clause: str) -> str:
+    """Comment out lines of other files that defeat baomi's (an ``/etc/sysctl.conf`` value read
+    after our file, a limits line raising the core limit).  Only files under ``/etc`` are
+    edited: a package's file in ``/usr/lib`` is named by the check, never rewritten."""
+    return "; ".join(dict.fromkeys(
+        f"sed -i '{n}s/^/# disabled by baomi ({clause}): /' {shlex.quote(path)}"
+        for path, n in lines if path.startswith("/etc/")))
