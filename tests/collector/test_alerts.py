@@ -7,55 +7,19 @@ with SIGKILL between "receiver down" and "receiver up" to prove the outbox is du
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from baomi.lab.webhook import Receiver
 from tests.collector.conftest import Agent, Collector, StartCollector, event, free_port, serve
 
 API = "/api/v1"
-
-
-class Receiver:
-    """A webhook receiver on 127.0.0.1:``port`` that can go down and come back."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.bodies: list[dict[str, Any]] = []
-        self.keys: list[str] = []
-        self._server: ThreadingHTTPServer | None = None
-
-    def up(self) -> None:
-        received = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", "0"))
-                received.bodies.append(json.loads(self.rfile.read(length)))
-                received.keys.append(self.headers.get("idempotency-key", ""))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def down(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
 
 @pytest.fixture
