@@ -241,6 +241,9 @@ def start_systemd(layout: HostLayout, hostname: str, netns: str, nspawn: Path) -
         # The host owns its network namespace: let it manage its own firewall and addresses
         # (nft, ip), as a real server would; nothing here reaches this machine's namespace.
         " --capability=CAP_NET_ADMIN"
+        # fanotify as on a real host (nspawn's seccomp filter refuses it): the agent names
+        # the process and user behind a change with it (agent/actors.py).
+        " --system-call-filter='fanotify_init fanotify_mark'"
     )
     cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
     with layout.log.open("ab") as log:
