@@ -25,11 +25,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from baomi.collector import throttle
 from baomi.collector.config import Config
 from baomi.collector.db import Conflict, Database, DatabaseUnavailable
 from baomi.collector.store import NotFound
 from baomi.collector.validate import Invalid
-from baomi.collector.web import escrow, fleet, offboard
+from baomi.collector.web import audits, escrow, fleet, offboard
 from baomi.collector.web.html import field, form, join, page, tag
 from baomi.collector.web.i18n import LANGS, t
 from baomi.collector.web.session import (
@@ -81,7 +82,7 @@ class Dashboard:
     def __init__(self, config: Config, database: Database) -> None:
         self.config = config
         self.database = database
-        self.sessions = Sessions(database, config.session_hours)
+        self.sessions = Sessions(database, config)
         self.offboarding = offboard.Offboarding(config, database)
 
     def guarded(self, fn: Page, roles: frozenset[str], *, post: bool = False,
@@ -136,7 +137,12 @@ class Dashboard:
             return message_page(request, 400, str(exc))
         if not hmac.compare_digest(data.get("csrf", ""), request.cookies.get(PRE_LOGIN, "-")):
             return message_page(request, 400, t(lang(request), "bad_form"))
-        token = await self.sessions.login(data.get("user", ""), data.get("password", ""))
+        address = request.client.host if request.client else "unknown"
+        try:
+            token = await self.sessions.login(data.get("user", ""), data.get("password", ""),
+                                              address)
+        except throttle.Locked as exc:
+            return message_page(request, 429, str(exc))
         if token is None:
             return await self.login_form(request, failed=True)
         response = RedirectResponse(safe_next(request.query_params.get("next")), 303)
@@ -188,6 +194,7 @@ class Dashboard:
             Route("/lang/{code}", self.language, methods=["GET"]),
             Route("/static/{name}", self.static, methods=["GET"]),
             Route("/fleet", g(fleet.overview, READERS), methods=["GET"]),
+            Route("/audits", g(audits.audits_page, READERS), methods=["GET"]),
             Route("/hosts/{host}", g(fleet.host_page, READERS), methods=["GET"]),
             Route("/clauses/{clause}", g(fleet.clause_page, READERS), methods=["GET"]),
             Route("/findings/{id}/ack", g(fleet.acknowledge, IT, post=True), methods=["POST"]),

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from baomi.clauses import CLAUSES
-from baomi.collector import auditlog, store, validate
+from baomi.collector import alerts, auditlog, store, validate
 from baomi.collector.db import Database, Tx
 from baomi.collector.store import NotFound
 from baomi.collector.validate import FindingQuery
@@ -178,7 +178,7 @@ async def acknowledge(db: Database, v: View, request: Request,
     comment = validate.text(form_.get("comment", "").strip(), "comment", validate.MAX_COMMENT,
                             empty=False)
     def write(tx: Tx) -> dict[str, Any]:
-        made = store.acknowledge(tx, finding_id, v.who.name, comment)
+        made = alerts.acknowledge(tx, finding_id, v.who.name, comment)  # the API's own ack
         auditlog.append(tx, v.who.name, v.who.role, "finding.ack",
                         {"finding": finding_id, "host": made["host"], "check": made["check"],
                          "comment": comment, "via": "dashboard"})

@@ -84,6 +84,7 @@ def nav(lang: str, role: str) -> Html:
     items: list[tuple[str, str]] = []
     if role in ("it", "auditor"):
         items.append(("/fleet", t(lang, "fleet")))
+        items.append(("/audits", t(lang, "audits")))
     items.append(("/offboarding", t(lang, "offboarding")))
     if role == "it":
         items.append(("/escrow", t(lang, "escrow")))

@@ -18,6 +18,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "password": ("密码", "Password"),
     "wrong_login": ("用户名或密码错误", "Wrong user or password"),
     "fleet": ("总览", "Fleet"),
+    "audits": ("定期审计", "Audits"),
     "hosts": ("主机", "Hosts"),
     "host": ("主机", "Host"),
     "last_seen": ("最后联络", "Last seen"),

@@ -11,7 +11,6 @@ session yet, uses a double-submit cookie instead.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import secrets
@@ -20,7 +19,8 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import Response
 
-from baomi.collector import credentials, store
+from baomi.collector import credentials, store, throttle
+from baomi.collector.config import Config
 from baomi.collector.db import Database
 from baomi.collector.store import Principal, Unauthorized
 from baomi.collector.web.i18n import lang_of
@@ -86,9 +86,10 @@ def same_origin(request: Request) -> bool:
 class Sessions:
     """Reads and makes sessions for the pages of one app."""
 
-    def __init__(self, database: Database, session_hours: float) -> None:
+    def __init__(self, database: Database, config: Config) -> None:
         self.database = database
-        self.hours = session_hours
+        self.hours = config.session_hours
+        self.limits = throttle.limits_of(config)
 
     async def principal(self, request: Request, allowed: frozenset[str]) -> Principal:
         """The logged-in person (NotLoggedIn, RoleRefused otherwise)."""
@@ -113,16 +114,14 @@ class Sessions:
             raise BadForm("CSRF token missing or wrong")
         return who, data
 
-    async def login(self, user: str, password: str) -> str | None:
-        """A new session token for a right user and password, else None (same time taken
-        for an unknown user: the dummy hash is checked)."""
+    async def login(self, user: str, password: str, address: str) -> str | None:
+        """A new session token for a right user and password, else None; throttled exactly
+        like ``POST /api/v1/login`` (:func:`throttle.attempt`: one counter per user and per
+        address, so a guesser gains nothing by using this form; Locked when locked out)."""
         if len(password) > 1024 or len(user) > 64:
             return None
-        found = await self.database.read(lambda tx: store.user_hash(tx, user))
-        stored, role = found if found else (credentials.DUMMY, "")
-        ok = await asyncio.get_running_loop().run_in_executor(
-            None, credentials.check_password, password, stored)
-        if not ok or not found:
+        role = await throttle.attempt(self.database, self.limits, user, password, address)
+        if role is None:
             return None
         made = await self.database.write(
             lambda tx: store.new_session(tx, user, role, self.hours))

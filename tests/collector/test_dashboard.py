@@ -44,7 +44,9 @@ def test_login_cookie_and_logout(start_collector: StartCollector) -> None:
     web = Web(c.port, c.ca)
     assert web.get("/fleet").status == 303  # not logged in: to the login page
     form = web.get("/login")
-    assert form.status == 200 and "Content-Security-Policy" not in form.body
+    assert form.status == 200
+    assert form.headers["content-security-policy"].startswith("default-src 'self'")
+    assert form.headers["x-content-type-options"] == "nosniff"
     wrong = web.post("/login", {"csrf": form.csrf(), "user": "admin", "password": "nope" * 4})
     assert wrong.status == 401 and 'id="message"' in wrong.body
     assert web.post("/login", {"csrf": "forged", "user": "admin",
@@ -162,3 +164,14 @@ def test_escrow_retrieval_needs_a_reason_and_is_logged(start_collector: StartCol
     assert "ws-dash lost its TPM" in json.dumps(retrieved[0])
     assert "ws-dash lost its TPM" in it.get("/escrow").body  # listed among retrievals
     assert c.client(c.it).get("/api/v1/log/verify").body["ok"] is True
+
+
+def test_the_login_form_is_throttled_like_the_api(start_collector: StartCollector) -> None:
+    c = start_collector("sqlite", login_max_failures_per_user=3)
+    web = Web(c.port, c.ca)
+    statuses = [web.login("admin", f"wrong-password-{n}").status for n in range(4)]
+    assert statuses[:3] == [401, 401, 401] and statuses[3] == 429, statuses
+    locked = web.login("admin", c.admin_password)  # the right password: still locked out
+    assert locked.status == 429 and "too many failed logins" in locked.body
+    api = c.client().post("/api/v1/login", {"user": "admin", "password": c.admin_password})
+    assert api.status == 429  # one counter for both doors

@@ -17,6 +17,7 @@ class Page:
     location: str
     body: str
     cookies: list[str]
+    headers: dict[str, str]
 
     def csrf(self, form_id: str | None = None) -> str:
         text = self.body
@@ -50,6 +51,7 @@ class Web:
             answer = conn.getresponse()
             text = answer.read().decode()
             set_cookies = answer.headers.get_all("set-cookie") or []
+            headers = {k.lower(): v for k, v in answer.headers.items()}
         finally:
             conn.close()
         for line in set_cookies:
@@ -58,7 +60,8 @@ class Web:
                     self.jar.pop(name, None)
                 else:
                     self.jar[name] = morsel.value
-        return Page(answer.status, answer.headers.get("location", ""), text, set_cookies)
+        return Page(answer.status, answer.headers.get("location", ""), text, set_cookies,
+                    headers)
 
     def get(self, path: str) -> Page:
         return self.request("GET", path)

@@ -184,6 +184,15 @@ def test_it_acknowledges_a_finding_and_hr_offboards_a_lab_user(
     expect(hr).to_have_url(f"{c.url}/offboarding")
     assert hr.locator("a[href='/fleet']").count() == 0
     hr.click("text=English")
+    # a protected account and a hostile name are refused on the form: nothing runs
+    for name, said in (("root", "user: "), ("-oProxyCommand=x", "not a valid user name")):
+        hr.fill("#f-user", name)
+        hr.fill("#f-ticket", "--force")
+        hr.fill("#f-reason", "test")
+        hr.click("#offboard-form button")
+        expect(hr.locator("#message")).to_contain_text(said)
+        hr.goto(f"{c.url}/offboarding")
+    expect(hr.locator("#requests tbody tr")).to_have_count(0)
     hr.fill("#f-user", USER)
     hr.fill("#f-ticket", "HR-2026-1202")
     hr.fill("#f-reason", "resigned; last day today")
