@@ -146,6 +146,84 @@ _SCHEMAS: S = {
 }
 
 
+_STREAMS = ["escrow-retrievals", "offboarding", "accounts", "wipe"]  # escrow: its own path
+_STREAM = {"name": "stream", "in": "path", "required": True, "schema": _str(enum=_STREAMS)}
+_UID = _str(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
+_TEXT = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+
+
+def _line(limit: int) -> S:
+    """One line of text: not blank, no control characters (records_api._text)."""
+    return _str(minLength=1, maxLength=limit, pattern=_TEXT)
+
+
+def _batch(record: S) -> S:
+    return _obj({"records": {"type": "array", "minItems": 1, "maxItems": 500, "items": _obj(
+        {"uid": _UID, "record": record}, ("uid", "record"))}}, ("records",))
+
+
+# An escrow entry carries its secret sealed to the offline key, never in clear.
+_ESCROW_ENTRY = _obj({k: _str(minLength=1) for k in (
+    "id", "kind", "host", "subject", "created", "recipient", "sealed")},
+    ("id", "kind", "host", "subject", "created", "recipient", "sealed"))
+_PAGE = [_query("after", _int(minimum=0, maximum=2**62)),
+         _query("limit", _int(minimum=0, maximum=5000))]
+
+
+def _records_paths() -> S:
+    """The system of record (collector/records_api.py; docs/collector-api.md)."""
+    listing = _obj({"records": {"type": "array", "items": {"type": "object"}},
+                    "next": _int(nullable=True)}, ("records", "next"))
+    counts = _answer("200", "stored and existing", _obj(
+        {"stored": _int(), "existing": _int()}, ("stored", "existing")))
+    return {
+        "/api/v1/records/{stream}": {
+            "get": _op("A stream's records in order", _answer("200", "a page of records",
+                                                               listing),
+                       errors=(404, 422), params=[_STREAM, *_PAGE]),
+            "post": _op("Append records, once per uid (same content again: existing)", counts,
+                        body=_batch({"type": "object"}), errors=(404, 409),
+                        params=[_STREAM])},
+        "/api/v1/records/escrow": {
+            "get": _op("Escrow entries in order, without their sealed secret", _answer(
+                "200", "a page of entries", listing), errors=(422,), params=_PAGE),
+            "post": _op("Escrow sealed entries, once per uid (the entry's id)", counts,
+                        body=_batch(_ESCROW_ENTRY), errors=(409,))},
+        "/api/v1/records/{stream}/{uid}": {"get": _op(
+            "One record with the digest of what is stored", _answer("200", "the record", _obj(
+                {"uid": _str(), "at": _str(), "by": _str(), "digest": _str(),
+                 "record": {"type": "object"}}, ("uid", "digest", "record"))),
+            errors=(404,), params=[{**_STREAM, "schema": _str(enum=["escrow", *_STREAMS])},
+                                   {"name": "uid", "in": "path", "required": True,
+                                    "schema": _UID}])},
+        "/api/v1/escrow/recipient": {
+            "get": _op("The escrow's public key line (null before keygen)", _answer(
+                "200", "the key", _obj({"recipient": _str(nullable=True)}, ("recipient",)))),
+            "put": _op("Keep the escrow's public key (once; another one is 409)", _answer(
+                "200", "kept", _obj({"recipient": _str(), "stored": {"type": "boolean"}})),
+                body=_obj({"recipient": _str(pattern=r"^BAOMI-ESCROW-RECIPIENT-1 [A-Za-z0-9+/=]+$",
+                                             maxLength=200)}, ("recipient",)),
+                errors=(409,))},
+        "/api/v1/escrow/retrieve": {"post": _op(
+            "The latest sealed entry (it only); the retrieval is recorded first",
+            _answer("200", "the sealed entry", _obj({"entry": {"type": "object"},
+                                                     "retrieval": _str()})),
+            body=_obj({"kind": _line(100), "host": _line(253), "subject": _line(1000),
+                       "reason": _line(1000), "operator": {"type": "object",
+                                                           "maxProperties": 8}},
+                      ("kind", "host", "subject", "reason")), errors=(404,))},
+        "/api/v1/log": {"get": _op("The hash-chained log of human actions", _answer(
+            "200", "a page of lines", _obj({"lines": {"type": "array", "items": {
+                "type": "object"}}, "next": _int(nullable=True)}, ("lines", "next"))),
+            errors=(422,), params=_PAGE)},
+        "/api/v1/log/verify": {"get": _op("Verify the chain and every record's line", _answer(
+            "200", "the verdict", _obj({"ok": {"type": "boolean"}, "lines": _int(),
+                                        "head": _str(nullable=True),
+                                        "problems": {"type": "array", "items": _str()}},
+                                       ("ok", "lines", "problems"))))},
+    }
+
+
 def document() -> S:
     """The OpenAPI document served at /api/v1/openapi.json."""
     findings_params = [
@@ -244,6 +322,7 @@ def document() -> S:
                                     "by_clause": {"type": "array", "items": {"type": "object"}},
                                     "by_host": {"type": "array", "items": {"type": "object"}}},
                                    ("hosts", "by_clause", "by_host"))))},
+        **_records_paths(),
         "/api/v1/health": {"get": _op("Does the database answer (no auth)", _answer(
             "200", "ok", _obj({"ok": {"type": "boolean"}})), auth=False)},
         "/metrics": {"get": _op("Prometheus metrics", {"200": {

@@ -52,6 +52,7 @@ READERS = frozenset({"it", "auditor"})
 # Who reads each stream: HR follows offboarding; nobody but `it` ever gets a sealed secret.
 READ = {ESCROW: READERS, RETRIEVALS: READERS, LEDGER: READERS | {"hr"}, ACCOUNTS: READERS,
         WIPE: READERS}
+RECIPIENT_LINE = re.compile(r"BAOMI-ESCROW-RECIPIENT-1 [A-Za-z0-9+/=]+")
 UID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
 MAX_RECORD = 64 * 1024
 MAX_BATCH = 500
@@ -76,9 +77,10 @@ def _stream(request: Request) -> str:
 
 
 def _text(body: Any, key: str, limit: int) -> str:
+    """One line of text: not blank, no control characters (C0, DEL, C1)."""
     value = body.get(key) if isinstance(body, dict) else None
     if not isinstance(value, str) or not value.strip() or len(value) > limit \
-            or not value.isprintable():
+            or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
         raise Invalid(f"{key}: expected a non-empty line of text (at most {limit} characters)")
     return value
 
@@ -229,7 +231,7 @@ def routes(database: Database, who: Who, endpoint: Callable[[Handler], Handler],
             return JSONResponse(await database.read(recipient))
         principal = await who(request, IT)
         line = _text(await body_of(request), "recipient", 200)
-        if not line.startswith("BAOMI-ESCROW-RECIPIENT-1 "):
+        if not RECIPIENT_LINE.fullmatch(line):
             raise Invalid("recipient: expected the public key line 'BAOMI-ESCROW-RECIPIENT-1 …'")
         return JSONResponse(await database.write(lambda tx: set_recipient(tx, principal, line)))
 
