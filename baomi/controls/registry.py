@@ -45,8 +45,8 @@ CONTROLS: tuple[Entry, ...] = (
           baseline=True),
     # After sensitive_paths: clamonacc watches folders that must exist.
     Entry("antivirus", ("R-SEC",),
-          "ClamAV: on-access and daily scans of the sensitive paths, quarantine, "
-          "signatures from the controller's mirror", baseline=True),
+          "virus protection (ClamAV): on-access and daily scans of the sensitive paths, "
+          "quarantine, signatures from the controller's mirror", baseline=True),
     Entry("audit_rules", ("R-LOG",), "kernel audit rules on sensitive paths", baseline=True),
     Entry("log_forwarding", ("R-LOG",),
           "auth and audit logs to the log host over TLS, disk-queued; receiving side there",
