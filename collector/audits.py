@@ -82,7 +82,7 @@ def parse_audit(body: Any) -> Audit:
     return made
 
 
-def _ensure(tx: Tx, dialect: str) -> None:
+def ensure_tables(tx: Tx, dialect: str) -> None:
     tx.lock(0x6175646974)  # "audit": two collectors on one PostgreSQL create the tables once
     for statement in SCHEMA:
         tx.run(statement.replace("{id}", _ID[dialect]))
@@ -184,7 +184,7 @@ def routes(database: Database, who: Who, endpoint: Callable[[Handler], Handler],
 
     async def ensure() -> None:
         if not ready.is_set():
-            await database.write(lambda tx: _ensure(tx, dialect))
+            await database.write(lambda tx: ensure_tables(tx, dialect))
             ready.set()
 
     def number(raw: str, what: str, high: int) -> int:

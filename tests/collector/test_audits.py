@@ -71,3 +71,32 @@ def test_roles_and_refusals(collector: Collector) -> None:
     assert it.get("/api/v1/audits/99999").status == 404
     assert it.get("/api/v1/audits/x1").status == 422
     assert it.post("/api/v1/audits/99999/results", {"results": []}).status == 404
+
+
+def test_dashboard_page(collector: Collector) -> None:
+    from tests.collector.webclient import Web
+
+    web = Web(collector.port, collector.ca)
+    assert web.login("admin", collector.admin_password).status == 303
+    empty = web.get("/audits")
+    assert empty.status == 200 and "baomi audit --upload" in empty.body
+    it = collector.client(collector.it)
+    assert it.post("/api/v1/audits", document(srv1__ssh_ciphers="fail",
+                                              ws1__usb_rules="waived")).status == 201
+    assert it.post("/api/v1/audits", document(srv1__ssh_ciphers="pass",
+                                              ws1__usb_rules="waived")).status == 201
+    shown = web.get("/audits")
+    assert shown.status == 200
+    trend = shown.body.split('id="audit-trend"', 1)[1].split("</table>", 1)[0]
+    assert trend.count("<tr>") == 3 and "50%" in trend and "100%" in trend
+    changes = shown.body.split('id="audit-changes"', 1)[1].split("</table>", 1)[0]
+    assert "srv1" in changes and "ssh.ciphers" in changes and "fail" in changes
+    web.get("/lang/en?next=/audits")
+    assert "Compliance per clause over time" in web.get("/audits").body
+    hr = Web(collector.port, collector.ca)
+    name = "hr" + collector.it[:6].lower().replace("-", "x").replace("_", "x")
+    made = it.post("/api/v1/users", {"user": name, "password": "a-long-password-1",
+                                     "role": "hr"})
+    assert made.status == 201, made.body
+    assert hr.login(name, "a-long-password-1").status == 303
+    assert hr.get("/audits").status == 403
