@@ -19,26 +19,39 @@ per-host safety checks are the command's own.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from baomi import offboarding as core
-from baomi.collector import auditlog
+from baomi.collector import credentials, store
 from baomi.collector.config import Config
 from baomi.collector.db import Database, Tx
 from baomi.collector.store import NotFound, Principal
-from baomi.collector.validate import Invalid, format_time
+from baomi.collector.validate import Invalid
 from baomi.collector.web.html import Html, badge, field, form, join, link, path, table, tag
 from baomi.collector.web.i18n import t
+from baomi.collector.web.offboard_core import (
+    add_request,
+    check_request,
+    finish,
+    get_request,
+    host_outcome,
+    interrupted,
+    json_documents,
+    listing,
+    seconds_until,
+    set_host,
+    write_child_session,
+)
 from baomi.collector.web.view import View
 from baomi.inventory import InventoryError
 from baomi.inventory import read as read_inventory
@@ -48,148 +61,6 @@ from baomi.policy import load as load_policy
 PARALLEL = 4
 HOST_TIMEOUT = 900
 PURGE_TIMEOUT = 3 * 3600
-DONE_STATES = ("frozen", "absent", "pending", "refused", "failed")
-
-
-# ---- pure parts ---------------------------------------------------------------------------
-
-def check_request(form_: dict[str, str], today: date) -> tuple[str, str, str, date]:
-    """(user, ticket, reason, effective) from HR's form; Invalid naming the field."""
-    user = form_.get("user", "").strip()
-    ticket = form_.get("ticket", "").strip()
-    reason = form_.get("reason", "").strip()
-    if not core.valid_name(user):
-        raise Invalid(f"user: {user[:64]!r} is not a valid user name", 422)
-    if not ticket or len(ticket) > 200 or not ticket.isprintable():
-        raise Invalid("ticket: HR's ticket is required (1…200 printable characters)", 422)
-    if not reason or len(reason) > 2000:
-        raise Invalid("reason: required (1…2000 characters)", 422)
-    raw = form_.get("effective", "").strip() or today.isoformat()
-    try:
-        day = date.fromisoformat(raw)
-    except ValueError:
-        raise Invalid(f"effective: {raw[:40]!r} is not a date (YYYY-MM-DD)", 422) from None
-    if day > today:
-        raise Invalid(f"effective: {day} is in the future: the freeze takes effect at once; "
-                      "submit it on the day of departure", 422)
-    problems = core.date_problems(today, effective=day)
-    if problems:
-        raise Invalid(f"effective: {'; '.join(problems)} (IT can force it with baomi "
-                      "offboard --force)", 422)
-    return user, ticket, reason, day
-
-
-def host_outcome(host: str, code: int, stdout: str, stderr: str) -> tuple[str, str]:
-    """A host's (state, detail) from one ``baomi offboard --limit HOST --json`` run."""
-    try:
-        report = json.loads(stdout) if stdout.strip() else {}
-    except ValueError:
-        report = {}
-    got = report.get("hosts", {}).get(host) if isinstance(report, dict) else None
-    if isinstance(got, dict) and isinstance(got.get("state"), str):
-        detail = got.get("error") or (f"{len(got.get('done') or [])} steps done, "
-                                      f"{len(got.get('already') or [])} already")
-        state = got["state"] if got["state"] in DONE_STATES else "failed"
-        return state, str(detail)
-    last = (stderr.strip().splitlines() or [f"exit status {code}"])[-1][:500]
-    return ("refused" if code == 2 else "failed"), last
-
-
-def json_documents(text: str) -> list[dict[str, Any]]:
-    """Every JSON object printed one after another (a command may print several)."""
-    decoder = json.JSONDecoder()
-    found: list[dict[str, Any]] = []
-    at = 0
-    while True:
-        start = text.find("{", at)
-        if start < 0:
-            return found
-        try:
-            value, at = decoder.raw_decode(text, start)
-        except ValueError:
-            return found
-        if isinstance(value, dict):
-            found.append(value)
-
-
-def seconds_until(hour: int, now: datetime) -> float:
-    """Seconds from ``now`` to the next ``hour``:00 UTC (a full day when it is that time)."""
-    target = now.replace(hour=hour, minute=0, second=0, microsecond=0)
-    if target <= now:
-        target += timedelta(days=1)
-    return (target - now).total_seconds()
-
-
-# ---- the database -------------------------------------------------------------------------
-
-def add_request(tx: Tx, user: str, ticket: str, reason: str, day: date, by: Principal,
-                hosts: list[str]) -> int:
-    """Store the request with its hosts queued; its line in the hash-chained log of human
-    actions goes in with it (same transaction)."""
-    now = time.time()
-    tx.run("INSERT INTO offboard_requests (user_name, ticket, reason, effective, created, "
-           "created_by, state) VALUES (?, ?, ?, ?, ?, ?, 'running')",
-           (user, ticket, reason, day.isoformat(), now, by.name))
-    row = tx.one("SELECT MAX(id) FROM offboard_requests WHERE created_by = ? AND created = ?",
-                 (by.name, now))
-    assert row is not None  # noqa: S101 inserted in this transaction
-    auditlog.append(tx, by.name, by.role, "offboarding.request",
-                    {"request": int(row[0]), "user": user, "ticket": ticket, "reason": reason,
-                     "effective": day.isoformat(), "hosts": len(hosts)})
-    tx.many("INSERT INTO offboard_hosts (request_id, host, state, detail, updated) "
-            "VALUES (?, ?, 'queued', '', ?)", [(row[0], h, now) for h in hosts])
-    return int(row[0])
-
-
-def set_host(tx: Tx, request_id: int, host: str, state: str, detail: str) -> None:
-    tx.run("UPDATE offboard_hosts SET state = ?, detail = ?, updated = ? WHERE request_id = ? "
-           "AND host = ?", (state, detail, time.time(), request_id, host))
-
-
-def finish(tx: Tx, request_id: int) -> None:
-    states = {s for (s,) in tx.all("SELECT state FROM offboard_hosts WHERE request_id = ?",
-                                   (request_id,))}
-    tx.run("UPDATE offboard_requests SET state = ?, finished = ? WHERE id = ?",
-           ("pending" if states & {"pending", "failed"} else "done", time.time(), request_id))
-
-
-def interrupted(tx: Tx) -> None:
-    """Runs a stopped collector left half-way: their hosts are pending, said why."""
-    tx.run("UPDATE offboard_hosts SET state = 'pending', detail = 'interrupted: the collector "
-           "stopped during the run; submit the request again' WHERE state IN "
-           "('queued', 'running')")
-    tx.run("UPDATE offboard_requests SET state = 'pending' WHERE state = 'running'")
-
-
-_REQ = "id, user_name, ticket, reason, effective, created, created_by, state, finished"
-
-
-def _request_dict(row: tuple[Any, ...]) -> dict[str, Any]:
-    rid, user, ticket, reason, effective, created, by, state, finished = row
-    return {"id": int(rid), "user": user, "ticket": ticket, "reason": reason,
-            "effective": effective, "created": format_time(created), "created_by": by,
-            "state": state, "finished": format_time(finished),
-            "due": core.due_date(date.fromisoformat(effective)).isoformat()}
-
-
-def get_request(tx: Tx, request_id: int) -> dict[str, Any]:
-    row = tx.one(f"SELECT {_REQ} FROM offboard_requests WHERE id = ?",  # noqa: S608 constant
-                 (request_id,))
-    if row is None:
-        raise NotFound(f"offboarding request {request_id} not found")
-    out = _request_dict(row)
-    out["hosts"] = [{"host": h, "state": s, "detail": d, "updated": format_time(u)}
-                    for h, s, d, u in tx.all("SELECT host, state, detail, updated FROM "
-                                             "offboard_hosts WHERE request_id = ? ORDER BY "
-                                             "host", (request_id,))]
-    return out
-
-
-def listing(tx: Tx) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
-    requests = [_request_dict(r) for r in tx.all(
-        f"SELECT {_REQ} FROM offboard_requests ORDER BY id DESC LIMIT 100")]  # noqa: S608
-    purges = tx.all("SELECT day, state, detail FROM purge_runs ORDER BY day DESC LIMIT 10")
-    return requests, purges
 
 
 # ---- the service --------------------------------------------------------------------------
@@ -217,10 +88,40 @@ class Offboarding:
     def policy_path(self) -> str:
         return self.config.offboard_policy or default_policy_path()
 
+    def state_dir(self) -> Path:
+        return Path(self.config.offboard_state or self.config.folder / "offboarding-state")
+
+    def records_url(self) -> str | None:
+        """The policy's collector URL when it keeps records at the collector, else None."""
+        try:
+            policy = load_policy(self.policy_path())
+        except PolicyError as exc:
+            raise Invalid(f"collector.toml offboard_policy: {exc}", 503) from None
+        return policy.collector.url if policy.collector.records == "collector" else None
+
+    @asynccontextmanager
+    async def records_session(self, on_behalf: str) -> AsyncIterator[None]:
+        """With ``collector.records: collector``, the child runs write the ledger through this
+        collector's API: a session of the collector itself (role `it`, one hour, named
+        ``collector (for USER)``, ended when the runs end) in the child's 0700 state folder.
+        The token never leaves the collector's own files; HR's session stays `hr`."""
+        url = self.records_url()
+        if url is None:
+            yield
+            return
+        made = await self.db.write(lambda tx: store.new_session(
+            tx, f"collector (for {on_behalf})", "it", 1.0))
+        path = write_child_session(self.state_dir(), url, str(self.config.ca), made)
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+            await self.db.write(lambda tx: store.end_session(
+                tx, Principal("it", "", token=credentials.digest(made["token"]))))
+
     async def baomi(self, args: list[str], timeout: float) -> tuple[int, str, str]:
         """``baomi ARGS`` as a child process with the collector's ledger folder."""
-        state = self.config.offboard_state or str(self.config.folder / "offboarding-state")
-        env = {**os.environ, "BAOMI_STATE_DIR": state}
+        env = {**os.environ, "BAOMI_STATE_DIR": str(self.state_dir())}
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "baomi", *args, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -255,8 +156,18 @@ class Offboarding:
 
     async def run_request(self, request_id: int) -> None:
         req = await self.db.read(lambda tx: get_request(tx, request_id))
-        await asyncio.gather(*(self.run_host(request_id, req, h["host"])
-                               for h in req["hosts"]))
+        try:
+            async with self.records_session(req["created_by"]):
+                await asyncio.gather(*(self.run_host(request_id, req, h["host"])
+                                       for h in req["hosts"]))
+        except Invalid as exc:  # the policy stopped loading since the request was made
+            said = exc.message
+
+            def all_pending(tx: Tx) -> None:
+                for h in req["hosts"]:
+                    set_host(tx, request_id, h["host"], "pending", said)
+
+            await self.db.write(all_pending)
         await self.db.write(lambda tx: finish(tx, request_id))
 
     async def purge_once(self, today: date) -> dict[str, Any] | None:
@@ -269,13 +180,16 @@ class Offboarding:
         if not claimed:
             return None
         try:
-            code, out, err = await self.baomi(
-                ["offboard", "--purge-due", f"--now={day}",
-                 f"--inventory={self.config.offboard_inventory}",
-                 f"--policy={self.policy_path()}", "--operator=collector (daily purge)",
-                 "--json"], PURGE_TIMEOUT)
+            async with self.records_session("the daily purge"):
+                code, out, err = await self.baomi(
+                    ["offboard", "--purge-due", f"--now={day}",
+                     f"--inventory={self.config.offboard_inventory}",
+                     f"--policy={self.policy_path()}", "--operator=collector (daily purge)",
+                     "--json"], PURGE_TIMEOUT)
         except TimeoutError:
             code, out, err = 1, "", f"no answer within {PURGE_TIMEOUT} s"
+        except Invalid as exc:
+            code, out, err = 1, "", exc.message
         # --purge-due prints the catch-up freezes' reports first, then its own
         events: list[dict[str, Any]] = next((d["events"] for d in reversed(json_documents(out))
                        if isinstance(d.get("events"), list)), [])

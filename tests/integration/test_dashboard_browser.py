@@ -14,8 +14,8 @@ Screenshots go to ``$BAOMI_ARTEFACTS/dashboard`` (else the test's tmp folder) an
 from __future__ import annotations
 
 import asyncio
-import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -78,8 +78,13 @@ def collector(tmp_path: Path, wlab: LabHandle) -> Iterator[Collector]:
     c = Collector(tmp_path / "collector")
     config = c.folder / "collector.toml"
     inventory = inventory_with_a_ghost(wlab, tmp_path)
+    # The policy keeps its records at this collector: HR's freeze lands in its ledger stream.
+    policy = (ROOT / "policy.yaml").read_text(encoding="utf-8")
+    policy = re.sub(r"(?m)^  url: .*$", f'  url: "{c.url}"', policy, count=1)
+    policy = re.sub(r"(?m)^  records: local", "  records: collector", policy, count=1)
+    (tmp_path / "policy.yaml").write_text(policy, encoding="utf-8")
     settings = {"offboard_inventory": str(inventory),
-                "offboard_policy": str(ROOT / "policy.yaml"),
+                "offboard_policy": str(tmp_path / "policy.yaml"),
                 "offboard_state": str(tmp_path / "state")}
     config.write_text(config.read_text() + "".join(f'{k} = "{v}"\n'
                                                    for k, v in settings.items()))
@@ -209,18 +214,27 @@ def test_it_acknowledges_a_finding_and_hr_offboards_a_lab_user(
     after = subprocess.run(user_ssh(wlab, key, USER, "srv1", "echo in"),
                            capture_output=True, text=True, timeout=60)
     assert after.returncode == 255 and "Permission denied" in after.stderr, after
-    ledger = [json.loads(line) for line in
-              (tmp_path / "state" / "offboarding" / "ledger.jsonl").read_text().splitlines()]
+    # The ledger is the collector's (collector.records: collector), written by the command's
+    # own code through the API; nothing in the local state folder, no session file left.
+    ledger = [r["record"] for r in
+              c.admin().get("/api/v1/records/offboarding").body["records"]]
     states = {(e["host"], e["state"]) for e in ledger}
     assert ("srv1", "frozen") in states and ("wbghost", "pending") in states, states
     assert all(e["ticket"] == "HR-2026-1202" and e["operator"] == f"{hr_name} (dashboard)"
                for e in ledger)
+    assert not (tmp_path / "state" / "offboarding").exists()
+    assert not (tmp_path / "state" / "session.json").exists()
+    log = c.admin().get("/api/v1/log").body["lines"]
+    assert [x["actor"] for x in log if x["action"] == "offboarding.request"] == [hr_name]
+    assert {x["actor"] for x in log if x["action"] == "offboarding.append"} == \
+        {f"collector (for {hr_name})"}
+    assert c.admin().get("/api/v1/log/verify").body["ok"] is True
 
     # The daily purge as the collector's scheduler runs it (Offboarding.purge_once: the day
     # claimed in the database, then `baomi offboard --purge-due` on the same inventory and
     # ledger): wbleaver is not due until the end of next month, so nothing is deleted; the
     # unreachable host is tried again and stays pending; the same day never runs twice.
-    db = Database(f"sqlite:///{tmp_path / 'purge.db'}")
+    db = Database(f"sqlite:///{c.folder / 'collector.db'}")  # the running collector's
     try:
         db.migrate()
         purger = Offboarding(load_config(c.folder), db)

@@ -14,7 +14,7 @@ from baomi.collector import auditlog
 from baomi.collector.db import Database
 from baomi.collector.store import Principal
 from baomi.collector.validate import Invalid
-from baomi.collector.web import offboard
+from baomi.collector.web import offboard_core as offboard
 from baomi.collector.web.dashboard import safe_next
 from baomi.collector.web.html import Html, h, page, table, tag
 from baomi.collector.web.i18n import WORDS, t

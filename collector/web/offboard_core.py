@@ -1,0 +1,181 @@
+"""HR's offboarding requests: the checks of the form, a host's outcome from the command's
+output, the purge's schedule, the child's session file, and the tables
+(``offboard_requests``, ``offboard_hosts``; migration 2). The service and pages that use them
+are :mod:`baomi.collector.web.offboard`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import tempfile
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from baomi import offboarding as core
+from baomi.collector import auditlog
+from baomi.collector.db import Tx
+from baomi.collector.store import NotFound, Principal
+from baomi.collector.validate import Invalid, format_time
+
+DONE_STATES = ("frozen", "absent", "pending", "refused", "failed")
+
+
+# ---- pure parts ---------------------------------------------------------------------------
+
+def check_request(form_: dict[str, str], today: date) -> tuple[str, str, str, date]:
+    """(user, ticket, reason, effective) from HR's form; Invalid naming the field."""
+    user = form_.get("user", "").strip()
+    ticket = form_.get("ticket", "").strip()
+    reason = form_.get("reason", "").strip()
+    if not core.valid_name(user):
+        raise Invalid(f"user: {user[:64]!r} is not a valid user name", 422)
+    if not ticket or len(ticket) > 200 or not ticket.isprintable():
+        raise Invalid("ticket: HR's ticket is required (1…200 printable characters)", 422)
+    if not reason or len(reason) > 2000:
+        raise Invalid("reason: required (1…2000 characters)", 422)
+    raw = form_.get("effective", "").strip() or today.isoformat()
+    try:
+        day = date.fromisoformat(raw)
+    except ValueError:
+        raise Invalid(f"effective: {raw[:40]!r} is not a date (YYYY-MM-DD)", 422) from None
+    if day > today:
+        raise Invalid(f"effective: {day} is in the future: the freeze takes effect at once; "
+                      "submit it on the day of departure", 422)
+    problems = core.date_problems(today, effective=day)
+    if problems:
+        raise Invalid(f"effective: {'; '.join(problems)} (IT can force it with baomi "
+                      "offboard --force)", 422)
+    return user, ticket, reason, day
+
+
+def host_outcome(host: str, code: int, stdout: str, stderr: str) -> tuple[str, str]:
+    """A host's (state, detail) from one ``baomi offboard --limit HOST --json`` run."""
+    try:
+        report = json.loads(stdout) if stdout.strip() else {}
+    except ValueError:
+        report = {}
+    got = report.get("hosts", {}).get(host) if isinstance(report, dict) else None
+    if isinstance(got, dict) and isinstance(got.get("state"), str):
+        detail = got.get("error") or (f"{len(got.get('done') or [])} steps done, "
+                                      f"{len(got.get('already') or [])} already")
+        state = got["state"] if got["state"] in DONE_STATES else "failed"
+        return state, str(detail)
+    last = (stderr.strip().splitlines() or [f"exit status {code}"])[-1][:500]
+    return ("refused" if code == 2 else "failed"), last
+
+
+def json_documents(text: str) -> list[dict[str, Any]]:
+    """Every JSON object printed one after another (a command may print several)."""
+    decoder = json.JSONDecoder()
+    found: list[dict[str, Any]] = []
+    at = 0
+    while True:
+        start = text.find("{", at)
+        if start < 0:
+            return found
+        try:
+            value, at = decoder.raw_decode(text, start)
+        except ValueError:
+            return found
+        if isinstance(value, dict):
+            found.append(value)
+
+
+def seconds_until(hour: int, now: datetime) -> float:
+    """Seconds from ``now`` to the next ``hour``:00 UTC (a full day when it is that time)."""
+    target = now.replace(hour=hour, minute=0, second=0, microsecond=0)
+    if target <= now:
+        target += timedelta(days=1)
+    return (target - now).total_seconds()
+
+
+def write_child_session(folder: Path, url: str, ca: str, made: dict[str, Any]) -> Path:
+    """``folder/session.json`` (0600, folder 0700, never through a link) in the format of
+    ``baomi login``, so the child ``baomi offboard`` keeps its ledger at this collector."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode):
+        raise Invalid(f"collector.toml offboard_state {folder}: not a directory", 503)
+    os.chmod(folder, 0o700)
+    fd, tmp = tempfile.mkstemp(prefix=".session-", dir=folder)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump({"url": url, "ca": ca, "user": made["user"], "role": made["role"],
+                   "expires": made["expires"], "token": made["token"]}, fh)
+    os.replace(tmp, folder / "session.json")
+    return folder / "session.json"
+
+
+# ---- the database -------------------------------------------------------------------------
+
+def add_request(tx: Tx, user: str, ticket: str, reason: str, day: date, by: Principal,
+                hosts: list[str]) -> int:
+    """Store the request with its hosts queued; its line in the hash-chained log of human
+    actions goes in with it (same transaction)."""
+    now = time.time()
+    tx.run("INSERT INTO offboard_requests (user_name, ticket, reason, effective, created, "
+           "created_by, state) VALUES (?, ?, ?, ?, ?, ?, 'running')",
+           (user, ticket, reason, day.isoformat(), now, by.name))
+    row = tx.one("SELECT MAX(id) FROM offboard_requests WHERE created_by = ? AND created = ?",
+                 (by.name, now))
+    assert row is not None  # noqa: S101 inserted in this transaction
+    auditlog.append(tx, by.name, by.role, "offboarding.request",
+                    {"request": int(row[0]), "user": user, "ticket": ticket, "reason": reason,
+                     "effective": day.isoformat(), "hosts": len(hosts)})
+    tx.many("INSERT INTO offboard_hosts (request_id, host, state, detail, updated) "
+            "VALUES (?, ?, 'queued', '', ?)", [(row[0], h, now) for h in hosts])
+    return int(row[0])
+
+
+def set_host(tx: Tx, request_id: int, host: str, state: str, detail: str) -> None:
+    tx.run("UPDATE offboard_hosts SET state = ?, detail = ?, updated = ? WHERE request_id = ? "
+           "AND host = ?", (state, detail, time.time(), request_id, host))
+
+
+def finish(tx: Tx, request_id: int) -> None:
+    states = {s for (s,) in tx.all("SELECT state FROM offboard_hosts WHERE request_id = ?",
+                                   (request_id,))}
+    tx.run("UPDATE offboard_requests SET state = ?, finished = ? WHERE id = ?",
+           ("pending" if states & {"pending", "failed"} else "done", time.time(), request_id))
+
+
+def interrupted(tx: Tx) -> None:
+    """Runs a stopped collector left half-way: their hosts are pending, said why."""
+    tx.run("UPDATE offboard_hosts SET state = 'pending', detail = 'interrupted: the collector "
+           "stopped during the run; submit the request again' WHERE state IN "
+           "('queued', 'running')")
+    tx.run("UPDATE offboard_requests SET state = 'pending' WHERE state = 'running'")
+
+
+_REQ = "id, user_name, ticket, reason, effective, created, created_by, state, finished"
+
+
+def _request_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+    rid, user, ticket, reason, effective, created, by, state, finished = row
+    return {"id": int(rid), "user": user, "ticket": ticket, "reason": reason,
+            "effective": effective, "created": format_time(created), "created_by": by,
+            "state": state, "finished": format_time(finished),
+            "due": core.due_date(date.fromisoformat(effective)).isoformat()}
+
+
+def get_request(tx: Tx, request_id: int) -> dict[str, Any]:
+    row = tx.one(f"SELECT {_REQ} FROM offboard_requests WHERE id = ?",  # noqa: S608 constant
+                 (request_id,))
+    if row is None:
+        raise NotFound(f"offboarding request {request_id} not found")
+    out = _request_dict(row)
+    out["hosts"] = [{"host": h, "state": s, "detail": d, "updated": format_time(u)}
+                    for h, s, d, u in tx.all("SELECT host, state, detail, updated FROM "
+                                             "offboard_hosts WHERE request_id = ? ORDER BY "
+                                             "host", (request_id,))]
+    return out
+
+
+def listing(tx: Tx) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
+    requests = [_request_dict(r) for r in tx.all(
+        f"SELECT {_REQ} FROM offboard_requests ORDER BY id DESC LIMIT 100")]  # noqa: S608
+    purges = tx.all("SELECT day, state, detail FROM purge_runs ORDER BY day DESC LIMIT 10")
+    return requests, purges
