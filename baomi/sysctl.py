@@ -20,6 +20,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from baomi.controls.contract import Check, file_findings
+from baomi.findings import Finding
+from baomi.observe import Sections, cat
+
 # A kernel of its own: PID 1 is an init (a plain lab host's PID 1 is sshd in a PID namespace),
 # not a container by systemd's test, nor by PID 1's environment.
 OWN_KERNEL = ("grep -qxE 'systemd|init' /proc/1/comm && "
@@ -104,3 +108,54 @@ def overriding(ours: str, settings: tuple[FileSetting, ...], key: str,
         if not hidden and (_order(s.path) > _order(ours) or base == name):
             found.append(s)
     return found
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A control's sysctl file, the live values of its keys, every line setting them."""
+
+    file: str | None
+    own_kernel: bool
+    live: dict[str, str]
+    settings: tuple[FileSetting, ...]
+
+
+def commands(path: str, keys: tuple[str, ...]) -> dict[str, str]:
+    """Observe-script sections for a control's file at ``path`` with ``keys``."""
+    return {"sysctl_file": cat(path), "kernel": kernel_test(), "live": live_command(keys),
+            "settings": settings_command(keys)}
+
+
+def parse_seen(sec: Sections) -> Seen:
+    def raw(name: str) -> str:
+        s = sec.get(name)
+        return s.out if s is not None else ""
+
+    return Seen(sec.text("sysctl_file"), raw("kernel").strip() == "own",
+                parse_live(raw("live")), parse_settings(raw("settings")))
+
+
+def findings(checks: tuple[Check, Check, Check], path: str, values: tuple[tuple[str, str], ...],
+             conf: str, seen: Seen) -> list[Finding]:
+    """(file, overridden, live) checks: the file whole and key by key, the lines read after
+    it that give a key another value, the live values where the kernel is the host's own."""
+    file_check, overridden, live = checks
+    out = file_findings(file_check, path, conf, seen.file)
+    in_file = parse_live(seen.file or "")
+    for key, value in values:
+        if seen.file is not None and in_file.get(key) != value:  # the edit, named key by key
+            out.append(file_check.finding(f"{key} in {path}", value, in_file.get(key, "missing")))
+        for s in overriding(path, seen.settings, key, value):
+            out.append(overridden.finding(f"{key} in {s.path}:{s.line}", value,
+                                          f"{s.value} (read after {path})"))
+        if seen.own_kernel and seen.live.get(key) != value:
+            out.append(live.finding(f"live {key}", value, seen.live.get(key, "not in this kernel"),
+                                    "critical"))
+    return out
+
+
+def later_lines(path: str, values: tuple[tuple[str, str], ...],
+                seen: Seen) -> list[tuple[str, int]]:
+    """(file, line) of each line read after ``path`` that defeats one of its values."""
+    return [(s.path, s.line) for key, value in values
+            for s in overriding(path, seen.settings, key, value)]

@@ -24,11 +24,11 @@ def suid_dumpable(want: core.Desired):  # type: ignore[no-untyped-def]
     seen = _seen(want)
     wrong = [f for f in core.compare(want, seen)
              if f.check in (core.LIVE.id, core.SYSCTL_FILE_CHECK.id)]
-    later = [(s.path, s.line) for key, value in core.VALUES
-             for s in sysctl.overriding(core.SYSCTL_FILE, seen.settings, key, value)]
+    later = sysctl.later_lines(core.SYSCTL_FILE, core.VALUES, seen.sysctl)
     if not wrong:
         host.noop(f"{core.SYSCTL_FILE} in place" + ("; live fs.suid_dumpable = 0"
-                                                    if seen.own_kernel else f"; {SHARED_KERNEL}"))
+                                                    if seen.sysctl.own_kernel
+                                                    else f"; {SHARED_KERNEL}"))
         return
     steps = [disable_lines(later, "R-ACL"), install_sysctl(core.SYSCTL_FILE, want.sysctl_conf)]
     yield "\n".join(s for s in steps if s)

@@ -21,10 +21,9 @@ def sysctl_settings(want: core.Desired):  # type: ignore[no-untyped-def]
     seen = core.parse(host.get_fact(Observation, script=core.observe_script(want)), want)
     wrong = [f for f in core.compare(want, seen)
              if f.check in (core.SYSCTL_FILE_CHECK.id, core.LIVE.id, core.OVERRIDDEN.id)]
-    later = [(s.path, s.line) for key, value in want.values
-             for s in sysctl.overriding(core.SYSCTL_FILE, seen.settings, key, value)]
+    later = sysctl.later_lines(core.SYSCTL_FILE, want.values, seen.sysctl)
     if not wrong or (not disable_lines(later, "R-SEC") and len(wrong) == len(later)):
-        host.noop(f"{core.SYSCTL_FILE} in place" + (", live values equal" if seen.own_kernel
+        host.noop(f"{core.SYSCTL_FILE} in place" + (", live values equal" if seen.sysctl.own_kernel
                                                     else f"; {sysctl.SHARED_KERNEL}"))
         return
     steps = [disable_lines(later, "R-SEC"), install_sysctl(core.SYSCTL_FILE, want.sysctl_conf)]

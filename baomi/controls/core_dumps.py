@@ -63,10 +63,7 @@ def desired(ctx: HostContext) -> Desired:
 def observe_script(want: Desired) -> str:
     keys = tuple(k for k, _ in VALUES)
     return script({
-        "sysctl_file": cat(SYSCTL_FILE),
-        "kernel": sysctl.kernel_test(),
-        "live": sysctl.live_command(keys),
-        "settings": sysctl.settings_command(keys),
+        **sysctl.commands(SYSCTL_FILE, keys),
         "limits_file": cat(LIMITS_FILE),
         # FILE:LINE:TEXT of every limits line about core (domain type item value).
         "limits": f"for f in {LIMITS_FILES}; do [ -f \"$f\" ] && "
@@ -79,10 +76,7 @@ def observe_script(want: Desired) -> str:
 
 @dataclass(frozen=True)
 class Observed:
-    sysctl_file: str | None
-    own_kernel: bool
-    live: dict[str, str]
-    settings: tuple[sysctl.FileSetting, ...]
+    sysctl: sysctl.Seen
     limits_file: str | None
     raising: tuple[str, ...]           # "FILE:LINE: TEXT" of other hard core limits above 0
     coredump: bool                     # systemd-coredump installed
@@ -105,10 +99,7 @@ def parse(output: str, want: Desired) -> Observed:
         if m and m[1] != LIMITS_FILE and m[5] != "0":
             raising.append(f"{m[1]}:{m[2]}: {m[3]} {m[4]} core {m[5]}")
     return Observed(
-        sysctl_file=sec.text("sysctl_file"),
-        own_kernel=raw("kernel").strip() == "own",
-        live=sysctl.parse_live(raw("live")),
-        settings=sysctl.parse_settings(raw("settings")),
+        sysctl=sysctl.parse_seen(sec),
         limits_file=sec.text("limits_file"),
         raising=tuple(raising),
         coredump=bool(raw("coredump").strip()),
@@ -117,14 +108,8 @@ def parse(output: str, want: Desired) -> Observed:
 
 
 def compare(want: Desired, seen: Observed) -> list[Finding]:
-    findings = file_findings(SYSCTL_FILE_CHECK, SYSCTL_FILE, want.sysctl_conf, seen.sysctl_file)
-    for key, value in VALUES:
-        for s in sysctl.overriding(SYSCTL_FILE, seen.settings, key, value):
-            findings.append(SYSCTL_FILE_CHECK.finding(f"{key} in {s.path}:{s.line}", value,
-                                                      f"{s.value} (read after {SYSCTL_FILE})"))
-        if seen.own_kernel and seen.live.get(key) != value:
-            findings.append(LIVE.finding(f"live {key}", value,
-                                         seen.live.get(key, "not in this kernel"), "critical"))
+    findings = sysctl.findings((SYSCTL_FILE_CHECK, SYSCTL_FILE_CHECK, LIVE), SYSCTL_FILE, VALUES,
+                               want.sysctl_conf, seen.sysctl)
     findings += file_findings(LIMITS, LIMITS_FILE, want.limits_conf, seen.limits_file)
     for where in seen.raising:
         findings.append(LIMITS.finding(where.split(": ", 1)[0], "no hard core limit above 0",
@@ -140,7 +125,7 @@ def not_applicable(want: Desired) -> str | None:
 
 
 def skipped(want: Desired, seen: Observed) -> dict[str, str]:
-    reasons = {} if seen.own_kernel else {LIVE.id: sysctl.SHARED_KERNEL}
+    reasons = {} if seen.sysctl.own_kernel else {LIVE.id: sysctl.SHARED_KERNEL}
     if not seen.coredump:
         reasons[COREDUMP.id] = "systemd-coredump is not installed on this host"
     return reasons
@@ -148,8 +133,8 @@ def skipped(want: Desired, seen: Observed) -> dict[str, str]:
 
 def evidence(want: Desired, seen: Observed) -> dict[str, str]:
     shown = {LIMITS.id: f"{LIMITS_FILE}: * and root hard core 0; no other line raises it"}
-    if seen.own_kernel:
-        shown[LIVE.id] = f"live fs.suid_dumpable = {seen.live.get('fs.suid_dumpable', '?')}"
+    if seen.sysctl.own_kernel:
+        shown[LIVE.id] = f"live fs.suid_dumpable = {seen.sysctl.live.get('fs.suid_dumpable', '?')}"
     return shown
 
 

@@ -55,10 +55,7 @@ def desired(ctx: HostContext) -> Desired:
 def observe_script(want: Desired) -> str:
     keys = tuple(k for k, _ in want.values)
     return script({
-        "sysctl_file": cat(SYSCTL_FILE),
-        "kernel": sysctl.kernel_test(),
-        "live": sysctl.live_command(keys),
-        "settings": sysctl.settings_command(keys),
+        **sysctl.commands(SYSCTL_FILE, keys),
         "modprobe_file": cat(MODPROBE_FILE),
         **modprobe.resolve_commands(want.protocols),
         "loaded": modprobe.loaded_command(want.protocols),
@@ -67,10 +64,7 @@ def observe_script(want: Desired) -> str:
 
 @dataclass(frozen=True)
 class Observed:
-    sysctl_file: str | None
-    own_kernel: bool
-    live: dict[str, str]
-    settings: tuple[sysctl.FileSetting, ...]
+    sysctl: sysctl.Seen
     modprobe_file: str | None
     resolved: dict[str, str]           # protocol -> `modprobe -n -v` output
     loaded: tuple[str, ...] | None     # None: no loadable modules at all
@@ -84,10 +78,7 @@ def parse(output: str, want: Desired) -> Observed:
         return s.out if s is not None else ""
 
     return Observed(
-        sysctl_file=sec.text("sysctl_file"),
-        own_kernel=raw("kernel").strip() == "own",
-        live=sysctl.parse_live(raw("live")),
-        settings=sysctl.parse_settings(raw("settings")),
+        sysctl=sysctl.parse_seen(sec),
         modprobe_file=sec.text("modprobe_file"),
         resolved={p: raw(modprobe.section(p)) for p in want.protocols},
         loaded=modprobe.parse_loaded(raw("loaded")),
@@ -95,24 +86,13 @@ def parse(output: str, want: Desired) -> Observed:
 
 
 def compare(want: Desired, seen: Observed) -> list[Finding]:
-    findings = file_findings(SYSCTL_FILE_CHECK, SYSCTL_FILE, want.sysctl_conf, seen.sysctl_file)
-    in_file = sysctl.parse_live(seen.sysctl_file or "")
-    for key, value in want.values if seen.sysctl_file is not None else ():
-        if in_file.get(key) != value:  # the edit, named key by key
-            findings.append(SYSCTL_FILE_CHECK.finding(f"{key} in {SYSCTL_FILE}", value,
-                                                      in_file.get(key, "missing")))
-    for key, value in want.values:
-        for s in sysctl.overriding(SYSCTL_FILE, seen.settings, key, value):
-            findings.append(OVERRIDDEN.finding(f"{key} in {s.path}:{s.line}", value,
-                                               f"{s.value} (read after {SYSCTL_FILE})"))
-        if seen.own_kernel and seen.live.get(key) != value:
-            findings.append(LIVE.finding(f"live {key}", value,
-                                         seen.live.get(key, "not in this kernel")))
+    findings = sysctl.findings((SYSCTL_FILE_CHECK, OVERRIDDEN, LIVE), SYSCTL_FILE, want.values,
+                               want.sysctl_conf, seen.sysctl)
     findings += file_findings(PROTOCOLS_FILE, MODPROBE_FILE, want.modprobe_conf, seen.modprobe_file)
     for module, found in modprobe.not_refused(seen.resolved).items():
         findings.append(PROTOCOLS_REFUSED.finding(f"modprobe -n -v {module}", modprobe.REFUSED,
                                                   found[-160:]))
-    if seen.own_kernel:
+    if seen.sysctl.own_kernel:
         for module in seen.loaded or ():
             findings.append(PROTOCOLS_LOADED.finding(f"kernel module {module}", "not loaded",
                                                      "loaded"))
@@ -125,7 +105,7 @@ def not_applicable(want: Desired) -> str | None:
 
 def skipped(want: Desired, seen: Observed) -> dict[str, str]:
     reasons = {}
-    if not seen.own_kernel:
+    if not seen.sysctl.own_kernel:
         reasons = {LIVE.id: sysctl.SHARED_KERNEL, PROTOCOLS_LOADED.id: sysctl.SHARED_KERNEL}
     if not want.protocols:
         why = "kernel.refuse_protocols is empty"
@@ -134,8 +114,10 @@ def skipped(want: Desired, seen: Observed) -> dict[str, str]:
 
 
 def evidence(want: Desired, seen: Observed) -> dict[str, str]:
-    shown = ", ".join(f"{k}={seen.live.get(k, '?')}" for k, _ in want.values[:6])
-    return {LIVE.id: f"live: {shown}, … ({len(want.values)} keys)"} if seen.own_kernel else {}
+    live = seen.sysctl.live
+    shown = ", ".join(f"{k}={live.get(k, '?')}" for k, _ in want.values[:6])
+    return {LIVE.id: f"live: {shown}, … ({len(want.values)} keys)"} \
+        if seen.sysctl.own_kernel else {}
 
 
 CONTROL: Control[Desired, Observed] = Control(

@@ -61,11 +61,11 @@ def test_kernel_fresh_applied_and_own_kernel() -> None:
     assert {f.subject for f in fresh if f.check == "kernel.protocols_refused"} == \
         {f"modprobe -n -v {p}" for p in ("dccp", "sctp", "rds", "tipc")}
     applied = seen(kernel, "applied_srv1.out", w)
-    assert not applied.own_kernel and kernel.compare(w, applied) == []
+    assert not applied.sysctl.own_kernel and kernel.compare(w, applied) == []
     result = evaluate(kernel.CONTROL, "srv1", w, applied)
     assert result.not_applicable["kernel.sysctl_live"] == sysctl.SHARED_KERNEL
     # The same output from a host with its own kernel: the lab machine's values are named.
-    own = replace(applied, own_kernel=True)
+    own = replace(applied, sysctl=replace(applied.sysctl, own_kernel=True))
     live = {f.subject: f.found for f in kernel.compare(w, own) if f.check == "kernel.sysctl_live"}
     assert live["live fs.protected_symlinks"] == "0"
     assert live["live kernel.yama.ptrace_scope"] == "not in this kernel"
