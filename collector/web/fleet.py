@@ -60,7 +60,16 @@ async def overview(db: Database, v: View, request: Request, form_: dict[str, str
                     clause_title(lang, c["clause"]), c["hosts_compliant"],
                     badge("failing", c["hosts_failing"]) if c["hosts_failing"] else "0",
                     c["open"], c["acknowledged"]] for c in summary["by_clause"]]
+    alerted = (await db.read(lambda tx: alerts.listing(tx, "open", 0, 100)))["alerts"]
+    alert_rows = [[a["created"], badge(a["severity"]), link(path("hosts", a["host"]), a["host"]),
+                   a["check"], join(link(path("clauses", c), c) for c in a["clauses"]),
+                   f"webhook {a['webhook']['state']} ({a['webhook']['attempts']}), "
+                   f"syslog {a['syslog']['state']}"] for a in alerted]
     body = join([
+        tag("h2", f"{t(lang, 'open_alerts')} ({len(alert_rows)})"),
+        table([t(lang, "when"), t(lang, "severity"), t(lang, "host"), t(lang, "check"),
+               t(lang, "clause"), t(lang, "delivery")], alert_rows, id_="alerts")
+        if alert_rows else tag("p", t(lang, "none_yet"), id="alerts"),
         tag("h2", t(lang, "open_by_severity")),
         table(SEVERITIES, [severity_cells(totals)], id_="severity-totals"),
         tag("h2", f"{t(lang, 'hosts')} ({summary['hosts']})"),

@@ -30,6 +30,12 @@ WORDS: dict[str, tuple[str, str]] = {
     "compliant": ("合规", "Compliant"),
     "failing": ("不合规", "Failing"),
     "failing_clauses": ("不合规条款", "Failing clauses"),
+    "open_alerts": ("待确认告警（在主机页确认）", "Open alerts (acknowledge on the host page)"),
+    "delivery": ("送达", "Delivery"),
+    "no_admin": (
+        "本收集器的运行环境缺少 baomi[admin]（pyinfra），无法通过 SSH 执行离职冻结。",
+        "This collector's environment lacks baomi[admin] (pyinfra): it cannot run the freeze "
+        "over SSH."),
     "open_by_severity": ("未处理问题（按严重度）", "Open findings by severity"),
     "open": ("未处理", "Open"),
     "acknowledged": ("已确认", "Acknowledged"),

@@ -19,6 +19,7 @@ per-host safety checks are the command's own.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import sys
 import time
@@ -75,8 +76,11 @@ class Offboarding:
         self.slots = asyncio.Semaphore(PARALLEL)
 
     def problem(self) -> str | None:
+        """Why this collector cannot offboard (a word of :mod:`i18n`), or None."""
         if not self.config.offboard_inventory:
             return "not_configured"
+        if importlib.util.find_spec("pyinfra") is None:
+            return "no_admin"
         return None
 
     def hosts(self) -> list[str]:
@@ -228,7 +232,7 @@ class Offboarding:
     async def create(self, db: Database, v: View, request: Request,
                      form_: dict[str, str]) -> Response:
         if self.problem():
-            raise Invalid(t(v.lang, "not_configured"), 503)
+            raise Invalid(t(v.lang, self.problem() or "not_configured"), 503)
         user, ticket, reason, day = check_request(form_, datetime.now(UTC).date())
         try:
             refusal = core.refusal(load_policy(self.policy_path()), user)
@@ -247,8 +251,9 @@ class Offboarding:
         lang = v.lang
         requests, purges = await db.read(listing)
         parts: list[object] = []
-        if self.problem():
-            parts.append(tag("p", t(lang, "not_configured"), class_="notice"))
+        problem = self.problem()
+        if problem:
+            parts.append(tag("p", t(lang, problem), class_="notice", id="offboard-problem"))
         elif v.who.role in ("it", "hr"):
             parts += [tag("h2", t(lang, "new_request")), form(
                 "/offboarding", v.csrf,

@@ -59,7 +59,7 @@ def test_login_cookie_and_logout(start_collector: StartCollector) -> None:
     token = web.jar["__Host-baomi_session"]
     assert c.client(token).get("/api/v1/me").body["user"] == "admin"  # the API's own session
     fleet = web.get("/fleet")
-    assert fleet.status == 200 and 'id="hosts"' in fleet.body
+    assert fleet.status == 200 and 'id="hosts"' in fleet.body and 'id="alerts"' in fleet.body
     assert web.post("/logout", {"csrf": "wrong"}).status == 303  # refused: still logged in
     assert web.get("/fleet").status == 200
     assert web.post("/logout", {"csrf": fleet.csrf("logout")}).status == 303
@@ -107,9 +107,11 @@ def test_role_matrix_for_every_page_and_form(start_collector: StartCollector) ->
 
 def test_acknowledge_from_the_host_page_needs_the_csrf_token(
         start_collector: StartCollector) -> None:
-    c = start_collector("sqlite")
+    c = start_collector("sqlite", alert_min_severity="high")
     finding = with_finding(c)
     it = person(c, "it")
+    alerted = it.get("/fleet").body
+    assert alerted.count('href="/hosts/ws-dash"') == 2  # in the open alerts and the hosts
     host = it.get("/hosts/ws-dash")
     assert host.status == 200 and SUBJECT in host.body and f'id="ack-{finding}"' in host.body
     for bad in ({"comment": "ok"}, {"comment": "ok", "csrf": "0" * 64}):
@@ -127,6 +129,7 @@ def test_acknowledge_from_the_host_page_needs_the_csrf_token(
     record = c.client(c.it).get(f"/api/v1/findings/{finding}").body
     assert record["state"] == "acknowledged" and record["ack"]["comment"] == \
         "known; fix in change 42"
+    assert it.get("/fleet").body.count('href="/hosts/ws-dash"') == 1  # the alert answered
     again = it.get("/hosts/ws-dash").body
     assert "known; fix in change 42" in again and f'id="ack-{finding}"' not in again
     assert it.get("/hosts/no-such-host").status == 404

@@ -131,3 +131,17 @@ def test_requests_and_interrupted_runs_on_sqlite(tmp_path: Path) -> None:
         assert db.transaction(auditlog.check)["ok"] is True
     finally:
         db.close()
+
+
+def test_the_child_session_file_is_private_and_never_through_a_link(tmp_path: Path) -> None:
+    made = {"user": "collector (for hr1)", "role": "it", "expires": "x", "token": "bms_t"}
+    written = offboard.write_child_session(tmp_path / "state", "https://c:8443", "/ca.pem", made)
+    assert written.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
+    assert json.loads(written.read_text())["token"] == "bms_t"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "linked").symlink_to(elsewhere)
+    with pytest.raises(Invalid) as caught:
+        offboard.write_child_session(tmp_path / "linked", "https://c:8443", "/ca.pem", made)
+    assert "not a directory" in caught.value.message and not list(elsewhere.iterdir())
