@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from pyinfra import host
-from pyinfra.operations import apt
+from pyinfra.operations import apt, files
 from pyinfra.operations.util import any_changed
 
 from baomi.controls import ssh_guard as core
@@ -33,6 +33,9 @@ def apply() -> None:
         nothing_to_do(name=op_name(C, "fail2ban"), reason=reason)
         return
     apt.packages(name=op_name(C, "fail2ban package"), packages=["fail2ban", "nftables"])
+    # fail2ban refuses to start a jail whose log file does not exist yet (a fresh host).
+    files.file(name=op_name(C, core.AUTH_LOG), path=core.AUTH_LOG, present=True, user="root",
+               group="adm", mode="0640")
     jail = put_text(C, core.JAIL_FILE, want.jail)
     shell_if(name=op_name(C, f"restart {core.SERVICE}"), check="false", command=RESTART,
              reason="", _if=any_changed(cast(Any, jail)))
