@@ -22,7 +22,6 @@ import asyncio
 import importlib.util
 import os
 import sys
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, date, datetime
@@ -35,7 +34,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from baomi import offboarding as core
 from baomi.collector import credentials, store
 from baomi.collector.config import Config
-from baomi.collector.db import Database, Tx
+from baomi.collector.db import Conflict, Database, Tx
 from baomi.collector.store import NotFound, Principal
 from baomi.collector.validate import Invalid
 from baomi.collector.web.html import Html, badge, field, form, join, link, path, table, tag
@@ -43,12 +42,14 @@ from baomi.collector.web.i18n import t
 from baomi.collector.web.offboard_core import (
     add_request,
     check_request,
+    claim_day,
     finish,
     get_request,
     host_outcome,
     interrupted,
     json_documents,
     listing,
+    purge_done,
     seconds_until,
     set_host,
     write_child_session,
@@ -177,10 +178,10 @@ class Offboarding:
     async def purge_once(self, today: date) -> dict[str, Any] | None:
         """Claim ``today`` and run ``--purge-due``; None when another collector has it."""
         day = today.isoformat()
-        claimed = await self.db.write(lambda tx: tx.run(
-            "INSERT INTO purge_runs (day, started, state, detail) SELECT ?, ?, 'running', '' "
-            "WHERE NOT EXISTS (SELECT 1 FROM purge_runs WHERE day = ?)",
-            (day, time.time(), day)))
+        try:
+            claimed = await self.db.write(lambda tx: claim_day(tx, day))
+        except Conflict:  # PostgreSQL: another collector inserted the day at the same moment
+            claimed = False
         if not claimed:
             return None
         try:
@@ -203,9 +204,7 @@ class Offboarding:
         detail = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) \
             or (err.strip().splitlines() or ["nothing frozen"])[-1][:500]
         state = "ok" if code == 0 else "attention"
-        await self.db.write(lambda tx: tx.run(
-            "UPDATE purge_runs SET finished = ?, state = ?, detail = ? WHERE day = ?",
-            (time.time(), state, detail, day)))
+        await self.db.write(lambda tx: purge_done(tx, day, state, detail))
         return {"day": day, "state": state, "detail": detail, "events": events}
 
     async def purge_loop(self) -> None:

@@ -179,3 +179,16 @@ def listing(tx: Tx) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
         f"SELECT {_REQ} FROM offboard_requests ORDER BY id DESC LIMIT 100")]  # noqa: S608
     purges = tx.all("SELECT day, state, detail FROM purge_runs ORDER BY day DESC LIMIT 10")
     return requests, purges
+
+
+def claim_day(tx: Tx, day: str) -> bool:
+    """Claim the purge of ``day`` (True), or find another collector has (False): one
+    statement, so two collectors on one database cannot both win."""
+    return tx.run("INSERT INTO purge_runs (day, started, state, detail) "
+                  "SELECT ?, ?, 'running', '' WHERE NOT EXISTS "
+                  "(SELECT 1 FROM purge_runs WHERE day = ?)", (day, time.time(), day)) == 1
+
+
+def purge_done(tx: Tx, day: str, state: str, detail: str) -> None:
+    tx.run("UPDATE purge_runs SET finished = ?, state = ?, detail = ? WHERE day = ?",
+           (time.time(), state, detail, day))

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import json
 import secrets
+from datetime import date
 from typing import Any
 
+from baomi.collector import auditlog
+from baomi.collector.db import Database
+from baomi.collector.store import Principal
+from baomi.collector.web import offboard_core as core
 from tests.collector.conftest import Collector, StartCollector, event
+from tests.collector.pgcluster import Cluster
 from tests.collector.webclient import Web
 
 IT, READERS = {"it"}, {"it", "auditor"}
@@ -68,8 +74,8 @@ def test_login_cookie_and_logout(start_collector: StartCollector) -> None:
     assert web.get("/fleet").status == 303
 
 
-def test_role_matrix_for_every_page_and_form(start_collector: StartCollector) -> None:
-    c = start_collector("sqlite")
+def test_role_matrix_for_every_page_and_form(collector: Collector) -> None:
+    c = collector  # SQLite and PostgreSQL
     finding = with_finding(c)
     webs = {role: person(c, role) for role in ("it", "auditor", "hr")}
     cases: list[tuple[str, str, set[str]]] = [
@@ -178,3 +184,29 @@ def test_the_login_form_is_throttled_like_the_api(start_collector: StartCollecto
     assert locked.status == 429 and "too many failed logins" in locked.body
     api = c.client().post("/api/v1/login", {"user": "admin", "password": c.admin_password})
     assert api.status == 429  # one counter for both doors
+
+
+def test_offboarding_tables_on_postgresql(pg_cluster: Cluster) -> None:
+    """The SQL of HR's requests and the purge's claim on a real PostgreSQL (SQLite: unit)."""
+    db = Database(pg_cluster.new_database())
+    try:
+        db.migrate()
+        hr = Principal("hr", "hr1")
+        rid = db.transaction(lambda tx: core.add_request(
+            tx, "leaver", "HR-1", "resigned", date(2026, 12, 1), hr, ["srv1", "srv2"]))
+        db.transaction(lambda tx: core.set_host(tx, rid, "srv1", "frozen", "done"))
+        db.transaction(lambda tx: core.set_host(tx, rid, "srv2", "running", ""))
+        db.transaction(core.interrupted)
+        got = db.transaction(lambda tx: core.get_request(tx, rid))
+        assert [(x["host"], x["state"]) for x in got["hosts"]] == [("srv1", "frozen"),
+                                                                  ("srv2", "pending")]
+        assert got["due"] == "2027-01-31" and got["state"] == "pending"
+        assert db.transaction(lambda tx: core.claim_day(tx, "2026-12-02")) is True
+        assert db.transaction(lambda tx: core.claim_day(tx, "2026-12-02")) is False
+        db.transaction(lambda tx: core.purge_done(tx, "2026-12-02", "ok", "waiting: 1"))
+        requests, purges = db.transaction(core.listing)
+        assert [r["id"] for r in requests] == [rid]
+        assert [tuple(p) for p in purges] == [("2026-12-02", "ok", "waiting: 1")]
+        assert [x["action"] for x in db.transaction(auditlog.rows)] == ["offboarding.request"]
+    finally:
+        db.close()
