@@ -53,11 +53,18 @@ def records() -> RecordStore:
 
 
 def append(events: list[dict[str, Any]]) -> None:
-    """Append events to the ledger (0600 file, or the collector); never rewrites a line."""
+    """Append events to the ledger (0600 file, or the collector); never rewrites a line.
+    When the collector cannot take them, the hosts were already changed: the events go to
+    the local ledger instead (``baomi collector import`` moves them later), never lost."""
+    store = records()
     try:
-        records().append(LEDGER, events)
+        store.append(LEDGER, events)
     except RecordError as exc:
-        raise click.ClickException(f"the ledger could not be written: {exc}") from None
+        if isinstance(store, LocalStore):
+            raise click.ClickException(f"the ledger could not be written: {exc}") from None
+        LocalStore().append(LEDGER, events)
+        click.echo(f"baomi offboard: the collector did not take the ledger ({exc}); kept in "
+                   f"{ledger_path()}: run baomi collector import when it is back", err=True)
 
 
 def read_ledger() -> list[dict[str, Any]]:

@@ -315,3 +315,30 @@ def test_import_moves_local_records_verified_and_idempotent(
     assert shown.stdout.strip() == secrets_by_host["srv2"]
     assert "erin" in old.baomi("account", "list").stdout
     assert json.loads(old.baomi("offboard", "--status", "--json").stdout)["finn"]
+
+
+def test_a_ledger_the_collector_cannot_take_is_kept_locally_then_imported(
+        start_collector: StartCollector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The hosts are already frozen when the ledger is written: with the collector down, the
+    lines go to the local ledger (said on stderr) and `baomi collector import` moves them."""
+    from baomi.controller.commands import offboard
+    from tests.collector.conftest import serve
+
+    c = start_collector("sqlite")
+    ctl = controller(c, tmp_path / "ctl", "admin", password=c.admin_password)
+    ctl.in_process(monkeypatch)
+    c.stop()
+    offboard.append([{"time": "2026-12-02T09:00:00Z", "action": "freeze", "user": "hana",
+                      "host": "srv1", "state": "frozen", "ticket": "OFF-3"}])
+    assert "the collector did not take the ledger (cannot reach the collector" in \
+        capsys.readouterr().err
+    local = tmp_path / "ctl" / "state" / "offboarding" / "ledger.jsonl"
+    assert json.loads(local.read_text())["user"] == "hana"
+    again = serve(c.folder, c.admin_password, port=c.port)
+    try:
+        assert "offboarding: 1 local, 1 stored" in ctl.baomi("collector", "import").stdout
+        status = json.loads(ctl.baomi("offboard", "--status", "--json").stdout)
+        assert status["hana"]["srv1"]["state"] == "frozen"
+    finally:
+        again.stop()
