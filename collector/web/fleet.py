@@ -21,6 +21,7 @@ from baomi.collector.validate import FindingQuery
 from baomi.collector.web.html import Html, badge, field, form, h, join, link, path, table, tag
 from baomi.collector.web.i18n import t
 from baomi.collector.web.view import View
+from baomi.controls.registry import CONTROLS
 from baomi.findings import SEVERITY_RANK
 
 SEVERITIES = sorted(SEVERITY_RANK, key=SEVERITY_RANK.__getitem__, reverse=True)
@@ -110,15 +111,20 @@ async def host_page(db: Database, v: View, request: Request, form_: dict[str, st
     timeline = [[e["ts"], badge(e["kind"]), f["check"], f["subject"],
                  e.get("found") or e.get("comment") or "", e.get("by") or ""]
                 for _, f, e in events[:MAX_ROWS]]
-    by_control: dict[str, dict[str, int]] = {}
+    # Every control of the registry, in baseline order, then any other the findings name: a
+    # control without a finding here says "no finding", not "compliant" (nothing may check it).
+    by_control: dict[str, dict[str, int]] = {
+        e.name: {"open": 0, "acknowledged": 0, "resolved": 0} for e in CONTROLS}
     for f in found:
         counts = by_control.setdefault(f["control"], {"open": 0, "acknowledged": 0,
                                                       "resolved": 0})
         counts[f["state"]] += 1
-    control_rows = [[c, badge("failing" if n["open"] + n["acknowledged"] else "ok",
-                              t(lang, "failing" if n["open"] + n["acknowledged"] else "ok")),
-                     n["open"], n["acknowledged"], n["resolved"]]
-                    for c, n in sorted(by_control.items())]
+    control_rows = []
+    for c, n in by_control.items():
+        failing = n["open"] + n["acknowledged"]
+        control_rows.append([c, badge("failing", t(lang, "failing")) if failing
+                             else badge("none", t(lang, "no_finding")),
+                             n["open"], n["acknowledged"], n["resolved"]])
     finding_rows = [[f["id"], badge(f["severity"]), f["check"],
                      join(link(path("clauses", c), c) for c in f["clauses"]), f["subject"],
                      f["expected"], f["found"], badge(f["state"]), f["last_seen"],

@@ -57,6 +57,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "ack_by": ("确认人", "Acknowledged by"),
     "none": ("无", "none"),
     "ok": ("正常", "ok"),
+    "no_finding": ("无问题", "no finding"),
     "escrow": ("密钥托管", "Key escrow"),
     "retrieve": ("取回", "Retrieve"),
     "reason": ("原因", "Reason"),

@@ -168,6 +168,10 @@ def test_it_acknowledges_a_finding_and_hr_offboards_a_lab_user(
 
     row.locator("a", has_text="srv1").click()
     expect(it.locator("#findings")).to_contain_text("/srv/customers mode")
+    controls = it.locator("#controls tbody tr")
+    expect(controls.filter(has_text="sensitive_paths").locator(".badge.failing")).to_have_count(1)
+    expect(controls.filter(has_text="firewall").locator(".badge.none")).to_have_count(1)
+    expect(it.locator("#agents")).to_contain_text("active")
     it.fill("#findings form textarea, #findings form input[name=comment]",
             "known: fixed in change 7 by Friday")
     it.click("#findings form button")
