@@ -82,7 +82,10 @@ class Collector:
         if report.when == "call" or (report.when == "setup" and report.failed):
             if made is None and report.failed:
                 host, check, clauses = _where(item)
-                message = call.excinfo.exconly() if call.excinfo else report.longreprtext
+                # pytest.fail's own message as given; any other exception with its type
+                message = (str(call.excinfo.value) if call.excinfo and call.excinfo.errisinstance(
+                    pytest.fail.Exception) else call.excinfo.exconly() if call.excinfo
+                    else report.longreprtext)
                 made = error(host, check, clauses, message.strip().splitlines()[-1]
                              if message.strip() else "failed")
             if made is not None:

@@ -79,20 +79,22 @@ def terminal(audit: Audit, console: Console, lang: str = "en", max_rows: int = 2
         console.print(f"\n{label('failures', lang)}:", markup=False)
     for r in bad[:max_rows]:
         console.print(f"  {r.host} {r.check} [{' '.join(r.clauses)}] {r.status}: "
-                      f"{r.reason or r.title}", markup=False, highlight=False)
+                      f"{r.reason or r.title}", markup=False, highlight=False, soft_wrap=True)
         for e in r.evidence[:2]:
-            console.print("      " + _evidence_line(e), markup=False, highlight=False)
+            console.print("      " + _evidence_line(e), markup=False, highlight=False,
+                          soft_wrap=True)
     if len(bad) > max_rows:
         console.print(f"  … {len(bad) - max_rows} more in the report", markup=False)
     unreachable = sorted({r.host for r in audit.results if r.status == ERROR})
     if unreachable:
-        console.print(f"could not audit: {', '.join(unreachable)}", markup=False)
+        console.print(f"could not audit: {', '.join(unreachable)}", markup=False, soft_wrap=True)
     for w in audit.waivers:
         what = w.get("clause") or w.get("control")
         console.print(f"waiver {what} on {', '.join(w['hosts'])} by {w['approver']} until "
-                      f"{w['expires']}: {w['state']} ({w['waived']} waived)", markup=False)
+                      f"{w['expires']}: {w['state']} ({w['waived']} waived)", markup=False,
+                      soft_wrap=True)
     for warning in audit.warnings:
-        console.print(f"warning: {warning}", markup=False)
+        console.print(f"warning: {warning}", markup=False, soft_wrap=True)
 
 
 def _evidence_line(e: dict[str, str]) -> str:

@@ -99,10 +99,10 @@ def audit_cmd(ctx: click.Context, inventory: str | None, policy_path: str | None
         if "terminal" in policy.reporting.formats:
             audit_render.terminal(result, console, lang)
         for fmt, file in made.items():
-            console.print(f"{fmt:6} {file}", markup=False)
+            console.print(f"{fmt:6} {file}", markup=False, soft_wrap=True)
         if uploaded:
             console.print(f"uploaded to the collector as audit {uploaded['id']}", markup=False)
-        console.print(audit_render.EXIT_MEANING[status], markup=False)
+        console.print(audit_render.EXIT_MEANING[status], markup=False, soft_wrap=True)
     sys.exit(status)
 
 
