@@ -334,6 +334,11 @@ class EscrowStore:
                 Retrieval(kind, host, subject, reason, operator_record(operator)))
         except RecordError as exc:
             raise EscrowError(str(exc)) from None
+        if (record.get("kind"), record.get("host"), record.get("subject")) != (kind, host,
+                                                                               subject):
+            raise EscrowError(f"{self.where} answered with entry {record.get('id')} for "
+                              f"{record.get('host')} {record.get('subject')}, not the one asked "
+                              "for; not opened")
         try:
             secret = unseal(private, base64.b64decode(record["sealed"]), self._aad(record))
         except (InvalidTag, ValueError):

@@ -133,6 +133,10 @@ def import_local(local: LocalStore, remote: CollectorStore,
     the fields it shows). Local files are read strictly (a damaged line stops the import
     naming FILE:LINE, with what came before stored and verified) and never changed."""
     report: dict[str, dict[str, int]] = {}
+    if (local.escrow / "escrow.key").exists():
+        raise RecordError(f"{local.escrow} is an old (Fernet) escrow store: run baomi escrow "
+                          "migrate --identity FILE first (with collector.records: local); "
+                          "nothing imported")
     recipient = local.recipient()
     if recipient:
         there = remote.recipient()

@@ -147,3 +147,34 @@ def test_import_uids_follow_place_and_content() -> None:
     assert import_uid(ESCROW, 7, {"id": "abc"}) == "abc"
     assert records_api.UID.fullmatch(import_uid(LEDGER, 123, record))
     assert digest({"b": 1, "a": "é"}) == digest({"a": "é", "b": 1})
+
+
+def test_an_entry_other_than_the_one_asked_for_is_not_opened(tmp_path: Path) -> None:
+    """A store answering a retrieval with another host's entry (a bug, a swapped row): the
+    controller refuses to open it rather than show it under the wrong name."""
+    from baomi.controller.escrow import EscrowError, EscrowStore
+
+    class Swapping(LocalStore):
+        def open_escrow(self, retrieval: Retrieval) -> dict[str, Any]:
+            entry = super().open_escrow(retrieval)
+            return {**entry, "host": "srv9"}
+
+    folder = tmp_path / "escrow"
+    store = EscrowStore(folder, Swapping(tmp_path / "state", folder))
+    identity = tmp_path / "id"
+    store.keygen(identity)
+    store.put("luks-recovery", "vm1", "/dev/vdb", "s3cret")
+    with pytest.raises(EscrowError, match=r"answered with entry .* for srv9 /dev/vdb, not the "
+                                          r"one asked for"):
+        store.retrieve("luks-recovery", "vm1", "/dev/vdb", "test", identity)
+
+
+def test_an_old_fernet_store_is_not_imported(tmp_path: Path) -> None:
+    from baomi.controller.records_remote import import_local
+
+    local = LocalStore(tmp_path / "state", tmp_path / "escrow")
+    local.escrow.mkdir()
+    (local.escrow / "escrow.key").write_text("x")
+    with pytest.raises(RecordError, match="old \\(Fernet\\) escrow store: run baomi escrow "
+                                          "migrate"):
+        import_local(local, None, print)  # type: ignore[arg-type]  # refused before any call
