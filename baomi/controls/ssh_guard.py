@@ -2,10 +2,11 @@
 
 Why fail2ban and not an nftables rate limit: a rate limit counts connections, not failures;
 the controller opens many SSH connections per apply and would be throttled like a guesser,
-while a guesser who stays under the rate is never stopped.  fail2ban reads sshd's own verdicts
-(``/var/log/auth.log``, written by rsyslog), bans only addresses that failed ``max_retry`` times within
-``find_time_minutes``, through its own nftables table (``banaction = nftables-multiport``,
-next to baomi's ``inet baomi_filter``), and never bans ``ignore`` (e.g. the controller).
+while a guesser who stays under the rate is never stopped.  fail2ban reads sshd's own
+verdicts (``/var/log/auth.log``, written by rsyslog), bans only addresses that failed
+``max_retry`` times within ``find_time_minutes``, through its own nftables table
+(``banaction = nftables-multiport``, next to baomi's ``inet baomi_filter``), and never bans
+``ignore`` (e.g. the controller).
 
 The jail file is written whole; the check also asks the running fail2ban for the jail's
 values, so a later ``jail.local`` that overrides them is seen.  Hosts without systemd are not
