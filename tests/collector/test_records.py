@@ -115,6 +115,18 @@ def test_two_controllers_share_escrow_ledger_and_requests(
     shown = b.baomi("escrow", "show", "vm1", "/dev/vdb", "--reason", "disk replaced",
                     "--identity", str(identity), "--operator", "bob.wang")
     assert shown.stdout.strip() == secret
+    # An auditor's controller lists but never retrieves; HR does neither (one line each).
+    auditor = controller(collector, tmp_path / "audit", person(collector, "auditor", "audrey"))
+    assert "vm1" in auditor.baomi("escrow", "list").stdout
+    refused = auditor.baomi("escrow", "show", "vm1", "/dev/vdb", "--reason", "curious",
+                            "--identity", str(identity), ok=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "audrey (role auditor) may not POST /api/v1/escrow/retrieve" in refused.stderr
+    assert refused.stdout == ""
+    hr = controller(collector, tmp_path / "hr", person(collector, "hr", "harry"))
+    listing = hr.baomi("escrow", "list", ok=False)
+    assert listing.returncode == 1 and "harry (role hr) may not GET /api/v1/records/escrow" \
+        in listing.stderr
     retrievals = collector.client(collector.it).get(f"{API}/records/escrow-retrievals").body
     (got,) = [r["record"] for r in retrievals["records"]]
     assert (got["collector_user"], got["operator"], got["reason"], got["host"]) == (
