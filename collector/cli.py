@@ -34,8 +34,9 @@ collector.add_command(verify_log_cmd)
 @click.option("--address", "addresses", multiple=True,
               help="IP address clients use for the collector (repeatable).")
 @click.option("--listen", default="0.0.0.0:8443", show_default=True, help="ADDR:PORT to serve.")
-@click.option("--db", "database", default=None,
-              help="Database URL (default: sqlite:///FOLDER/collector.db).")
+@click.option("--db", "database", default=None, envvar="BAOMI_COLLECTOR_DB",
+              help="Database URL (default: sqlite:///FOLDER/collector.db; or the environment's "
+                   "BAOMI_COLLECTOR_DB, which keeps a password off the command line).")
 @click.option("--admin", "admin_user", default="admin", show_default=True,
               help="Name of the first `it` user.")
 def init_cmd(folder: str, names: tuple[str, ...], addresses: tuple[str, ...], listen: str,

@@ -9,11 +9,14 @@ the place every finding goes to.  Steps, per collector host:
    ``/opt/baomi/collector`` (:mod:`baomi.deploy.wheels`; nothing is reinstalled when the same
    wheels are already there);
 2. the system user ``baomi-collector`` and its state folder, 0700;
-3. ``baomi collector init`` as that user, once: the private CA and its key stay on the host;
+3. the database URL in ``/etc/baomi/collector/database.env`` (root, 0600, in a 0700 folder:
+   systemd reads it; never on a command line); ``baomi collector init`` as that user, once:
    the first admin's password goes to ``first-admin.txt`` there (0600, read it once and
-   delete it), never to the controller's output; the CA certificate comes back to the
-   controller (``$BAOMI_STATE_DIR/collector/HOST/ca.pem``) for agents and ``baomi login`` to
-   pin;
+   delete it), never to the controller's output; the CA's private key is then moved out of
+   the service's folder to ``/etc/baomi/collector/ca.key`` (root only: a compromised service
+   cannot mint certificates; the move never follows a link the service user planted); the CA
+   certificate comes back to the controller (``$BAOMI_STATE_DIR/collector/HOST/ca.pem``) for
+   agents and ``baomi login`` to pin;
 4. the sandboxed systemd unit, enabled and started (restarted when the venv or the unit
    changed); on a host without systemd, a supervisor loop started with ``setsid`` (PID in
    ``/run/baomi-collector.pid``), which the check looks for;
@@ -65,7 +68,7 @@ class Addresses(FactBase[list[str]]):
 def init_command(want: core.Desired, addresses: list[str]) -> str:
     """``baomi collector init`` as the service user; its output (the password) to a 0600 file."""
     argv = [f"{core.VENV}/bin/baomi", "collector", "init", core.STATE_DIR,
-            "--listen", want.listen, "--db", want.database]
+            "--listen", want.listen]
     for name in want.names:
         argv += ["--name", name]
     for address in addresses:
@@ -74,8 +77,27 @@ def init_command(want: core.Desired, addresses: list[str]) -> str:
     return "\n".join([
         "set -e",
         "out=$(mktemp)",
+        f"set -a; . {core.ENV_FILE}; set +a  # BAOMI_COLLECTOR_DB: the URL, not on argv",
         f"setpriv --reuid={user} --regid={user} --init-groups {shlex.join(argv)} > \"$out\"",
         f"chmod 0600 \"$out\" && mv \"$out\" {core.FIRST_ADMIN}",
+    ])
+
+
+def move_ca_key_command() -> str:
+    """Move the CA key from the service's folder to the root-only folder. ``mv`` renames (it
+    never follows a link); what arrived is re-checked where the service user cannot reach
+    it, and a link, a hard link or anything but a regular file is removed and refused."""
+    src, dst = f"{core.STATE_DIR}/ca.key", core.CA_KEY
+    return "\n".join([
+        "set -e",
+        f"install -d -m 0700 -o root -g root {core.CONF_DIR}",
+        f"mv -T {src} {dst}.new",
+        f"if [ -L {dst}.new ] || [ ! -f {dst}.new ] || [ \"$(stat -c %h {dst}.new)\" != 1 ]; "
+        f"then rm -rf {dst}.new; "
+        f"echo \"{src} was not a regular file (a link?): removed, never followed; $([ -f "
+        f"{dst} ] && echo 'the CA key in {dst} is untouched' || echo 'no CA key is left: "
+        "re-initialise the collector')\" >&2; exit 1; fi",
+        f"chown root:root {dst}.new && chmod 0600 {dst}.new && mv -T {dst}.new {dst}",
     ])
 
 
@@ -130,11 +152,17 @@ def apply() -> None:
              reason=f"{core.USER} exists")
     files.directory(name=op_name(C, core.STATE_DIR), path=core.STATE_DIR, user=core.USER,
                     group=core.USER, mode="0700")
+    files.directory(name=op_name(C, core.CONF_DIR), path=core.CONF_DIR, user="root",
+                    group="root", mode="0700")
+    put_text(C, core.ENV_FILE, want.env_file, mode="0600")
     addresses = host.get_fact(Addresses)
     shell_if(name=op_name(C, "initialised (CA, server certificate, first admin)"),
              check=f"[ -f {core.STATE_DIR}/collector.toml ]",
              command=init_command(want, addresses),
              reason=f"{core.STATE_DIR} already initialised")
+    shell_if(name=op_name(C, f"CA key only in {core.CONF_DIR}"),
+             check=f"[ ! -e {core.STATE_DIR}/ca.key ] && [ ! -L {core.STATE_DIR}/ca.key ]",
+             command=move_ca_key_command(), reason="not in the service's folder")
     files.get(name=op_name(C, "CA certificate to the controller"),
               src=f"{core.STATE_DIR}/ca.pem", dest=str(core.pinned_ca_path(host.name)),
               create_local_dir=True)
@@ -148,6 +176,7 @@ def apply() -> None:
                        "; }",
                  command=f"systemctl daemon-reload && systemctl restart {core.UNIT}",
                  reason="nothing to restart")
+        restart_on_new_database(f"systemctl try-restart {core.UNIT}")
         unit_enabled_and_active(C, core.UNIT)
     else:
         put_text(C, core.SUPERVISOR, want.supervisor, mode="0755")
@@ -159,12 +188,24 @@ def apply() -> None:
                  command=f"pid=$(cat {core.PIDFILE} 2>/dev/null) && kill \"$pid\"; "
                          f"pkill -u {core.USER} -f 'collector serve'; sleep 0.5",
                  reason="nothing to restart")
+        restart_on_new_database(f"pid=$(cat {core.PIDFILE} 2>/dev/null) && kill \"$pid\"; "
+                                f"pkill -u {core.USER} -f 'collector serve'; sleep 0.5")
         shell_if(name=op_name(C, "supervisor running (no systemd)"),
                  check=supervisor_running(),
                  command=f"setsid -f {core.SUPERVISOR} >> {q(core.LOG)} 2>&1 < /dev/null",
                  reason=f"{core.SUPERVISOR} running")
     shell_if(name=op_name(C, f"listening on port {want.port}"), check=listening_test(want),
              command=wait_command(want, systemd), reason=f"port {want.port} listens")
+
+
+def restart_on_new_database(restart: str) -> None:
+    """A running service started with another database.env restarts (its digest in /run,
+    root only; missing on a first deploy, where nothing runs yet)."""
+    digest = "/run/baomi-collector.env.sha256"
+    shell_if(name=op_name(C, "the service runs with the current database.env"),
+             check=f"[ \"$(cat {digest} 2>/dev/null)\" = \"$(sha256sum < {core.ENV_FILE})\" ]",
+             command=f"(umask 077; sha256sum < {core.ENV_FILE} > {digest}); {restart}",
+             reason="database.env unchanged")
 
 
 # `baomi collector-deploy` runs this file on its own (it is not in the baseline).

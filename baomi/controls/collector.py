@@ -5,8 +5,14 @@ installs it, ``checks/test_collector.py`` verifies it.  What "installed and serv
 
 - the venv ``/opt/baomi/collector`` (a link to a venv made from shipped wheels,
   :mod:`baomi.deploy.wheels`) runs ``baomi``;
-- the state folder (configuration, the private CA and its key, the SQLite database) belongs to
-  the system user ``baomi-collector``, mode 0700, and has been initialised;
+- the state folder (configuration, the server certificate and key, the SQLite database)
+  belongs to the system user ``baomi-collector``, mode 0700, and has been initialised; the
+  private CA's key is NOT there: it lives in ``/etc/baomi/collector`` (root, 0700), which the
+  service never reads (a compromised service must not be able to mint certificates agents
+  trust);
+- the database URL (a PostgreSQL password) is in the root-only environment file
+  ``/etc/baomi/collector/database.env``, never on the service's command line (which every
+  local user reads in ``/proc/PID/cmdline``);
 - the service runs: a sandboxed systemd unit (Restart=always), or, on a host without systemd,
   a supervisor loop that restarts it (its PID in ``/run/baomi-collector.pid``);
 - the TLS port listens, and ``/api/v1/health`` answers ``{"ok": true}`` over TLS verified
@@ -39,6 +45,9 @@ PIDFILE = "/run/baomi-collector.pid"
 SCRIPT_DIGEST = "/run/baomi-collector.sha256"
 LOG = "/var/log/baomi-collector.log"
 FIRST_ADMIN = f"{STATE_DIR}/first-admin.txt"
+CONF_DIR = "/etc/baomi/collector"  # root 0700: the CA key, the database URL
+CA_KEY = f"{CONF_DIR}/ca.key"
+ENV_FILE = f"{CONF_DIR}/database.env"
 INPUT = "collector_ca"  # the pinned CA certificate (PEM), an input of the host's context
 HEADER = "# Managed by baomi: the collector (R-INC, R-LOG, R-TLS). Local edits are reverted.\n"
 
@@ -66,13 +75,17 @@ class Desired:
     problem: str | None = None
 
     @property
+    def env_file(self) -> str:
+        """``database.env``: read by systemd (EnvironmentFile) or sourced by the supervisor."""
+        return f"# Managed by baomi (root only)\nBAOMI_COLLECTOR_DB='{self.database}'\n"
+
+    @property
     def listen(self) -> str:
         return f"0.0.0.0:{self.port}"
 
     @property
     def serve_argv(self) -> list[str]:
-        return [f"{VENV}/bin/baomi", "collector", "serve", STATE_DIR, "--listen", self.listen,
-                "--db", self.database]
+        return [f"{VENV}/bin/baomi", "collector", "serve", STATE_DIR, "--listen", self.listen]
 
 
 def pinned_ca_path(host: str) -> Path:
@@ -90,7 +103,11 @@ def pinned_ca(host: str) -> str | None:
 
 
 def database_problem(database: str, source: str) -> str | None:
-    """SQLite must live in the state folder: the only place the sandbox lets it write."""
+    """SQLite must live in the state folder: the only place the sandbox lets it write; the
+    URL goes into a quoted environment file, so it holds no quote, backslash or newline."""
+    if any(c in database for c in "'\\\n"):
+        return (f"{source}: collector.database: a quote, backslash or newline in the URL "
+                "(percent-encode it: %27, %5C)")
     if database.startswith("sqlite:///"):
         path = database.removeprefix("sqlite:///")
         if not path.startswith(STATE_DIR + "/"):
@@ -111,6 +128,7 @@ def unit_text(argv: list[str], port: int) -> str:
         "Type=simple",
         f"User={USER}",
         f"Group={USER}",
+        f"EnvironmentFile={ENV_FILE}",
         f"ExecStart={shlex.join(argv)}",
         "Restart=always",
         "RestartSec=2",
@@ -133,6 +151,7 @@ def supervisor_text(argv: list[str]) -> str:
     """For hosts without systemd: a loop restarting the service, its PID in PIDFILE."""
     return "\n".join([
         *supervisor_head(HEADER, "collector", PIDFILE),
+        f"set -a; . {ENV_FILE}; set +a  # the database URL, never on a command line",
         "# What is running, for the deploy to tell whether a new script needs a restart.",
         f"sha256sum < \"$0\" > {SCRIPT_DIGEST}",
         "while :; do",
@@ -272,6 +291,9 @@ def compare(want: Desired, seen: Observed) -> list[Finding]:
     elif "collector.toml" not in seen.state_files or "ca.pem" not in seen.state_files:
         out.append(STATE.finding(STATE_DIR, "initialised (collector.toml, ca.pem)",
                                  "not initialised", "high"))
+    elif "ca.key" in seen.state_files:
+        out.append(STATE.finding(f"{STATE_DIR}/ca.key", f"the CA key only in {CONF_DIR}",
+                                 "readable by the service user", "high"))
     if seen.systemd:
         unit = unit_file_finding(SERVICE, UNIT_PATH, want.unit, seen.unit)
         if unit:

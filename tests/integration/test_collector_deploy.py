@@ -90,8 +90,18 @@ def test_deploy_installs_and_every_check_passes(deployed: Deployed) -> None:
         # The password went to a root-only file on the host, never to the controller.
         mode = deployed.lab.ssh(host, f"stat -c %a:%U {core.FIRST_ADMIN}").stdout.strip()
         assert mode == "600:root"
-        key = deployed.lab.ssh(host, f"stat -c %a:%U {core.STATE_DIR}/ca.key").stdout.strip()
-        assert key == "600:baomi-collector", "the CA key stays on the collector host, 0600"
+        # The CA key stays on the host but out of the service's reach; the database URL is in
+        # a root-only file, not on the service's command line.
+        key = deployed.lab.ssh(host, f"stat -c %a:%U {core.CA_KEY} {core.ENV_FILE} "
+                                     f"{core.CONF_DIR}").stdout.split()
+        assert key == ["600:root", "600:root", "700:root"], key
+        assert deployed.lab.ssh(host, f"setpriv --reuid={core.USER} --regid={core.USER} "
+                                      f"--init-groups cat {core.CA_KEY}").returncode != 0
+        assert deployed.lab.ssh(host, f"test -e {core.STATE_DIR}/ca.key").returncode != 0
+        cmdline = deployed.lab.ssh(host, f"for p in $(pgrep -u {core.USER} -f 'collector "
+                                         "serve'); do tr '\\0' ' ' < /proc/$p/cmdline; done"
+                                   ).stdout
+        assert "collector serve" in cmdline and "--db" not in cmdline, cmdline
     out = _check(deployed)
     assert out.returncode == 0, out.stdout[-3000:]
     assert "10 passed, 5 skipped" in out.stdout, out.stdout[-500:]
@@ -287,3 +297,27 @@ def test_a_killed_service_comes_back(deployed: Deployed) -> None:
     print(f"supervisor: killed collector serving again after {back:.1f}s")
     out = _check(deployed)
     assert out.returncode == 0, out.stdout[-3000:]
+
+
+def test_a_planted_link_as_the_ca_key_is_refused_never_followed(deployed: Deployed) -> None:
+    """The service user (say, a compromised collector) plants ca.key -> /etc/shadow in its
+    folder; the deploy's CA-key move must neither follow it nor change /etc/shadow."""
+    lab = deployed.lab
+    shadow = "sha256sum /etc/shadow && stat -c %a:%U:%h /etc/shadow"
+    before = lab.ssh(SYSTEMD, shadow).stdout
+    assert lab.ssh(SYSTEMD, f"setpriv --reuid={core.USER} --regid={core.USER} --init-groups "
+                            f"ln -s /etc/shadow {core.STATE_DIR}/ca.key").returncode == 0
+    out = subprocess.run([*BAOMI, "collector-deploy", "-i", str(lab.inventory), "--limit",
+                          SYSTEMD, "--json"], cwd=ROOT, env=deployed.env, capture_output=True,
+                         text=True, timeout=1200)
+    assert out.returncode == 1, out.stdout[-2000:]
+    assert "was not a regular file (a link?): removed, never followed" in out.stdout
+    assert "untouched" in out.stdout, out.stdout[-2000:]
+    assert lab.ssh(SYSTEMD, shadow).stdout == before
+    assert lab.ssh(SYSTEMD, f"test -L {core.STATE_DIR}/ca.key || test -L {core.CA_KEY} || "
+                            f"test -e {core.CA_KEY}.new").returncode != 0
+    assert lab.ssh(SYSTEMD, f"stat -c %a:%U {core.CA_KEY}").stdout.strip() == "600:root"
+    again = subprocess.run([*BAOMI, "collector-deploy", "-i", str(lab.inventory), "--limit",
+                            SYSTEMD], cwd=ROOT, env=deployed.env, capture_output=True,
+                           text=True, timeout=1200)
+    assert again.returncode == 0, again.stdout[-2000:]

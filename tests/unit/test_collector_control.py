@@ -91,3 +91,13 @@ def test_plain_host_needs_the_supervisor() -> None:
                             f"/bin/sh {core.SUPERVISOR} \n").replace(
         "<== supervisor rc=1", "<== supervisor rc=0")
     assert "collector.service" not in _failing(running)
+
+
+def test_a_collector_deployed_before_the_ca_key_move_is_named() -> None:
+    """Captured from col1 deployed by the previous version: ca.key in the service's folder,
+    --db on the command line; both are findings until collector-deploy runs again."""
+    old = (DATA / "deployed_before_ca_move_col1.out").read_text(encoding="utf-8")
+    old_ca = json.loads((DATA / "old_ca.json").read_text(encoding="utf-8"))["collector_ca"]
+    failing = _failing(old, _want(ca=old_ca))
+    assert failing == {"collector.state_dir": "readable by the service user",
+                       "collector.service": "edited content"}, failing
