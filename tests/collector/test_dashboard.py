@@ -83,6 +83,8 @@ def test_role_matrix_for_every_page_and_form(collector: Collector) -> None:
         ("GET", "/clauses/R-TLS", READERS), ("POST", f"/findings/{finding}/ack", IT),
         ("GET", "/escrow", IT), ("POST", "/escrow", IT),
         ("GET", "/offboarding", EVERYONE), ("POST", "/offboarding", OFFBOARDERS),
+        ("GET", "/offboarding/1", EVERYONE), ("GET", "/offboarding/1/progress.json", EVERYONE),
+        ("GET", "/audits", READERS),
     ]
     for role, web in webs.items():
         csrf = web.get("/offboarding").csrf("logout")
