@@ -75,6 +75,12 @@ def enrolled_test(url: str) -> str:
             f" && cmp -s {core.CA_FILE} {core.STATE_DIR}/collector-ca.pem")
 
 
+def agent_pattern() -> str:
+    """``pkill -f`` pattern of the running agent that does not match the shell running the
+    pkill (its own command line holds the pattern: ``[/]`` matches ``/``, not ``[/]``)."""
+    return shlex.quote(f"[/]{core.VENV[1:]}/bin/baomi agent run")
+
+
 def enrol_command(url: str, groups: tuple[str, ...], systemd: bool) -> str:
     argv = [f"{core.VENV}/bin/baomi", "agent", "enroll", "--collector", url,
             "--ca", core.CA_FILE, "--host", host.name, "--policy", core.POLICY_FILE,
@@ -83,7 +89,7 @@ def enrol_command(url: str, groups: tuple[str, ...], systemd: bool) -> str:
         argv += ["--group", group]
     stop = (f"systemctl stop {core.UNIT} 2>/dev/null || true" if systemd else
             f"pid=$(cat {core.PIDFILE} 2>/dev/null) && kill \"$pid\" 2>/dev/null; "
-            f"pkill -f {shlex.quote(core.VENV + '/bin/baomi agent run')} || true; sleep 1")
+            f"pkill -f {agent_pattern()} || true; sleep 1")
     return "\n".join([
         "set -e",
         f"trap 'rm -f {TOKEN_FILE}' EXIT",
@@ -152,7 +158,6 @@ def apply() -> None:
         return
     enrolled = enrol(name=op_name(C, f"enrolled with {want.collector}"), url=want.collector,
                      token=token, groups=want.groups, systemd=systemd)
-    run_agent = shlex.quote(core.VENV + "/bin/baomi agent run")
     if systemd:
         unit = put_text(C, core.UNIT_PATH, want.unit)
         shell_if(name=op_name(C, f"{core.UNIT} restarted (new venv, unit, policy or enrolment)"),
@@ -168,7 +173,7 @@ def apply() -> None:
             shell_if(name=op_name(C, "supervisor restarted (new venv, script, policy or "
                                      "enrolment)"), check="false", reason="",
                      command=f"pid=$(cat {core.PIDFILE}) && kill \"$pid\"; "
-                             f"pkill -f {run_agent}; sleep 1; {start}",
+                             f"pkill -f {agent_pattern()}; sleep 1; {start}",
                      _if=any_changed(*cast(Any, (installed, policy, enrolled, script))))
         else:
             shell_if(name=op_name(C, "supervisor started (no systemd)"), check="false",
