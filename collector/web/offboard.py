@@ -63,6 +63,8 @@ from baomi.policy import load as load_policy
 PARALLEL = 4
 HOST_TIMEOUT = 900
 PURGE_TIMEOUT = 3 * 3600
+SERVICE_NAME = "collector (offboarding)"  # the actor of the child runs' records in the log
+SESSION_HOURS = PURGE_TIMEOUT / 3600 + 1
 
 
 # ---- the service --------------------------------------------------------------------------
@@ -75,6 +77,9 @@ class Offboarding:
         self.db = database
         self.tasks: set[asyncio.Task[None]] = set()
         self.slots = asyncio.Semaphore(PARALLEL)
+        self.session_lock = asyncio.Lock()
+        self.session_users = 0
+        self.session_token: str | None = None
 
     def problem(self) -> str | None:
         """Why this collector cannot offboard (a word of :mod:`i18n`), or None."""
@@ -105,24 +110,33 @@ class Offboarding:
         return policy.collector.url if policy.collector.records == "collector" else None
 
     @asynccontextmanager
-    async def records_session(self, on_behalf: str) -> AsyncIterator[None]:
+    async def records_session(self) -> AsyncIterator[None]:
         """With ``collector.records: collector``, the child runs write the ledger through this
-        collector's API: a session of the collector itself (role `it`, one hour, named
-        ``collector (for USER)``, ended when the runs end) in the child's 0700 state folder.
-        The token never leaves the collector's own files; HR's session stays `hr`."""
-        url = self.records_url()
-        if url is None:
-            yield
-            return
-        made = await self.db.write(lambda tx: store.new_session(
-            tx, f"collector (for {on_behalf})", "it", 1.0))
-        path = write_child_session(self.state_dir(), url, str(self.config.ca), made)
+        collector's API: a session of the collector itself (role `it`, named
+        :data:`SERVICE_NAME`, at most :data:`SESSION_HOURS`) in the child's 0700 state folder,
+        shared by the runs going on at once (one ``session.json`` per folder) and removed and
+        ended when the last of them ends.  The token never leaves the collector's own files;
+        HR's session stays `hr` (the ledger names HR as the operator)."""
+        async with self.session_lock:
+            if self.session_users == 0:
+                url = self.records_url()
+                if url is not None:
+                    made = await self.db.write(lambda tx: store.new_session(
+                        tx, SERVICE_NAME, "it", SESSION_HOURS))
+                    write_child_session(self.state_dir(), url, str(self.config.ca), made)
+                    self.session_token = str(made["token"])
+            self.session_users += 1
         try:
             yield
         finally:
-            path.unlink(missing_ok=True)
-            await self.db.write(lambda tx: store.end_session(
-                tx, Principal("it", "", token=credentials.digest(made["token"]))))
+            async with self.session_lock:
+                self.session_users -= 1
+                token = self.session_token
+                if self.session_users == 0 and token is not None:
+                    self.session_token = None
+                    (self.state_dir() / "session.json").unlink(missing_ok=True)
+                    await self.db.write(lambda tx: store.end_session(
+                        tx, Principal("it", "", token=credentials.digest(token))))
 
     async def baomi(self, args: list[str], timeout: float) -> tuple[int, str, str]:
         """``baomi ARGS`` as a child process with the collector's ledger folder."""
@@ -162,7 +176,7 @@ class Offboarding:
     async def run_request(self, request_id: int) -> None:
         req = await self.db.read(lambda tx: get_request(tx, request_id))
         try:
-            async with self.records_session(req["created_by"]):
+            async with self.records_session():
                 await asyncio.gather(*(self.run_host(request_id, req, h["host"])
                                        for h in req["hosts"]))
         except Invalid as exc:  # the policy stopped loading since the request was made
@@ -185,7 +199,7 @@ class Offboarding:
         if not claimed:
             return None
         try:
-            async with self.records_session("the daily purge"):
+            async with self.records_session():
                 code, out, err = await self.baomi(
                     ["offboard", "--purge-due", f"--now={day}",
                      f"--inventory={self.config.offboard_inventory}",

@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import socket
+import sqlite3
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -231,7 +232,11 @@ def test_it_acknowledges_a_finding_and_hr_offboards_a_lab_user(
     log = c.admin().get("/api/v1/log").body["lines"]
     assert [x["actor"] for x in log if x["action"] == "offboarding.request"] == [hr_name]
     assert {x["actor"] for x in log if x["action"] == "offboarding.append"} == \
-        {f"collector (for {hr_name})"}
+        {"collector (offboarding)"}
+    with sqlite3.connect(c.folder / "collector.db") as conn:  # the runs' session was ended
+        left = conn.execute("SELECT COUNT(*) FROM sessions WHERE name = ?",
+                            ("collector (offboarding)",)).fetchone()
+    assert left == (0,)
     assert c.admin().get("/api/v1/log/verify").body["ok"] is True
 
     # The daily purge as the collector's scheduler runs it (Offboarding.purge_once: the day
