@@ -236,7 +236,7 @@ def create_app(config: Config, database: Database) -> Starlette:
         return JSONResponse(await database.read(lambda tx: store.session_info(tx, principal)))
 
     async def users(request: Request) -> Response:
-        await who(request, IT)
+        principal = await who(request, IT)
         if request.method == "GET":
             return JSONResponse({"users": await database.read(store.list_users)})
         body = await body_of(request)
@@ -245,7 +245,8 @@ def create_app(config: Config, database: Database) -> Starlette:
         role = validate.role(validate.field(body, "role"))
         pw_hash = await asyncio.get_running_loop().run_in_executor(
             None, credentials.hash_password, password)
-        made = await database.write(lambda tx: store.add_user(tx, user, pw_hash, role))
+        made = await database.write(lambda tx: store.add_user(tx, user, pw_hash, role,
+                                                              by=principal.name))
         return JSONResponse(made, 201)
 
     async def user_delete(request: Request) -> Response:
@@ -277,9 +278,9 @@ def create_app(config: Config, database: Database) -> Starlette:
         return JSONResponse(made, 201)
 
     async def enrol_token_delete(request: Request) -> Response:
-        await who(request, IT)
+        principal = await who(request, IT)
         token_id = path_id(request, "id")
-        await database.write(lambda tx: store.revoke_enrol_token(tx, token_id))
+        await database.write(lambda tx: store.revoke_enrol_token(tx, token_id, principal.name))
         return Response(status_code=204)
 
     async def enroll(request: Request) -> Response:
@@ -296,9 +297,10 @@ def create_app(config: Config, database: Database) -> Starlette:
         return JSONResponse({"agents": await database.read(store.list_agents)})
 
     async def agent_revoke(request: Request) -> Response:
-        await who(request, IT)
+        principal = await who(request, IT)
         agent_id = path_id(request, "id")
-        return JSONResponse(await database.write(lambda tx: store.revoke_agent(tx, agent_id)))
+        return JSONResponse(await database.write(
+            lambda tx: store.revoke_agent(tx, agent_id, principal.name)))
 
     # -- agents' writes --
 

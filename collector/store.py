@@ -104,12 +104,14 @@ def list_users(tx: Tx) -> list[dict[str, Any]]:
             for n, r, c in tx.all("SELECT name, role, created FROM users ORDER BY name")]
 
 
-def add_user(tx: Tx, user: str, pw_hash: str, role: str) -> dict[str, Any]:
+def add_user(tx: Tx, user: str, pw_hash: str, role: str, by: str = "") -> dict[str, Any]:
     if tx.one("SELECT 1 FROM users WHERE name = ?", (user,)):
         raise Invalid(f"user {user!r} already exists", 409)
     now = time.time()
     tx.run("INSERT INTO users (name, role, pw, created) VALUES (?, ?, ?, ?)",
            (user, role, pw_hash, now))
+    if by:  # a person added them (not the first admin from the config)
+        auditlog.append(tx, by, "it", "user.add", {"user": user, "role": role})
     return {"user": user, "role": role, "created": format_time(now)}
 
 
@@ -150,9 +152,11 @@ def list_enrol_tokens(tx: Tx) -> list[dict[str, Any]]:
             for i, h, o, e, c, b, u, r in rows]
 
 
-def revoke_enrol_token(tx: Tx, token_id: int) -> None:
+def revoke_enrol_token(tx: Tx, token_id: int, by: str = "") -> None:
     if tx.run("UPDATE enrol_tokens SET revoked = 1 WHERE id = ?", (token_id,)) == 0:
         raise NotFound(f"enrolment token {token_id} not found")
+    if by:
+        auditlog.append(tx, by, "it", "enrol_token.revoke", {"id": token_id})
 
 
 def enroll(tx: Tx, token: str, host: str) -> dict[str, Any]:
@@ -236,12 +240,14 @@ def list_agents(tx: Tx) -> list[dict[str, Any]]:
             for row in tx.all(f"SELECT {_AGENT_COLUMNS} FROM agents ORDER BY id")]
 
 
-def revoke_agent(tx: Tx, agent_id: int) -> dict[str, Any]:
+def revoke_agent(tx: Tx, agent_id: int, by: str = "") -> dict[str, Any]:
     tx.run("UPDATE agents SET revoked = ? WHERE id = ? AND revoked IS NULL",
            (time.time(), agent_id))
     row = tx.one(f"SELECT {_AGENT_COLUMNS} FROM agents WHERE id = ?", (agent_id,))
     if row is None:
         raise NotFound(f"agent {agent_id} not found")
+    if by:
+        auditlog.append(tx, by, "it", "agent.revoke", {"id": agent_id, "host": row[1]})
     return _agent_dict(tx, row, time.time())
 
 

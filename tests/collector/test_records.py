@@ -155,6 +155,7 @@ def test_two_controllers_share_escrow_ledger_and_requests(
     # Every write and the retrieval are in the log, which verifies from a terminal.
     lines = collector.client(collector.it).get(f"{API}/log").body["lines"]
     actions = [(line["actor"], line["action"]) for line in lines]
+    assert ("admin", "user.add") in actions and ("bob", "login") in actions
     assert ("bob", "escrow.retrieve") in actions and ("ann", "escrow.append") in actions
     assert ("ann", "accounts.append") in actions and ("bob", "accounts.append") in actions
     verified = a.baomi("collector", "verify-log")
@@ -241,10 +242,11 @@ def test_verify_log_detects_an_edited_and_a_deleted_line(collector: Collector) -
             "user": "dave", "host": f"srv{n}", "state": "frozen",
             "time": "2026-12-02T10:00:00Z"}}]})
         assert sent.status == 200, sent.body
-    collector.login(person(collector, "auditor", "audrey"), PASSWORD)  # line 5: a login
+    # line 5: the user added, line 6: their login
+    collector.login(person(collector, "auditor", "audrey"), PASSWORD)
     intact = _verify(collector)
     assert intact.returncode == 0, intact.stdout + intact.stderr
-    assert "log intact: 5 lines" in intact.stdout
+    assert "log intact: 6 lines" in intact.stdout
     head = intact.stdout.split("head ")[1].strip()
 
     # An edited line: the action's actor rewritten.
@@ -270,11 +272,11 @@ def test_verify_log_detects_an_edited_and_a_deleted_line(collector: Collector) -
     assert "record offboarding/l0: its log line 2 is missing" in deleted.stdout
 
     # The newest line cut off (a login, which no record points at): the noted head says so.
-    _tamper(collector, "DELETE FROM audit_log WHERE seq = 5")
+    _tamper(collector, "DELETE FROM audit_log WHERE seq = 6")
     cut = _verify(collector, "--head", head)
     assert cut.returncode == 1
-    assert "the head noted earlier (line 5) is missing" in cut.stdout
-    assert _verify(collector, "--head", "5:xyz").returncode == 2  # bad input: one line
+    assert "the head noted earlier (line 6) is missing" in cut.stdout
+    assert _verify(collector, "--head", "6:xyz").returncode == 2  # bad input: one line
 
 
 def test_import_moves_local_records_verified_and_idempotent(
