@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -60,6 +61,7 @@ from baomi.inventory import read as read_inventory
 from baomi.policy import PolicyError, default_policy_path
 from baomi.policy import load as load_policy
 
+log = logging.getLogger("baomi.collector.offboarding")
 PARALLEL = 4
 HOST_TIMEOUT = 900
 PURGE_TIMEOUT = 3 * 3600
@@ -155,7 +157,13 @@ class Offboarding:
     def spawn(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self.done)
+
+    def done(self, task: asyncio.Task[None]) -> None:
+        """A background run that failed is logged (its hosts stay as the database says)."""
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("offboarding run failed: %s", task.exception())
 
     async def run_host(self, request_id: int, req: dict[str, Any], host: str) -> None:
         async with self.slots:
@@ -222,9 +230,14 @@ class Offboarding:
         return {"day": day, "state": state, "detail": detail, "events": events}
 
     async def purge_loop(self) -> None:
+        """Daily at ``purge_hour``; a failed day (e.g. the database away) is logged and the
+        next day's run catches it up (``--purge-due`` purges whatever is due by then)."""
         while True:
             await asyncio.sleep(seconds_until(self.config.purge_hour, datetime.now(UTC)))
-            await self.purge_once(datetime.now(UTC).date())
+            try:
+                await self.purge_once(datetime.now(UTC).date())
+            except Exception as exc:  # the scheduler must outlive one bad day
+                log.error("daily purge failed: %s", exc)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
