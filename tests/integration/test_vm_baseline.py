@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from baomi.controller.escrow import EscrowStore
+from baomi.controls import antivirus as av
 from baomi.deploy.common import ALL_CONTROLS
 from baomi.lab.lifecycle import Request
 from baomi.lab.testing import LabHandle, running_lab
@@ -29,6 +30,7 @@ from tests.integration.controls import ROOT, apply
 
 DEVICE = "/dev/disk/by-id/virtio-baomi-data"
 TIMES: dict[str, float] = {}
+EICAR = av.EICAR.decode()
 
 
 def demo_policy() -> str:
@@ -38,8 +40,12 @@ def demo_policy() -> str:
                          "  pbkdf: pbkdf2\n  pbkdf_force_iterations: 1000  ", 1)
     volume = cheap.replace("  volumes: []", f"  volumes: [{{device: {DEVICE}, mount: /srv, "
                            "filesystem: ext4, groups: [vm]}]", 1)
-    assert text != cheap != volume, "policy.yaml no longer has the lines this test edits"
-    return volume
+    # R-LOG: bak1 is the log host (the firewall lets syslog over TLS in).
+    logs = volume.replace('  host: ""   ', "  host: bak1   ", 1).replace(
+        "  allow: []  ", "  allow: [{port: 6514, comment: syslog over TLS}]  ", 1)
+    assert text != cheap != volume != logs and logs.count("bak1") == 1 + volume.count("bak1"), \
+        "policy.yaml no longer has the lines this test edits"
+    return logs
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +98,22 @@ def test_full_baseline_on_the_vm_applies_reapplies_and_passes_every_check(
     for host, result in second["hosts"].items():
         assert set(result["controls"].values()) == {"unchanged"}, (host, result)
 
+    # R-SEC on-access, which needs the VM's own kernel (fanotify): a file root wrote into a
+    # sensitive path cannot be read by a member of its group while it is infected; the
+    # scheduled scan then quarantines it (its record removed again: the audit expects none).
+    run(f"id eve >/dev/null 2>&1 || useradd -m -G customer-data eve; printf %s '{EICAR}' "
+        "> /srv/customers/eicar.txt")
+    deadline = time.monotonic() + 120
+    while True:  # clamonacc marks the folders shortly after it starts
+        blocked = lab.ssh("vm1", "su eve -s /bin/sh -c 'cat /srv/customers/eicar.txt'")
+        if "Operation not permitted" in blocked.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert blocked.returncode != 0 and "Operation not permitted" in blocked.stderr, blocked
+    run("systemctl start baomi-av-scan.service")
+    assert lab.ssh("vm1", "test -e /srv/customers/eicar.txt").returncode == 1
+    assert '"action": "quarantined"' in run(f"cat {av.DETECTIONS_LOG}")
+    run(f"rm {av.DETECTIONS_LOG}")
     # The sensitive paths live on the dm-crypt mapping the apply made of the blank disk.
     assert "crypt /srv" in run("lsblk -nr -o TYPE,MOUNTPOINTS /dev/vdb").splitlines()
     assert run("findmnt -n -o SOURCE -T /srv/customers").strip() == "/dev/mapper/baomi-srv"
@@ -123,6 +145,11 @@ def test_full_baseline_on_the_vm_applies_reapplies_and_passes_every_check(
             f"{check_id}]" in audit.stdout
     assert "PASSED checks/test_audit_rules.py::test_check[ssh://vm1-audit_rules.loaded]" in \
         audit.stdout  # not skipped: the VM's kernel takes the rules
+    for check_id in ("antivirus.on_access", "antivirus.daemon", "ssh_guard.jail",
+                     "log_forwarding.target"):  # on-access runs here (fanotify)
+        control = check_id.split(".")[0]
+        assert f"PASSED checks/test_{control}.py::test_check[ssh://vm1-{check_id}]" in \
+            audit.stdout, check_id
     # Every skip is a check the runner found not applicable, with its reason ("SKIPPED [1]
     # FILE:LINE: CHECK_ID: not applicable: REASON"); none of R-ENC's applicable parts, R-LOG's
     # or R-BAK's is among them.
