@@ -231,11 +231,15 @@ class EscrowStore:
         except OSError as exc:
             raise EscrowError(f"{identity}: cannot write the identity ({exc.strerror})") \
                 from None
+        written = os.lstat(identity)
         public = private.public_key()
         try:
             self.backend.set_recipient(f"{RECIPIENT_TAG} {base64.b64encode(_raw(public)).decode()}")
-        except RecordError as exc:
-            raise EscrowError(str(exc)) from None
+        except RecordError as exc:  # no public half kept: the private half must not linger
+            now = os.lstat(identity)
+            if (now.st_ino, now.st_dev) == (written.st_ino, written.st_dev):
+                identity.unlink()
+            raise EscrowError(f"{exc}; no key pair made") from None
         return fingerprint(public)
 
     def _recipient_line(self) -> str | None:

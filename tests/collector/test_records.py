@@ -97,6 +97,7 @@ def test_two_controllers_share_escrow_ledger_and_requests(
     assert not (tmp_path / "a" / "escrow" / "escrow.pub").exists()  # kept at the collector
     assert "already has a key pair" in b.baomi("escrow", "keygen", "--identity",
                                                str(tmp_path / "other"), ok=False).stderr
+    assert not (tmp_path / "other").exists()
 
     # Controller A escrows a LUKS recovery secret (as the disk-encryption deploy does).
     a.in_process(monkeypatch)

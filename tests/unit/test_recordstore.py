@@ -178,3 +178,16 @@ def test_an_old_fernet_store_is_not_imported(tmp_path: Path) -> None:
     with pytest.raises(RecordError, match="old \\(Fernet\\) escrow store: run baomi escrow "
                                           "migrate"):
         import_local(local, None, print)  # type: ignore[arg-type]  # refused before any call
+
+
+def test_a_key_pair_the_store_refuses_leaves_no_private_half(tmp_path: Path) -> None:
+    from baomi.controller.escrow import EscrowError, EscrowStore
+
+    class Refusing(LocalStore):
+        def set_recipient(self, line: str) -> None:
+            raise RecordError("col1: ann (role auditor) may not PUT /api/v1/escrow/recipient")
+
+    store = EscrowStore(tmp_path / "escrow", Refusing(tmp_path / "state", tmp_path / "escrow"))
+    with pytest.raises(EscrowError, match=r"may not PUT .*; no key pair made"):
+        store.keygen(tmp_path / "identity")
+    assert not (tmp_path / "identity").exists()
