@@ -88,8 +88,9 @@ class Actor:
         return f"{who} (uid {self.uid}{login}) pid {self.pid} {self.comm} ({self.exe})"
 
 
-@functools.lru_cache(maxsize=1024)
-def _user(uid: int | None) -> str:
+@functools.lru_cache(maxsize=4096)
+def user_name(uid: int | None) -> str:
+    """The host's name of a uid (cached: names rarely change), else the number."""
     import pwd
 
     if uid is None:
@@ -98,6 +99,16 @@ def _user(uid: int | None) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
+
+
+@functools.lru_cache(maxsize=4096)
+def group_name(gid: int) -> str:
+    import grp
+
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 def _read(path: str) -> str | None:
@@ -124,8 +135,8 @@ def process(pid: int, now: float | None = None) -> Actor | None:
     except OSError:
         exe = "unknown"
     comm = (_read(f"/proc/{pid}/comm") or "unknown").strip()
-    return Actor(pid, uid, _user(uid), euid, _user(euid), auid,
-                 _user(auid) if auid is not None else None, comm, exe,
+    return Actor(pid, uid, user_name(uid), euid, user_name(euid), auid,
+                 user_name(auid) if auid is not None else None, comm, exe,
                  time.time() if now is None else now)
 
 

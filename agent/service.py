@@ -34,7 +34,8 @@ from typing import Any
 
 from baomi import __version__
 from baomi.agent import rules
-from baomi.agent.actors import Actors
+from baomi.agent import status as report
+from baomi.agent.actors import Actors, group_name, user_name
 from baomi.agent.config import Enrolment, write_private
 from baomi.agent.files import FileState, Swapped, text
 from baomi.agent.scan import Batch, Change, Scanner, ScanStats
@@ -64,29 +65,6 @@ def run_locally(script: str) -> str:
     return done.stdout
 
 
-def names_from_system() -> rules.Names:
-    """uid/gid → names from the host's passwd/group, cached (names rarely change)."""
-    import grp
-    import pwd
-    from functools import lru_cache
-
-    @lru_cache(maxsize=4096)
-    def user(uid: int) -> str:
-        try:
-            return pwd.getpwuid(uid).pw_name
-        except KeyError:
-            return str(uid)
-
-    @lru_cache(maxsize=4096)
-    def group(gid: int) -> str:
-        try:
-            return grp.getgrgid(gid).gr_name
-        except KeyError:
-            return str(gid)
-
-    return lambda uid, gid: (user(uid), group(gid))
-
-
 class Agent:
     def __init__(self, policy: Policy, directory: Path, enrolment: Enrolment | None,
                  groups: tuple[str, ...] = (), workers: int = 16) -> None:
@@ -100,7 +78,7 @@ class Agent:
         self.state = State(directory / "state.db")
         self.spool = Spool(Path(a.spool_dir) / "spool.db", a.spool_max_mb * MIB)
         self.scanner = Scanner(self.state, a.hash, a.max_hash_mb * MIB, workers, self.roots)
-        self.names = names_from_system()
+        self.names: rules.Names = lambda uid, gid: (user_name(uid), group_name(gid))
         self.pending = Pending()
         self.errors: list[str] = []
         self.watcher = Watcher(self.roots, self.pending, self._error)
@@ -111,7 +89,8 @@ class Agent:
         if enrolment is not None:
             client = Client(enrolment.collector, enrolment.ca_file, enrolment.credential)
             self.shipper = Shipper(self.spool, client, a.batch_size,
-                                   float(a.ship_interval_seconds), self.health)
+                                   float(a.ship_interval_seconds),
+                                   functools.partial(report.health, self))
         self.last_scan: dict[str, Any] = {}
         self.polling: str | None = None
         self.started = time.time()
@@ -353,41 +332,8 @@ class Agent:
             self.polling = reason
         self.write_status()
 
-    def health(self) -> dict[str, Any]:
-        """Figures for the collector's heartbeat (numbers, strings, booleans only)."""
-        depth = self.spool.depth()
-        return {"version": __version__, "spool_events": depth.events,
-                "spool_bytes": depth.bytes, "dropped": depth.dropped,
-                "last_scan": self.last_scan.get("at"), "files": self.last_scan.get("files"),
-                "watched_paths": len(self.watcher.watched), "polling": self.polling is not None,
-                "overflows": self.pending.overflows, "restarts": self.watcher.restarts}
-
-    def status(self) -> dict[str, Any]:
-        import psutil
-
-        me = psutil.Process()
-        depth = self.spool.depth()
-        ship = self.shipper.status if self.shipper else None
-        return {
-            "pid": os.getpid(), "version": __version__, "started": self.started,
-            "paths": self.roots, "watched": self.watcher.watched,
-            "inotify_watches": inotify_watches(), "polling": self.polling,
-            "last_scan": self.last_scan, "baseline_entries": self.state.count(),
-            "spool": {"events": depth.events, "bytes": depth.bytes, "last_seq": depth.last_seq,
-                      "acked_seq": depth.acked_seq, "dropped": depth.dropped},
-            "collector": None if ship is None else {
-                "url": self.enrolment.collector if self.enrolment else None,
-                "reachable": ship.reachable, "last_ok": ship.last_ok,
-                "last_error": ship.last_error, "sent": ship.sent},
-            "events_seen": self.pending.events, "overflows": self.pending.overflows,
-            "actors": self.actors.unavailable or f"fanotify ({self.actors.events} writes seen)",
-            "observer_restarts": self.watcher.restarts, "errors": self.errors[-5:],
-            "rss_bytes": me.memory_info().rss, "cpu_seconds": sum(me.cpu_times()[:2]),
-            "written": time.time(),
-        }
-
     def write_status(self) -> None:
-        write_private(self.dir / "status.json", json.dumps(self.status(), indent=2) + "\n",
+        write_private(self.dir / "status.json", json.dumps(report.status(self), indent=2) + "\n",
                       sync=False)  # informational, rewritten every 10 s: no disk flush
 
     # --- running ------------------------------------------------------------------------
