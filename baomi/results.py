@@ -202,6 +202,14 @@ def scores(results: Iterable[CheckResult], by: str) -> dict[str, dict[str, Any]]
     return out
 
 
+def overall(host_scores: Mapping[str, Mapping[str, Any]]) -> int | None:
+    """The run's one score, from :func:`scores` per host: the same ratio over every host."""
+    judged = [v for v in host_scores.values() if v["score"] is not None]
+    total = sum(v[PASS] + v[WAIVED] + v[FAIL] + v[ERROR] for v in judged)
+    good = sum(v[PASS] + v[WAIVED] for v in judged)
+    return round(100 * good / total) if total else None
+
+
 def diff(before: Audit, after: Audit) -> list[dict[str, str]]:
     """What changed between two audits, per (host, check): status moves, new, gone."""
     a = {(r.host, r.check): r for r in before.results}

@@ -32,7 +32,7 @@ from starlette.routing import Route
 from baomi.collector.db import Database, Tx
 from baomi.collector.store import NotFound, Principal
 from baomi.collector.validate import Invalid
-from baomi.results import Audit, AuditFileError, CheckResult, diff, scores, summary
+from baomi.results import Audit, AuditFileError, CheckResult, diff, overall, scores, summary
 
 WRITERS = frozenset({"it", "auditor"})
 READERS = frozenset({"it", "auditor"})
@@ -127,20 +127,13 @@ def add_results(tx: Tx, audit_id: int, rows: list[CheckResult]) -> dict[str, Any
     return {"id": audit_id, "results": _insert(tx, audit_id, rows)}
 
 
-def _score(figures: dict[str, Any]) -> int | None:
-    judged = [v for v in figures.get("hosts", {}).values() if v["score"] is not None]
-    total = sum(v["pass"] + v["waived"] + v["fail"] + v["error"] for v in judged)
-    good = sum(v["pass"] + v["waived"] for v in judged)
-    return round(100 * good / total) if total else None
-
-
 def _run_row(row: tuple[Any, ...]) -> dict[str, Any]:
     audit_id, started, finished, by_user, organisation, raw = row
     figures = json.loads(raw)
     counts = figures.get("summary", {})
     return {"id": int(audit_id), "started": started, "finished": finished, "by": by_user,
             "organisation": organisation, "summary": counts,
-            "hosts": len(figures.get("hosts", {})), "score": _score(figures),
+            "hosts": len(figures.get("hosts", {})), "score": overall(figures.get("hosts", {})),
             "exit_status": 2 if counts.get("error") else 1 if counts.get("fail") else 0,
             "clauses": {c: v["score"] for c, v in figures.get("clauses", {}).items()}}
 

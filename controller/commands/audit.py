@@ -25,7 +25,7 @@ from baomi.controller.audit_run import AuditError, audit, select
 from baomi.controller.audit_run import Progress as Counts
 from baomi.inventory import InventoryError, read
 from baomi.policy import default_policy_path
-from baomi.results import Audit, AuditFileError, diff
+from baomi.results import Audit, AuditFileError, diff, overall
 from baomi.ui import EXIT_USAGE, console, fail, json_option, load_policy_or_exit, print_json
 
 err = Console(stderr=True, highlight=False)
@@ -208,9 +208,6 @@ def _local_runs(folder: Path, count: int) -> list[dict[str, Any]]:
 def run_summary(a: Audit) -> dict[str, Any]:
     """One line of history: what ``baomi audit history`` and the collector list."""
     d = a.as_dict()
-    judged = [v for v in d["scores"]["hosts"].values() if v["score"] is not None]
-    total = sum(v["pass"] + v["waived"] + v["fail"] + v["error"] for v in judged)
-    good = sum(v["pass"] + v["waived"] for v in judged)
     return {"started": a.started, "summary": d["summary"], "hosts": len(a.hosts),
-            "score": round(100 * good / total) if total else None,
-            "exit_status": d["exit_status"]}
+            "score": overall(d["scores"]["hosts"]), "exit_status": d["exit_status"],
+            "clauses": {c: v["score"] for c, v in d["scores"]["clauses"].items()}}

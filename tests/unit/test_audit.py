@@ -15,7 +15,7 @@ from baomi.controller.audit_render import junit, matrix
 from baomi.controls.contract import Check, Result
 from baomi.findings import Finding
 from baomi.policy import load_text
-from baomi.results import Audit, AuditFileError, CheckResult, diff, record, scores
+from baomi.results import Audit, AuditFileError, CheckResult, diff, overall, record, scores
 from baomi.waivers import decide, stale
 
 TODAY = dt.date(2026, 12, 2)
@@ -109,6 +109,7 @@ def test_exit_status_scores_and_matrix() -> None:
     assert a.exit_status() == 1
     assert scores(a.results, "clause")["R-TLS"]["score"] == 50
     assert scores(a.results, "host")["ws1"]["score"] == 100
+    assert overall(scores(a.results, "host")) == 67  # 2 of 3 judged checks hold
     assert matrix(a) == {"srv1": {"R-TLS": "pass"}, "ws1": {"R-USB": "waived"},
                          "srv2": {"R-TLS": "fail"}}
     assert _audit(("srv1", "ssh.ciphers", "pass"), ("ws1", "usb.rules", "waived")
