@@ -60,7 +60,11 @@ class FileState:
 
 def text(value: str) -> str:
     """Valid UTF-8 text of a name that may not be (its bytes shown as \\xNN): file names are
-    bytes, and any local user can make one that is not UTF-8."""
+    bytes, and any local user can make one that is not UTF-8.  ASCII (most names and every
+    digest) is returned as it is: the round trip cannot change it, and every string of every
+    event passes here (measured: 43 → 34 µs of CPU to make one drift event)."""
+    if value.isascii():
+        return value
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
