@@ -13,8 +13,9 @@ anywhere), with a manifest of each file's digest and build time; the check compa
 with the manifest and the newest build time with ``max_signature_age_days``.
 
 Where fanotify cannot be used (a container: ``fanotify_init`` needs CAP_SYS_ADMIN in the
-initial user namespace) ``antivirus.on_access`` is not applicable, with the kernel's answer as
-the reason; the daily scan still runs there.  Root is excluded from on-access prevention
+initial user namespace, and seccomp filters such as systemd-nspawn's default refuse it)
+``antivirus.on_access`` is not applicable, with the kernel's answer as the reason; the daily
+scan still runs there.  Root is excluded from on-access prevention
 (``OnAccessExcludeRootUID``): the scan that quarantines reads as root.
 """
 
@@ -361,7 +362,8 @@ def skipped(want: Desired, seen: Observed) -> dict[str, str]:
     elif seen.fanotify != "ok":
         reasons[ON_ACCESS.id] = (f"fanotify unavailable here (fanotify_init: {seen.fanotify}; "
                                  "a container without CAP_SYS_ADMIN in the initial user "
-                                 "namespace): the daily scan protects this host")
+                                 "namespace, or whose seccomp filter refuses fanotify): the "
+                                 "daily scan protects this host")
     elif not seen.systemd:
         reasons[ON_ACCESS.id] = "no systemd on this host to run clamonacc"
     if not want.mirror:
