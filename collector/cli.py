@@ -122,6 +122,7 @@ def serve_cmd(folder: str, database: str | None, listen: str | None, log_level: 
         config = dataclasses.replace(config, database=database)
     if policy_file:
         config = _with_policy(config, Path(policy_file))
+    config = _with_environment(config)
     if listen:
         config = dataclasses.replace(config, listen=listen)
     try:
@@ -158,6 +159,37 @@ def _with_policy(config: Config, path: Path) -> Config:
         alert_syslog_socket=config.alert_syslog_socket if c.alert_syslog else "",
         agent_silent_minutes=float(c.agent_silent_minutes),
         agent_silent_severity=c.agent_silent_severity)
+
+
+def _with_environment(config: Config) -> Config:
+    """``config`` with the alert settings the deploy put in the service's environment file
+    (BAOMI_ALERT_*, BAOMI_AGENT_SILENT_*: the policy's, as ``collector-deploy`` wrote them)."""
+    import dataclasses
+
+    from baomi.collector.config import alert_problem
+
+    env = os.environ
+    changes: dict[str, object] = {}
+    for name, key in (("BAOMI_ALERT_MIN_SEVERITY", "alert_min_severity"),
+                      ("BAOMI_ALERT_WEBHOOK", "alert_webhook"),
+                      ("BAOMI_AGENT_SILENT_SEVERITY", "agent_silent_severity")):
+        if name in env:
+            changes[key] = env[name]
+    if env.get("BAOMI_ALERT_SYSLOG") == "0":
+        changes["alert_syslog_socket"] = ""
+    if "BAOMI_AGENT_SILENT_MINUTES" in env:
+        try:
+            changes["agent_silent_minutes"] = float(env["BAOMI_AGENT_SILENT_MINUTES"])
+        except ValueError:
+            raise click.ClickException("BAOMI_AGENT_SILENT_MINUTES: not a number") from None
+    if not changes:
+        return config
+    config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+    try:
+        alert_problem(config, "the service's environment (BAOMI_ALERT_*)")
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    return config
 
 
 def _redact(url: str) -> str:

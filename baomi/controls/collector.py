@@ -73,11 +73,15 @@ class Desired:
     supervisor: str
     pinned_ca: str | None
     problem: str | None = None
+    alerts: tuple[tuple[str, str], ...] = ()  # the policy's alert settings, as variables
 
     @property
     def env_file(self) -> str:
-        """``database.env``: read by systemd (EnvironmentFile) or sourced by the supervisor."""
-        return f"# Managed by baomi (root only)\nBAOMI_COLLECTOR_DB='{self.database}'\n"
+        """``database.env``: read by systemd (EnvironmentFile) or sourced by the supervisor;
+        the database URL and the policy's alert settings (a webhook URL may hold a token)."""
+        lines = [f"BAOMI_COLLECTOR_DB='{self.database}'",
+                 *(f"{name}='{value}'" for name, value in self.alerts)]
+        return "# Managed by baomi (root only)\n" + "\n".join(lines) + "\n"
 
     @property
     def listen(self) -> str:
@@ -168,13 +172,21 @@ def desired(ctx: HostContext) -> Desired:
     host_name = urlsplit(c.url).hostname or ""
     names = tuple(dict.fromkeys(n for n in (ctx.host, host_name)
                                 if n and not n.replace(".", "").isdigit()))
+    alerts = (("BAOMI_ALERT_MIN_SEVERITY", c.alert_min_severity),
+              ("BAOMI_ALERT_WEBHOOK", c.alert_webhook or ""),
+              ("BAOMI_ALERT_SYSLOG", "1" if c.alert_syslog else "0"),
+              ("BAOMI_AGENT_SILENT_MINUTES", str(c.agent_silent_minutes)),
+              ("BAOMI_AGENT_SILENT_SEVERITY", c.agent_silent_severity))
+    problem = database_problem(c.database, ctx.policy.source)
+    if problem is None and any(ch in (c.alert_webhook or "") for ch in "'\\\n"):
+        problem = (f"{ctx.policy.source}: collector.alert_webhook: a quote or backslash in "
+                   "the URL (percent-encode it)")
     base = Desired(GROUP in ctx.groups, c.listen_port, c.database, ctx.host, names, "", "",
-                   ctx.inputs.get(INPUT),
-                   database_problem(c.database, ctx.policy.source))
+                   ctx.inputs.get(INPUT), problem)
     argv = base.serve_argv
     return Desired(base.applies, base.port, base.database, base.server_name, base.names,
                    unit_text(argv, base.port), supervisor_text(argv), base.pinned_ca,
-                   base.problem)
+                   base.problem, alerts)
 
 
 def not_applicable(want: Desired) -> str | None:

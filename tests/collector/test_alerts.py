@@ -162,11 +162,13 @@ def test_receiver_down_then_up_gets_exactly_the_alerts_across_a_kill(
 
 
 def test_silent_agent_becomes_a_finding_and_clears(
-        backend: str, start_collector: StartCollector,
-        syslog: tuple[str, socket.socket]) -> None:
+        backend: str, start_collector: StartCollector, syslog: tuple[str, socket.socket],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     path, sock = syslog
-    collector = start_collector(backend, alert_syslog_socket=path, alert_min_severity="high",
-                                agent_silent_minutes=0.05, agent_silent_severity="high")
+    # the limit and the threshold as collector-deploy passes the policy's: in the environment
+    monkeypatch.setenv("BAOMI_AGENT_SILENT_MINUTES", "0.05")
+    monkeypatch.setenv("BAOMI_ALERT_MIN_SEVERITY", "high")
+    collector = start_collector(backend, alert_syslog_socket=path, agent_silent_severity="high")
     agent = collector.enrol("al-quiet1")
     assert agent.client.post(f"{API}/heartbeat", {"spool": 0}).status == 200
     it = collector.client(collector.it)

@@ -102,6 +102,13 @@ def test_deploy_installs_and_every_check_passes(deployed: Deployed) -> None:
                                          "serve'); do tr '\\0' ' ' < /proc/$p/cmdline; done"
                                    ).stdout
         assert "collector serve" in cmdline and "--db" not in cmdline, cmdline
+        # the policy's alert settings reach the service through the same root-only file
+        assert deployed.lab.ssh(host, "grep -qx \"BAOMI_ALERT_MIN_SEVERITY='critical'\" "
+                                      f"{core.ENV_FILE}").returncode == 0
+        environ = deployed.lab.ssh(host, f"for p in $(pgrep -u {core.USER} -f 'collector "
+                                         "serve'); do tr '\\0' '\\n' < /proc/$p/environ; done"
+                                   ).stdout.splitlines()
+        assert "BAOMI_AGENT_SILENT_MINUTES=30" in environ, environ
     out = _check(deployed)
     assert out.returncode == 0, out.stdout[-3000:]
     assert "10 passed, 5 skipped" in out.stdout, out.stdout[-500:]

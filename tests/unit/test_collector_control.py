@@ -101,3 +101,15 @@ def test_a_collector_deployed_before_the_ca_key_move_is_named() -> None:
     failing = _failing(old, _want(ca=old_ca))
     assert failing == {"collector.state_dir": "readable by the service user",
                        "collector.service": "edited content"}, failing
+
+
+def test_the_environment_file_carries_the_database_and_the_policys_alerts() -> None:
+    want = _want('organisation: t\ncollector:\n  database: "postgresql://b:pw@db/b"\n'
+                 '  alert_webhook: "https://chat.example/h?t=x"\n  alert_syslog: false\n')
+    assert want.env_file.splitlines()[1:] == [
+        "BAOMI_COLLECTOR_DB='postgresql://b:pw@db/b'", "BAOMI_ALERT_MIN_SEVERITY='critical'",
+        "BAOMI_ALERT_WEBHOOK='https://chat.example/h?t=x'", "BAOMI_ALERT_SYSLOG='0'",
+        "BAOMI_AGENT_SILENT_MINUTES='30'", "BAOMI_AGENT_SILENT_SEVERITY='high'"]
+    assert "pw" not in want.unit and "--db" not in want.unit
+    quoted = _want("organisation: t\ncollector:\n  alert_webhook: \"https://x/h?a='1\"\n")
+    assert quoted.problem and "collector.alert_webhook" in quoted.problem
