@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import re
 import textwrap
+from pathlib import Path
 
 import pytest
 from junit_check import validate
@@ -19,6 +20,7 @@ from baomi.results import Audit, AuditFileError, CheckResult, diff, overall, rec
 from baomi.waivers import decide, stale
 
 TODAY = dt.date(2026, 12, 2)
+DEFAULT = Path(__file__).resolve().parents[2] / "policy.yaml"
 POLICY = load_text(textwrap.dedent("""\
     waivers:
       - control: usb
@@ -154,3 +156,30 @@ def test_html_is_self_contained_and_escapes_what_hosts_print() -> None:
     assert page.count("</script>") == 2 and "\\u003c/script>" in page
     assert not re.search(r"(src|href)=['\"]?(https?:)?//", page)
     assert "default-src 'none'" in page
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          ) -> None:
+    from click.testing import CliRunner
+
+    from baomi.cli import main
+
+    monkeypatch.setenv("BAOMI_STATE_DIR", str(tmp_path / "state"))
+    inventory = tmp_path / "inventory.py"
+    inventory.write_text("servers = [('srv1', {'ssh_hostname': '10.0.0.1'})]\n")
+    runner = CliRunner()
+    cases = {
+        ("audit",): "give -i INVENTORY",
+        ("audit", "-i", str(tmp_path / "none.py")): "no such inventory file",
+        ("audit", "-i", str(inventory), "--limit", "nosuch"): "--limit nosuch: neither a host",
+        ("audit", "-i", str(inventory)): "srv1: no ssh_known_hosts_file",
+        ("audit", "diff", str(tmp_path / "a.json"), str(inventory)): "cannot read",
+        ("audit", "diff", str(inventory), str(inventory)): "not JSON",
+        ("audit", "history"): "not logged in",
+        ("audit", "history", "--report", str(tmp_path / "nope")): "no such folder",
+    }
+    for args, words in cases.items():
+        done = runner.invoke(main, [*args, "--policy", str(DEFAULT)] if args == ("audit",)
+                             else list(args))
+        assert done.exit_code == 2, (args, done.output)
+        assert words in done.output and "Traceback" not in done.output, (args, done.output)
