@@ -197,7 +197,7 @@ def latency(rig: Rig, rate: int, seconds: int) -> dict[str, Any]:
     achieved = len(closed) / (time.monotonic() - start)
     subjects = list(closed)
     wait_for("every latency finding", lambda: len(received_times(
-        rig.collector, agent.host, "agent.drift.created", subjects)) >= len(closed), 120,
+        rig.collector, agent.host, "agent.drift.created", subjects)) >= len(closed), 900,
         every=1)
     got = received_times(rig.collector, agent.host, "agent.drift.created", subjects)
     made = received_times(rig.collector, agent.host, "agent.drift.created", subjects, "ts")
