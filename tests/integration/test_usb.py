@@ -56,6 +56,10 @@ def test_usb_cycle(lab: LabHandle, tmp_path: Path) -> None:
            "Module usb-storage not found" in fresh.stdout
     assert f"{core.RULES_FILE}: expected the policy's allow-list, found missing " \
            "'allow with-interface match-all { 09:*:* } label \"baomi-hub\"'" in fresh.stdout
+    # Every removable-storage bus of usb.refuse_buses, each driver named.
+    for module in ("firewire-core", "firewire-sbp2", "thunderbolt", "mmc_block"):
+        assert f"modprobe -n -v {module}: expected install /bin/false, found 'modprobe: " \
+               f"FATAL: Module {module} not found" in fresh.stdout, module
     # Debian's default lets the plugdev group allow devices over IPC: reported.
     assert f"{core.DAEMON_CONF} IPCAllowedGroups: expected root, found root plugdev" \
         in fresh.stdout
@@ -67,6 +71,7 @@ def test_usb_cycle(lab: LabHandle, tmp_path: Path) -> None:
     # modprobe resolves to the refusal, with underscores in --showconfig.
     assert _ssh(lab, plain, "modprobe -n -v usb-storage").strip() == "install /bin/false"
     assert "install uas /bin/false" in _ssh(lab, plain, "modprobe --showconfig")
+    assert _ssh(lab, plain, "modprobe -n -v mmc_block").strip() == "install /bin/false"
     # The systemd host: unit enabled, the apply did not fail although the daemon cannot run.
     assert _ssh(lab, systemd, "systemctl is-enabled usbguard").strip() == "enabled"
     assert lab.ssh(systemd, "test -d /sys/bus/usb").returncode != 0
@@ -84,6 +89,7 @@ def test_usb_cycle(lab: LabHandle, tmp_path: Path) -> None:
         in drifted.stdout
     assert "modprobe -n -v uas: expected install /bin/false, found 'modprobe: FATAL: Module " \
            "uas not found" in drifted.stdout
+    assert "modprobe -n -v thunderbolt: expected install /bin/false" in drifted.stdout
     assert "systemctl is-enabled usbguard: expected enabled, found disabled" in drifted.stdout
     repaired = apply(lab, C, limit=hosts)
     assert outcomes(repaired, C) == {plain: "changed", systemd: "changed"}
@@ -95,11 +101,15 @@ def test_usb_cycle(lab: LabHandle, tmp_path: Path) -> None:
     before = check(lab, CHECK, [plain], policy=authorised)
     assert "missing 'allow id 0781:5567 serial \"4C530001230517109182\" with-interface " \
            "match-all { 08:*:* } label \"baomi-authorised\"'" in before.stdout
-    assert f"{core.MODPROBE_FILE}: expected absent" in before.stdout
+    # ... while the other buses stay refused in the same file.
+    assert f"{core.MODPROBE_FILE}: expected the baomi refusal of firewire-ohci, " \
+           "firewire-core, firewire-sbp2, thunderbolt, mmc_block, found edited content" \
+        in before.stdout
     changed = apply(lab, C, limit=[plain], policy=authorised)
     assert outcomes(changed, C) == {plain: "changed"}
     assert check(lab, CHECK, [plain], policy=authorised).returncode == 0
     assert "FATAL" in lab.ssh(plain, "modprobe -n -v usb-storage").stderr
+    assert _ssh(lab, plain, "modprobe -n -v firewire-sbp2").strip() == "install /bin/false"
     apply(lab, C, limit=[plain])  # back to the default policy for other tests
     assert check(lab, CHECK, [plain]).returncode == 0
 
