@@ -54,12 +54,10 @@ from baomi.deploy.common import (
     shell_if,
     unit_enabled_and_active,
 )
+from baomi.sysctl import OWN_KERNEL  # PID 1 is init: a plain lab host (sshd) is no VM
 
 C = "agent"
 TOKEN_FILE = f"{core.STATE_DIR}/.enrol-token"
-# A kernel of its own: not a container by systemd's test, nor by PID 1's environment.
-OWN_KERNEL = ("command -v systemd-detect-virt >/dev/null && ! systemd-detect-virt -q -c && "
-              "! tr '\\0' '\\n' < /proc/1/environ 2>/dev/null | grep -q '^container='")
 
 
 def limits_test() -> str:
