@@ -150,6 +150,21 @@ def test_full_baseline_on_the_vm_applies_reapplies_and_passes_every_check(
         control = check_id.split(".")[0]
         assert f"PASSED checks/test_{control}.py::test_check[ssh://vm1-{check_id}]" in \
             audit.stdout, check_id
+    # R-SEC's and R-ACL's live kernel values: judged here (container hosts skip them), and the
+    # uncommon protocols refused by modprobe for real.
+    for check_id in ("kernel.sysctl_live", "kernel.protocols_loaded",
+                     "core_dumps.suid_dumpable_live", "usb.bus_modules_loaded"):
+        control = check_id.split(".")[0]
+        assert f"PASSED checks/test_{control}.py::test_check[ssh://vm1-{check_id}]" in \
+            audit.stdout, check_id
+    assert run("sysctl -n kernel.kptr_restrict fs.suid_dumpable fs.protected_regular "
+               "net.ipv4.conf.all.rp_filter").split() == ["2", "0", "2", "1"]
+    fresh_login = subprocess.run(  # its own PAM session (not the shared ControlMaster one)
+        ["ssh", "-F", str(lab.ssh_config), "-o", "ControlPath=none", "vm1", "umask; ulimit -Hc"],
+        capture_output=True, text=True, timeout=60)
+    assert fresh_login.stdout.split() == ["0027", "0"], fresh_login  # pam_umask, pam_limits
+    sctp = lab.ssh("vm1", "modprobe sctp; echo rc=$?; grep -c '^sctp ' /proc/modules || true")
+    assert "rc=1" in sctp.stdout and sctp.stdout.rstrip().endswith("0"), sctp.stdout
     # Every skip is a check the runner found not applicable, with its reason ("SKIPPED [1]
     # FILE:LINE: CHECK_ID: not applicable: REASON"); none of R-ENC's applicable parts, R-LOG's
     # or R-BAK's is among them.
