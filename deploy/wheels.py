@@ -345,6 +345,9 @@ def install_script(name: str, wheels: WheelSet, wheel_dir: str, prefix: str = PR
     new_link = f"{link}.link-new"
     return "\n".join([
         "set -e",
+        # Code the service's own user runs (the collector's): readable by all whatever the
+        # login umask is (the baseline's login_defaults makes it 027 for SSH sessions too).
+        "umask 022",
         f"mkdir -p {q(venvs)}",
         f"rm -rf {q(venv)}",
         f"python3 -m venv {q(venv)}",

@@ -7,8 +7,10 @@ from baomi.fixes.install import install_file
 from baomi.fixes.sshd import install_dropin_script
 
 GRUB_SCRIPT = "/etc/grub.d/01_baomi_password"
-# Compiles /etc/dconf/db/local.d (keys and locks) into the system database users read.
-DCONF_UPDATE = "dconf update"
+# Compiles /etc/dconf/db/local.d (keys and locks) into the system database users read: under
+# the baseline's login umask 027 (login_defaults, SSH sessions too) it came out 0640, so users
+# could not read the locks and a repaired screen lock stayed writable (seen in the demo).
+DCONF_UPDATE = "umask 022 && dconf update"
 _PBKDF2 = "grub.pbkdf2.sha512."
 
 
