@@ -161,7 +161,12 @@ def test_sensitive_paths_scale_evidence_is_capped(lab: LabHandle) -> None:
     made = lab.ssh(server, "python3 -c 'import os, sys\n"
                            "d = sys.argv[1]\n"
                            "for i in range(50):\n"
-                           "    os.makedirs(f\"{d}/{i}\", mode=0o755, exist_ok=True)\n"
+                           # chmod, not makedirs' mode: an earlier test's login_defaults
+                           # leave the host's umask 027, and 0750 dirs would not be counted
+                           # (CI: "found 4980 more" instead of 5031).
+                           "    os.makedirs(f\"{d}/{i}\", exist_ok=True)\n"
+                           "    os.chmod(f\"{d}/{i}\", 0o755)\n"
+                           "    os.chmod(d, 0o755)\n"
                            "    for j in range(100):\n"
                            "        p = f\"{d}/{i}/{j}.txt\"\n"
                            "        open(p, \"w\").write(\"x\")\n"
