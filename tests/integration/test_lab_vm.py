@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from baomi.lab import state as labstate
 from baomi.lab.vm import (
     VmError,
     VmInfo,
@@ -29,7 +30,6 @@ from baomi.lab.vm import (
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 BRIDGE = "bmvmtest0"
 VM_NAME = "vmtest"
 
@@ -107,7 +107,7 @@ def bridge() -> Iterator[Bridge]:
 
 @pytest.fixture(scope="module")
 def vm(bridge: Bridge, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
-    cache = Path(os.environ.get("BAOMI_LAB_CACHE", REPO / ".lab" / "cache"))
+    cache = labstate.cache_dir()  # the lab's own cache: the image is built once per machine
     image = ensure_vm_image(cache)
     keys = tmp_path_factory.mktemp("vm-keys")
     key = keys / "id_ed25519"
@@ -203,7 +203,7 @@ def test_a_boot_that_times_out_fails_clearly_and_leaves_only_its_log(
     bridge: Bridge, tmp_path: Path
 ) -> None:
     slow_address = f"{bridge.net}.11"
-    cache = Path(os.environ.get("BAOMI_LAB_CACHE", REPO / ".lab" / "cache"))
+    cache = labstate.cache_dir()  # the lab's own cache: the image is built once per machine
     image = ensure_vm_image(cache)
     with pytest.raises(VmError, match=rf"sshd on {re.escape(slow_address)} did not answer"):
         start_vm(image, name="vmslow", state_dir=tmp_path, bridge=bridge.name,
@@ -219,7 +219,7 @@ def test_a_boot_that_times_out_fails_clearly_and_leaves_only_its_log(
 
 def test_the_cached_image_carries_no_identity() -> None:
     """Read the base image with debugfs (no mount): no host keys, an empty machine-id."""
-    cache = Path(os.environ.get("BAOMI_LAB_CACHE", REPO / ".lab" / "cache"))
+    cache = labstate.cache_dir()  # the lab's own cache: the image is built once per machine
     image = ensure_vm_image(cache)
 
     def debugfs(request: str) -> str:
