@@ -141,7 +141,10 @@ def serve_cmd(folder: str, database: str | None, listen: str | None, log_level: 
                f"(database {_redact(config.database)})", err=True)
     uvicorn.run(app, host=host, port=port, ssl_certfile=str(config.cert),
                 ssl_keyfile=str(config.key), log_level=log_level, access_log=False,
-                server_header=False, timeout_graceful_shutdown=5)
+                server_header=False, timeout_graceful_shutdown=5,
+                # uvicorn's default (5 s) equals the agents' heartbeat tick: every heartbeat
+                # found its connection closed and paid a new TLS handshake.
+                timeout_keep_alive=75)
 
 
 def _with_policy(config: Config, path: Path) -> Config:
