@@ -9,6 +9,7 @@ import click
 
 from baomi.collector.config import Config, ConfigError, load
 from baomi.collector.records_cli import import_cmd, verify_log_cmd
+from baomi.collector.service_session import service_session_cmd
 
 
 def _load(folder: str) -> Config:
@@ -25,6 +26,7 @@ def collector() -> None:
 
 collector.add_command(import_cmd)      # the system of record (collector/records_cli.py)
 collector.add_command(verify_log_cmd)
+collector.add_command(service_session_cmd)  # the regular audit's upload (service_session.py)
 
 
 @collector.command("init")

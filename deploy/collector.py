@@ -20,7 +20,18 @@ the place every finding goes to.  Steps, per collector host:
 4. the sandboxed systemd unit, enabled and started (restarted when the venv or the unit
    changed); on a host without systemd, a supervisor loop started with ``setsid`` (PID in
    ``/run/baomi-collector.pid``), which the check looks for;
-5. wait until the port listens (the deploy fails, with the service's last log lines, if not).
+5. wait until the port listens (the deploy fails, with the service's last log lines, if not);
+6. the fleet for the regular audit (:mod:`baomi.fleet_access`): in ``/etc/baomi/collector/fleet``
+   (root, 0700) the fleet's inventory, its pinned known_hosts and the policy; an SSH key made
+   on the host (its public half and the host's addresses come back to the controller); on
+   systemd hosts ``baomi-audit.service`` + ``baomi-audit.timer`` (OnCalendar = the policy's
+   ``reporting.schedule``), enabled.  Hosts without systemd get no timer (nothing would run
+   it; the check says so).
+
+With ``BAOMI_COLLECTOR_DEPLOY=fleet`` the same file runs over the fleet instead: each
+collector's key (``BAOMI_FLEET_COLLECTORS``) goes into root's ``authorized_keys`` restricted to
+that collector's addresses (``from=``), never written through a link
+(:mod:`baomi.fixes.fleet_key`).
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from pyinfra import host
 from pyinfra.api import FactBase
 from pyinfra.operations import files
 
+from baomi import fleet_access as fleet
 from baomi.controls import collector as core
 from baomi.controls import supervised
 from baomi.deploy import wheels
@@ -48,9 +60,12 @@ from baomi.deploy.common import (
     shell_if,
     unit_enabled_and_active,
 )
+from baomi.fixes import fleet_key
 
 C = "collector"
 WAIT_SECONDS = 60
+# The collector also audits (pytest, testinfra) and offboards (pyinfra) the fleet.
+EXTRA = "collector,admin"
 
 
 class Addresses(FactBase[list[str]]):
@@ -141,7 +156,7 @@ def apply() -> None:
     if want.problem:
         refuse(name=op_name(C, "policy"), message=want.problem)
         return
-    built = wheels.built_or_exit("collector", "baomi collector deploy")
+    built = wheels.built_or_exit(EXTRA, "baomi collector deploy")
     installed = wheels.install(C, "collector", built)
     if installed is None:
         return
@@ -196,6 +211,83 @@ def apply() -> None:
                  reason=f"{core.SUPERVISOR} running")
     shell_if(name=op_name(C, f"listening on port {want.port}"), check=listening_test(want),
              command=wait_command(want, systemd), reason=f"port {want.port} listens")
+    fleet_access(want, addresses, systemd)
+
+
+def fleet_access(want: core.Desired, addresses: list[str], systemd: bool) -> None:
+    """The fleet's inventory, host keys and policy, a key of the host's own, and the timer."""
+    try:
+        inventory, known = fleet.from_inventory(os.environ["BAOMI_FLEET_INVENTORY"])
+    except (KeyError, fleet.FleetError) as exc:
+        refuse(name=op_name(C, "the fleet for the regular audit"), message=str(exc))
+        return
+    q = shlex.quote
+    files.directory(name=op_name(C, fleet.FLEET_DIR), path=fleet.FLEET_DIR, user="root",
+                    group="root", mode="0700")
+    put_text(C, fleet.INVENTORY, inventory, mode="0600")
+    put_text(C, fleet.KNOWN_HOSTS, known)
+    put_text(C, fleet.POLICY, Path(os.environ["BAOMI_POLICY"]).read_text(encoding="utf-8"))
+    put_text(C, fleet.ADDRESSES, "".join(f"{a}\n" for a in addresses))
+    comment = fleet.key_comment(host.name)
+    shell_if(name=op_name(C, f"{fleet.KEY} made on the host"),
+             check=f"[ -f {fleet.KEY} ] && [ ! -L {fleet.KEY} ] && [ -f {fleet.PUBLIC_KEY} ]",
+             command=f"rm -f {fleet.KEY} {fleet.PUBLIC_KEY} && ssh-keygen -q -t ed25519 -N '' "
+                     f"-C {q(comment)} -f {fleet.KEY} && chmod 0600 {fleet.KEY}",
+             reason="the host's key exists (its private half never leaves it)")
+    here = core.pinned_ca_path(host.name).parent
+    files.get(name=op_name(C, "the key's public half to the controller"),
+              src=fleet.PUBLIC_KEY, dest=str(here / "fleet_key.pub"), create_local_dir=True)
+    files.get(name=op_name(C, "the host's addresses to the controller (from=)"),
+              src=fleet.ADDRESSES, dest=str(here / "fleet_addresses"), create_local_dir=True)
+    files.directory(name=op_name(C, fleet.AUDIT_STATE), path=fleet.AUDIT_STATE, user="root",
+                    group="root", mode="0700")
+    # The CA the run pins, copied from the service's folder without following a link there
+    # (the service user could plant one); also where the audit's own collector check looks.
+    own = f"{fleet.AUDIT_STATE}/collector/{host.name}/ca.pem"
+    shell_if(name=op_name(C, f"{fleet.AUDIT_CA} (the collector's CA, pinned by the run)"),
+             check=f"[ ! -L {fleet.AUDIT_CA} ] && cmp -s {fleet.AUDIT_CA} {q(own)} && "
+                   f"dd if={core.STATE_DIR}/ca.pem iflag=nofollow status=none | "
+                   f"cmp -s - {fleet.AUDIT_CA}",
+             command=f"set -e; umask 077; mkdir -p {q(own.rsplit('/', 1)[0])}; "
+                     f"dd if={core.STATE_DIR}/ca.pem iflag=nofollow of={fleet.AUDIT_CA}.new "
+                     f"status=none; chmod 0644 {fleet.AUDIT_CA}.new; cp {fleet.AUDIT_CA}.new "
+                     f"{q(own)}; mv -fT {fleet.AUDIT_CA}.new {fleet.AUDIT_CA}",
+             reason="the same CA")
+    if not systemd:
+        shell_if(name=op_name(C, fleet.TIMER), check="true", command="true",
+                 reason=core.NO_SYSTEMD)
+        return
+    said = (f"reporting.schedule {want.schedule!r}: not a systemd calendar expression "
+            "(systemd-analyze calendar refuses it)")
+    shell_if(name=op_name(C, f"reporting.schedule {want.schedule!r}"),
+             check=fleet.validate_schedule_command(want.schedule),
+             command=f"echo {q(said)} >&2; exit 1", reason="systemd reads it")
+    put_text(C, fleet.SERVICE_PATH, want.audit_service)
+    put_text(C, fleet.TIMER_PATH, want.audit_timer)
+    shell_if(name=op_name(C, "the audit's units loaded"),
+             check=" && ".join(f"systemctl show -p NeedDaemonReload --value {u} | grep -qx no"
+                               for u in (fleet.SERVICE, fleet.TIMER)),
+             command=f"systemctl daemon-reload && systemctl try-restart {fleet.TIMER}",
+             reason="loaded")
+    unit_enabled_and_active(C, fleet.TIMER)
+
+
+def authorize_fleet() -> None:
+    """On a fleet host: each collector's key for root, usable only from its addresses."""
+    for collector in filter(None, os.environ.get("BAOMI_FLEET_COLLECTORS", "").split(",")):
+        got = core.pinned_ca_path(collector).parent
+        try:
+            line = fleet.key_line((got / "fleet_key.pub").read_text(encoding="utf-8"),
+                                  (got / "fleet_addresses").read_text(encoding="utf-8").split(),
+                                  collector)
+        except (OSError, UnicodeDecodeError, fleet.FleetError) as exc:
+            refuse(name=op_name(C, f"the key of {collector}"), message=str(exc))
+            continue
+        shell_if(name=op_name(C, f"root's authorized_keys: the key of {collector} (from= its "
+                                 "addresses)"),
+                 check=fleet_key.authorized_test(line),
+                 command=fleet_key.authorize(line, fleet.key_comment(collector)),
+                 reason="authorised")
 
 
 def restart_on_new_database(restart: str) -> None:
@@ -211,3 +303,5 @@ def restart_on_new_database(restart: str) -> None:
 # `baomi collector-deploy` runs this file on its own (it is not in the baseline).
 if os.environ.get("BAOMI_COLLECTOR_DEPLOY") == "1":
     apply()
+elif os.environ.get("BAOMI_COLLECTOR_DEPLOY") == "fleet":
+    authorize_fleet()

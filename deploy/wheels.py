@@ -106,11 +106,18 @@ def deps_key(pyproject: bytes, extra: str, tag: str, constraints: bytes = b"") -
     """
     data = tomllib.loads(pyproject.decode())
     project = data.get("project", {})
+    lists = project.get("optional-dependencies", {})
     chosen = {"dependencies": project.get("dependencies", []),
-              "extra": project.get("optional-dependencies", {}).get(extra, []),
+              "extra": [d for e in extra_names(extra) for d in lists.get(e, [])],
               "build": data.get("build-system", {}).get("requires", [])}
     return _digest([json.dumps(chosen, sort_keys=True).encode(), extra.encode(),
                     tag.encode(), constraints])[:16]
+
+
+def extra_names(extra: str) -> list[str]:
+    """The extras of EXTRA: one name, or several joined by commas (``collector,admin``, what
+    a collector host that also audits and offboards the fleet needs); none for ``""``."""
+    return [e for e in extra.split(",") if e]
 
 
 def manifest_of(wheels: Iterable[tuple[str, bytes]]) -> str:
@@ -240,8 +247,9 @@ def build(extra: str = "", root: Path | None = None, cache_dir: Path | None = No
     pyproject = (root / "pyproject.toml").read_bytes()
     extras = tomllib.loads(pyproject.decode()).get("project", {}).get(
         "optional-dependencies", {})
-    if extra and extra not in extras:
-        raise WheelError(f"{root / 'pyproject.toml'}: no extra {extra!r} "
+    missing = [e for e in extra_names(extra) if e not in extras]
+    if missing:
+        raise WheelError(f"{root / 'pyproject.toml'}: no extra {missing[0]!r} "
                          f"(have {', '.join(sorted(extras)) or 'none'})")
     tag = python_tag()
     with _locked(cache_dir):

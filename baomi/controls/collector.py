@@ -17,7 +17,11 @@ installs it, ``checks/test_collector.py`` verifies it.  What "installed and serv
   a supervisor loop that restarts it (its PID in ``/run/baomi-collector.pid``);
 - the TLS port listens, and ``/api/v1/health`` answers ``{"ok": true}`` over TLS verified
   against the CA the controller pinned (the copy fetched when the collector was initialised,
-  given as input ``collector_ca``) for the certificate name the host's agents use.
+  given as input ``collector_ca``) for the certificate name the host's agents use;
+- the regular audit (R-AUD, :mod:`baomi.fleet_access`): ``baomi-audit.timer`` enabled and
+  active with the policy's ``reporting.schedule``, and its last run succeeded and is not older
+  than the schedule allows (two elapses of systemd's own reading of the schedule, plus the
+  random delay and a run's time); not applicable without systemd (no timer to run it there).
 """
 
 from __future__ import annotations
@@ -25,11 +29,14 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+from baomi import fleet_access as fleet
 from baomi.controls.contract import Control, HostContext, check
-from baomi.controls.supervised import CONFINED, INSTALL, supervisor_head, unit_file_finding
+from baomi.controls.supervised import INSTALL, NETWORK_SANDBOX, supervisor_head, unit_file_finding
 from baomi.findings import Finding
 from baomi.observe import cat, script, sections
 from baomi.records import state_dir
@@ -57,7 +64,11 @@ SERVICE = check("collector.service", "the service runs under systemd (or the sup
 LISTENING = check("collector.listening", "the TLS port listens")
 HEALTH = check("collector.health", "health answers over TLS verified by the pinned CA",
                ("R-TLS", "R-INC"))
-CHECKS = (INSTALLED, STATE, SERVICE, LISTENING, HEALTH)
+AUDIT_TIMER = check("collector.audit_timer", "the regular audit's timer runs on the policy's "
+                    "schedule and its last run succeeded in time", ("R-AUD",))
+CHECKS = (INSTALLED, STATE, SERVICE, LISTENING, HEALTH, AUDIT_TIMER)
+NO_SYSTEMD = ("no systemd on this host: nothing runs a timer here (the supervisor only keeps "
+              "the service up); run `baomi audit --upload` on schedule from the controller")
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,9 @@ class Desired:
     pinned_ca: str | None
     problem: str | None = None
     alerts: tuple[tuple[str, str], ...] = ()  # the policy's alert settings, as variables
+    schedule: str = "weekly"  # reporting.schedule: OnCalendar= of the regular audit
+    audit_service: str = ""
+    audit_timer: str = ""
 
     @property
     def env_file(self) -> str:
@@ -138,13 +152,7 @@ def unit_text(argv: list[str], port: int) -> str:
         "RestartSec=2",
         "UMask=0077",
         f"ReadWritePaths={STATE_DIR}",
-        "NoNewPrivileges=yes",
-        "ProtectSystem=strict",
-        "ProtectHome=yes",
-        "PrivateTmp=yes",
-        "PrivateDevices=yes",
-        *CONFINED,
-        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        *NETWORK_SANDBOX,
         f"CapabilityBoundingSet={caps}",
         f"AmbientCapabilities={caps}",
         *INSTALL,
@@ -184,9 +192,15 @@ def desired(ctx: HostContext) -> Desired:
     base = Desired(GROUP in ctx.groups, c.listen_port, c.database, ctx.host, names, "", "",
                    ctx.inputs.get(INPUT), problem)
     argv = base.serve_argv
+    schedule = ctx.policy.reporting.schedule
+    try:
+        timer = fleet.timer_text(schedule)
+    except fleet.FleetError as exc:
+        problem, timer = problem or f"{ctx.policy.source}: {exc}", ""
     return Desired(base.applies, base.port, base.database, base.server_name, base.names,
                    unit_text(argv, base.port), supervisor_text(argv), base.pinned_ca,
-                   base.problem, alerts)
+                   problem, alerts, schedule,
+                   fleet.service_text(VENV, STATE_DIR, ENV_FILE, base.port), timer)
 
 
 def not_applicable(want: Desired) -> str | None:
@@ -230,6 +244,17 @@ def observe_script(want: Desired) -> str:
                       f"tr '\\0' ' ' < /proc/$pid/cmdline",
         "listening": f"awk '$4 == \"0A\" && $2 ~ /:{port_hex}$/' /proc/net/tcp /proc/net/tcp6",
     }
+    commands |= {
+        "audit_timer_unit": cat(fleet.TIMER_PATH),
+        "audit_service_unit": cat(fleet.SERVICE_PATH),
+        "audit_timer": f"systemctl is-enabled {fleet.TIMER}; systemctl is-active {fleet.TIMER}",
+        "audit_last": f"systemctl show --timestamp=unix -p Result -p ExecMainStatus "
+                      f"-p ExecMainExitTimestamp {fleet.SERVICE} && systemctl show "
+                      f"--timestamp=unix -p ActiveEnterTimestamp {fleet.TIMER} && "
+                      "echo Now=@$(date +%s)",
+        "audit_period": f"TZ=UTC systemd-analyze calendar --iterations=2 "
+                        f"{shlex.quote(want.schedule)}",
+    }
     if want.pinned_ca:
         commands["health"] = (f"{VENV}/bin/python -c {shlex.quote(_PROBE)} "
                               f"{shlex.quote(want.pinned_ca)} {shlex.quote(want.server_name)} "
@@ -252,6 +277,58 @@ class Observed:
     supervisor: str | None  # the supervisor's command line when it runs
     listening: bool
     health: dict[str, str]  # tls, status, body, or error
+    audit: AuditRun | None = None  # the regular audit (systemd hosts)
+
+
+@dataclass(frozen=True)
+class AuditRun:
+    """The regular audit's timer and its service's last run, as systemd says."""
+
+    timer_unit: str | None
+    service_unit: str | None
+    enabled: str
+    active: str
+    last: dict[str, str]  # Result, ExecMainStatus, ExecMainExitTimestamp, ActiveEnterTimestamp
+    period: float | None  # seconds between two elapses of the schedule; None: unreadable
+    period_error: str
+
+
+def _period(text: str | None) -> tuple[float | None, str]:
+    """Seconds between the first two elapses ``systemd-analyze calendar --iterations=2``
+    printed (UTC), or None and why."""
+    from datetime import datetime
+
+    if text is None:
+        return None, "systemd-analyze could not read the schedule"
+    stamps = []
+    for line in text.splitlines():
+        key, _, value = line.strip().partition(": ")
+        if key in ("Next elapse", "Iter. #2"):
+            try:
+                stamps.append(datetime.strptime(value.strip(), "%a %Y-%m-%d %H:%M:%S %Z"))
+            except ValueError:
+                return None, f"unreadable elapse {value.strip()!r}"
+    if len(stamps) != 2:
+        return None, "the schedule has no two future elapses"
+    return (stamps[1] - stamps[0]).total_seconds(), ""
+
+
+def _stamp(value: str) -> float | None:
+    try:
+        return float(value.removeprefix("@")) if value.startswith("@") else None
+    except ValueError:
+        return None
+
+
+def _audit(sec: Any) -> AuditRun:
+    last: dict[str, str] = {}
+    for line in (sec.text("audit_last") or "").splitlines():
+        key, _, value = line.partition("=")
+        last[("Timer" if key == "ActiveEnterTimestamp" else "") + key] = value.strip()
+    states = (sec["audit_timer"].out.split() if "audit_timer" in sec else []) + ["", ""]
+    period, error = _period(sec.text("audit_period"))
+    return AuditRun(sec.text("audit_timer_unit"), sec.text("audit_service_unit"), states[0],
+                    states[1], last, period, error)
 
 
 def parse(output: str, want: Desired | None = None) -> Observed:
@@ -284,6 +361,7 @@ def parse(output: str, want: Desired | None = None) -> Observed:
         supervisor=(sec.text("supervisor") or "").strip() or None,
         listening=bool(listening and listening.strip()),
         health=health,
+        audit=_audit(sec) if sec.text("systemd") is not None else None,
     )
 
 
@@ -320,7 +398,63 @@ def compare(want: Desired, seen: Observed) -> list[Finding]:
         out.append(LISTENING.finding(f"TCP port {want.port}", "listening", "not listening",
                                      "high"))
     out += _health(want, seen)
+    if seen.audit is not None:
+        out += audit_findings(want, seen.audit)
     return out
+
+
+def audit_findings(want: Desired, run: AuditRun) -> list[Finding]:
+    """The timer is baomi's, on the policy's schedule, enabled and waiting; the service's last
+    run succeeded (exit 0, or 1: findings, uploaded); and a run happened within two elapses
+    of the schedule plus the random delay and a run's time (since the last run, or since the
+    timer started waiting when it never ran)."""
+    out: list[Finding] = []
+    for path, text, seen in ((fleet.TIMER_PATH, want.audit_timer, run.timer_unit),
+                             (fleet.SERVICE_PATH, want.audit_service, run.service_unit)):
+        edited = unit_file_finding(AUDIT_TIMER, path, text, seen)
+        if edited:
+            out.append(edited)
+    state = f"{run.enabled or 'unknown'}, {run.active or 'unknown'}"
+    if state != "enabled, active":
+        out.append(AUDIT_TIMER.finding(fleet.TIMER, f"enabled, active (OnCalendar="
+                                       f"{want.schedule})", state, "high"))
+    result = run.last.get("Result", "")
+    ran = _stamp(run.last.get("ExecMainExitTimestamp", ""))
+    if ran is not None and result != "success":
+        out.append(AUDIT_TIMER.finding(fleet.SERVICE, "the last run succeeded (exit 0 or 1)",
+                                       f"{result or 'unknown'}, exit status "
+                                       f"{run.last.get('ExecMainStatus', '?')}", "high"))
+    if run.period is None:
+        out.append(AUDIT_TIMER.finding(f"reporting.schedule {want.schedule}",
+                                       "a systemd calendar expression", run.period_error,
+                                       "high"))
+        return out
+    now = _stamp(run.last.get("Now", ""))
+    since = ran if ran is not None else _stamp(run.last.get("TimerActiveEnterTimestamp", ""))
+    allowed = 2 * run.period + fleet.RANDOMIZED_DELAY + fleet.RUN_SECONDS
+    # Neither a run nor a waiting timer: the timer's own finding above already says why.
+    if now is not None and since is not None and now - since > allowed:
+        what = "the last run" if ran is not None else "no run since the timer started"
+        out.append(AUDIT_TIMER.finding(fleet.SERVICE, f"a run within {allowed / 3600:.1f} h "
+                                       f"({want.schedule})",
+                                       f"{what}: {(now - since) / 3600:.1f} h ago", "high"))
+    return out
+
+
+def evidence(want: Desired, seen: Observed) -> dict[str, str]:
+    """What a passing audit-timer check looked at: the schedule and the last run."""
+    if seen.audit is None:
+        return {}
+    ran = _stamp(seen.audit.last.get("ExecMainExitTimestamp", ""))
+    last = (f"last run {seen.audit.last.get('Result', '?')} at "
+            f"{datetime.fromtimestamp(ran, UTC):%Y-%m-%dT%H:%M:%SZ}" if ran is not None
+            else "no run yet")
+    return {AUDIT_TIMER.id: f"{fleet.TIMER} {seen.audit.enabled}, {seen.audit.active}, "
+                            f"OnCalendar={want.schedule}; {last}"}
+
+
+def skipped(want: Desired, seen: Observed) -> dict[str, str]:
+    return {} if seen.systemd else {AUDIT_TIMER.id: NO_SYSTEMD}
 
 
 def _health(want: Desired, seen: Observed) -> list[Finding]:
@@ -345,4 +479,5 @@ def _health(want: Desired, seen: Observed) -> list[Finding]:
 
 
 CONTROL: Control[Desired, Observed] = Control(
-    "collector", CHECKS, desired, observe_script, parse, compare, not_applicable)
+    "collector", CHECKS, desired, observe_script, parse, compare, not_applicable, skipped,
+    evidence)

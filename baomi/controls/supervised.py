@@ -14,6 +14,11 @@ from baomi.findings import Finding
 CONFINED = ("ProtectKernelTunables=yes", "ProtectKernelModules=yes", "ProtectControlGroups=yes",
             "RestrictSUIDSGID=yes", "RestrictRealtime=yes", "LockPersonality=yes")
 INSTALL = ("", "[Install]", "WantedBy=multi-user.target", "")
+# A service that talks over the network and writes only its ReadWritePaths (the collector,
+# and the regular audit that runs from the collector host and SSHes out).
+NETWORK_SANDBOX = ("NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
+                   "PrivateTmp=yes", "PrivateDevices=yes", *CONFINED,
+                   "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX")
 
 
 def supervisor_head(header: str, what: str, pidfile: str) -> list[str]:

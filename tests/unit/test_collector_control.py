@@ -11,7 +11,11 @@ from baomi.controls.contract import HostContext, evaluate
 from baomi.policy import load_text
 
 DATA = Path(__file__).parent / "data" / "collector"
-DEPLOYED = (DATA / "deployed_col1.out").read_text(encoding="utf-8")
+# A deployed systemd collector, with the regular audit's sections (captured from a later
+# deploy's systemd collector, its timer waiting for the first run: audit_fresh_col1.out).
+DEPLOYED = (DATA / "deployed_col1.out").read_text(encoding="utf-8") + "\n" + "".join(
+    "==> " + part for part in (DATA / "audit_fresh_col1.out").read_text(encoding="utf-8")
+    .split("==> ") if part.startswith("audit_"))
 CA = json.loads((DATA / "contract.json").read_text(encoding="utf-8"))["compliant"]["inputs"][
     core.INPUT]
 
@@ -99,6 +103,7 @@ def test_a_collector_deployed_before_the_ca_key_move_is_named() -> None:
     old = (DATA / "deployed_before_ca_move_col1.out").read_text(encoding="utf-8")
     old_ca = json.loads((DATA / "old_ca.json").read_text(encoding="utf-8"))["collector_ca"]
     failing = _failing(old, _want(ca=old_ca))
+    assert failing.pop("collector.audit_timer")  # that version installed no audit timer
     assert failing == {"collector.state_dir": "readable by the service user",
                        "collector.service": "edited content"}, failing
 

@@ -299,7 +299,7 @@ def test_explain_json_lists_all_19_clauses() -> None:
     assert lock["controls"][0]["deploy"] == "baomi.deploy.screen_lock"
     assert lock["controls"][0]["check"] == "baomi.checks.test_screen_lock"
     assert lock["enforced"] and lock["verified"]
-    unserved = next(r for r in data["clauses"] if r["clause"] == "R-AUD")
+    unserved = next(r for r in data["clauses"] if r["clause"] == "R-APP")
     assert not (unserved["enforced"] or unserved["verified"] or unserved["watched"])
 
 
