@@ -398,3 +398,77 @@ def test_wipe_token_for_another_serial_is_refused_and_a_valid_one_formats_once(
     assert "holds data" in json.loads(again.stdout)["hosts"]["vm1"]["error"]
     assert env.run(f"head -c 67108864 {DEVICE} | sha256sum") == before
     assert [p["state"] for p in env.permissions() if p["ticket"] == "CHG-3"] == ["consumed"]
+
+
+def test_at_a_collector_a_new_volume_is_escrowed_there_and_a_second_controller_opens_it(
+        env: Env) -> None:
+    """This flow once against a collector (loopback, TLS) as the system of record: the local
+    escrow and wipe records move in (``baomi collector import``, each verified); with
+    ``collector.records: collector`` a blank disk is formatted and its recovery secret escrowed
+    at the collector, none locally; a second controller (its own state dir and login)
+    retrieves it with a reason, recorded there, and the secret opens the volume on the VM."""
+    from tests.collector.conftest import init_folder, serve
+
+    folder = env.tmp / "collector"
+    collector = serve(folder, init_folder(folder))
+    loop = ""
+    try:
+        url = f"https://127.0.0.1:{collector.port}"
+        loop = env.run("truncate -s 64M /root/col.img && losetup --find --show /root/col.img"
+                       ).strip()
+        policy = env.tmp / "records-collector.yaml"
+        policy.write_text(
+            "sensitive_paths:\n"
+            "  - {path: /srv/colvol/customers, level: 机密, owner: root, group: root, "
+            "groups: [vm]}\n"
+            "disk_encryption:\n  pbkdf: pbkdf2\n  pbkdf_force_iterations: 1000\n  volumes:\n"
+            f"    - {{device: {loop}, mount: /srv/colvol, filesystem: ext4, groups: [vm]}}\n"
+            f'collector:\n  url: "{url}"\n  records: collector\n', encoding="utf-8")
+        a_env = dict(os.environ, BAOMI_POLICY=str(policy))  # this module's state and escrow
+        b_root = env.tmp / "controller-b"
+        b_env = dict(os.environ, BAOMI_STATE_DIR=str(b_root / "state"),
+                     BAOMI_ESCROW_DIR=str(b_root / "escrow"), BAOMI_POLICY=str(policy))
+
+        def baomi(environ: dict[str, str], *args: str, stdin: str = ""
+                  ) -> subprocess.CompletedProcess[str]:
+            done = subprocess.run([*BAOMI, *args], cwd=ROOT, env=environ, input=stdin,
+                                  capture_output=True, text=True, timeout=120)
+            assert "Traceback" not in done.stderr, done.stderr
+            return done
+
+        for environ in (a_env, b_env):
+            login = baomi(environ, "login", "--collector", url, "--ca", collector.ca, "--user",
+                          "admin", "--password-stdin", stdin=collector.admin_password + "\n")
+            assert login.returncode == 0, login.stderr
+        local_before = json.loads(baomi(dict(os.environ), "escrow", "list", "--json").stdout)
+        imported = baomi(a_env, "collector", "import")
+        assert imported.returncode == 0 and "each verified" in imported.stdout, \
+            imported.stdout + imported.stderr
+
+        assert outcomes(apply(env.lab, C, policy=policy), C) == {"vm1": "changed"}
+        assert env.check(policy).returncode == 0
+
+        listed = json.loads(baomi(b_env, "escrow", "list", "--json").stdout)
+        assert listed["store"] == url
+        subjects = [(e["host"], e["subject"]) for e in listed["entries"]]
+        assert ("vm1", loop) in subjects and ("vm1", DEVICE) in subjects, subjects  # + imported
+        local_after = json.loads(baomi(dict(os.environ), "escrow", "list", "--json").stdout)
+        assert local_after == local_before  # the new secret went to the collector only
+        shown = baomi(b_env, "escrow", "show", "vm1", loop, "--reason", "R-ENC drill, collector",
+                      "--identity", str(env.identity), "--json")
+        assert shown.returncode == 0, shown.stderr
+        secret = json.loads(shown.stdout)["secret"]
+        opened = subprocess.run(
+            ["ssh", "-F", str(env.lab.ssh_config), "vm1",
+             f"cryptsetup open --test-passphrase --key-slot 1 --key-file - {loop}"],
+            input=secret, capture_output=True, text=True, timeout=120)
+        assert opened.returncode == 0, opened.stderr
+        retrievals = collector.client(collector.it).get("/api/v1/records/escrow-retrievals")
+        got = [(r["record"]["host"], r["record"]["reason"]) for r in retrievals.body["records"]]
+        assert ("vm1", "R-ENC drill, collector") in got, got  # beside the imported ones
+    finally:
+        collector.stop()
+        if loop:
+            env.lab.ssh("vm1", "umount /srv/colvol; for m in /dev/mapper/baomi-*colvol*; do "
+                        "cryptsetup close \"$m\"; done; losetup -d " + loop
+                        + "; rm -f /root/col.img", timeout=60)
