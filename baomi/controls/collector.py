@@ -20,7 +20,7 @@ installs it, ``checks/test_collector.py`` verifies it.  What "installed and serv
   given as input ``collector_ca``) for the certificate name the host's agents use;
 - the regular audit (R-AUD, :mod:`baomi.fleet_access`): ``baomi-audit.timer`` enabled and
   active with the policy's ``reporting.schedule``, and its last run succeeded and is not older
-  than the schedule allows (two elapses of systemd's own reading of the schedule, plus the
+  than the schedule allows (twice its longest gap as systemd reads the schedule, plus the
   random delay and a run's time); not applicable without systemd (no timer to run it there).
 """
 
@@ -30,6 +30,7 @@ import json
 import shlex
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -67,6 +68,7 @@ HEALTH = check("collector.health", "health answers over TLS verified by the pinn
 AUDIT_TIMER = check("collector.audit_timer", "the regular audit's timer runs on the policy's "
                     "schedule and its last run succeeded in time", ("R-AUD",))
 CHECKS = (INSTALLED, STATE, SERVICE, LISTENING, HEALTH, AUDIT_TIMER)
+ELAPSES = 8  # elapses of the schedule read: its longest gap is what "in time" allows
 NO_SYSTEMD = ("no systemd on this host: nothing runs a timer here (the supervisor only keeps "
               "the service up); run `baomi audit --upload` on schedule from the controller")
 
@@ -252,7 +254,7 @@ def observe_script(want: Desired) -> str:
                       f"-p ExecMainExitTimestamp {fleet.SERVICE} && systemctl show "
                       f"--timestamp=unix -p ActiveEnterTimestamp {fleet.TIMER} && "
                       "echo Now=@$(date +%s)",
-        "audit_period": f"TZ=UTC systemd-analyze calendar --iterations=2 "
+        "audit_period": f"TZ=UTC systemd-analyze calendar --iterations={ELAPSES} "
                         f"{shlex.quote(want.schedule)}",
     }
     if want.pinned_ca:
@@ -289,13 +291,13 @@ class AuditRun:
     enabled: str
     active: str
     last: dict[str, str]  # Result, ExecMainStatus, ExecMainExitTimestamp, ActiveEnterTimestamp
-    period: float | None  # seconds between two elapses of the schedule; None: unreadable
+    period: float | None  # the longest gap between the schedule's elapses; None: unreadable
     period_error: str
 
 
 def _period(text: str | None) -> tuple[float | None, str]:
-    """Seconds between the first two elapses ``systemd-analyze calendar --iterations=2``
-    printed (UTC), or None and why."""
+    """The longest gap between the elapses ``systemd-analyze calendar --iterations=N``
+    printed (UTC; a weekday schedule's weekend, not its one-day gap), or None and why."""
     from datetime import datetime
 
     if text is None:
@@ -303,14 +305,14 @@ def _period(text: str | None) -> tuple[float | None, str]:
     stamps = []
     for line in text.splitlines():
         key, _, value = line.strip().partition(": ")
-        if key in ("Next elapse", "Iter. #2"):
+        if key == "Next elapse" or key.startswith("Iter. #"):
             try:
                 stamps.append(datetime.strptime(value.strip(), "%a %Y-%m-%d %H:%M:%S %Z"))
             except ValueError:
                 return None, f"unreadable elapse {value.strip()!r}"
-    if len(stamps) != 2:
+    if len(stamps) < 2:
         return None, "the schedule has no two future elapses"
-    return (stamps[1] - stamps[0]).total_seconds(), ""
+    return max((b - a).total_seconds() for a, b in pairwise(stamps)), ""
 
 
 def _stamp(value: str) -> float | None:
@@ -406,8 +408,8 @@ def compare(want: Desired, seen: Observed) -> list[Finding]:
 def audit_findings(want: Desired, run: AuditRun) -> list[Finding]:
     """The timer is baomi's, on the policy's schedule, enabled and waiting; the service's last
     run succeeded (exit 0, or 1: findings, uploaded); and a run happened within two elapses
-    of the schedule plus the random delay and a run's time (since the last run, or since the
-    timer started waiting when it never ran)."""
+    of the schedule (its longest gap) plus the random delay and a run's time (since the last
+    run, or since the timer started waiting when it never ran)."""
     out: list[Finding] = []
     for path, text, seen in ((fleet.TIMER_PATH, want.audit_timer, run.timer_unit),
                              (fleet.SERVICE_PATH, want.audit_service, run.service_unit)):

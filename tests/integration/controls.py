@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -12,6 +13,16 @@ from baomi.lab.testing import LabHandle
 
 ROOT = Path(__file__).resolve().parents[2]
 BAOMI = [sys.executable, "-m", "baomi"]
+
+
+def frozen_wheel_env(tmp: Path) -> dict[str, str]:
+    """A deploy test's environment: a state dir of its own, and wheels built from a frozen
+    copy of the checkout, so other people's edits during the run cannot change them."""
+    from baomi.deploy.wheels import copy_sources
+
+    copy_sources(ROOT, tmp / "src")
+    return dict(os.environ, BAOMI_STATE_DIR=str(tmp / "state"),
+                BAOMI_WHEEL_SOURCE=str(tmp / "src"), COLUMNS="200")
 
 
 def apply(lab: LabHandle, *controls: str, limit: Iterable[str] | None = None,

@@ -24,10 +24,10 @@ import pytest
 from baomi import fleet_access as fleet
 from baomi.collector.client import Client
 from baomi.controls import collector as core
-from baomi.deploy.wheels import ROOT, copy_sources
+from baomi.deploy.wheels import ROOT
 from baomi.lab.lifecycle import Request
 from baomi.lab.testing import LabHandle, running_lab
-from tests.integration.controls import BAOMI, check
+from tests.integration.controls import BAOMI, check, frozen_wheel_env
 
 COLLECTOR, FLEET, HOSTILE = "col1", "srv1", "srv2"
 PORT = 8443
@@ -55,9 +55,7 @@ def _deploy(lab: LabHandle, env: dict[str, str]) -> tuple[subprocess.CompletedPr
 @pytest.fixture(scope="module")
 def colaud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     tmp = tmp_path_factory.mktemp("colaud")
-    copy_sources(ROOT, tmp / "src")
-    env = dict(os.environ, BAOMI_STATE_DIR=str(tmp / "state"),
-               BAOMI_WHEEL_SOURCE=str(tmp / "src"), COLUMNS="200")
+    env = frozen_wheel_env(tmp)
     with running_lab("colaud", Request(servers=2, collector=1, systemd_collector=1)) as lab:
         assert lab.host(COLLECTOR).flavour == "systemd"
         # The hostile host: root's .ssh is a link to a folder elsewhere (a copy, so the lab

@@ -27,10 +27,10 @@ import pytest
 
 from baomi.collector.client import Client
 from baomi.controls import collector as core
-from baomi.deploy.wheels import ROOT, copy_sources
+from baomi.deploy.wheels import ROOT
 from baomi.lab.lifecycle import Request
 from baomi.lab.testing import LabHandle, running_lab
-from tests.integration.controls import BAOMI, check
+from tests.integration.controls import BAOMI, check, frozen_wheel_env
 
 PLAIN, SYSTEMD, OTHER = "col1", "col2", "srv1"
 PORT = 8443
@@ -56,9 +56,7 @@ def _deploy(lab: LabHandle, env: dict[str, str]) -> tuple[dict, float]:
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     tmp = tmp_path_factory.mktemp("colt")
-    copy_sources(ROOT, tmp / "src")
-    env = dict(os.environ, BAOMI_STATE_DIR=str(tmp / "state"),
-               BAOMI_WHEEL_SOURCE=str(tmp / "src"), COLUMNS="200")
+    env = frozen_wheel_env(tmp)
     with running_lab("colt", Request(servers=1, collector=2, systemd_collector=1)) as lab:
         assert lab.host(PLAIN).flavour == "plain" and lab.host(SYSTEMD).flavour == "systemd"
         report, seconds = _deploy(lab, env)

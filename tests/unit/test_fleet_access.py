@@ -120,6 +120,10 @@ def test_schedule_period_from_systemd_analyze() -> None:
                "    Next elapse: Mon 2026-12-07 00:00:00 UTC\n       From now: 3 days left\n"
                "       Iter. #2: Mon 2026-12-14 00:00:00 UTC\n")
     assert core._period(printed) == (7 * 86400.0, "")
+    weekdays = ("    Next elapse: Thu 2026-12-03 02:00:00 UTC\n"
+                "       Iter. #2: Fri 2026-12-04 02:00:00 UTC\n"
+                "       Iter. #3: Mon 2026-12-07 02:00:00 UTC\n")
+    assert core._period(weekdays) == (3 * 86400.0, "")  # the weekend, not one day
     assert core._period(None)[0] is None
 
 
