@@ -26,9 +26,12 @@ def frozen_wheel_env(tmp: Path) -> dict[str, str]:
 
 
 def apply(lab: LabHandle, *controls: str, limit: Iterable[str] | None = None,
-          policy: Path | str | None = None, extra: Iterable[str] = ()) -> dict:
-    """Run `baomi apply --json` on the lab; return its parsed report (fails on a bad exit)."""
-    result = apply_raw(lab, *controls, limit=limit, policy=policy, extra=extra)
+          policy: Path | str | None = None, extra: Iterable[str] = (),
+          timeout: float = 600) -> dict:
+    """Run `baomi apply --json` on the lab; return its parsed report (fails on a bad exit).
+    ``timeout`` guards against a hang (the VM's whole baseline under TCG needs more)."""
+    result = apply_raw(lab, *controls, limit=limit, policy=policy, extra=extra,
+                       timeout=timeout)
     assert result.returncode == 0, f"baomi apply failed ({result.returncode}):\n" \
         f"{result.stdout}\n{result.stderr[-3000:]}"
     return json.loads(result.stdout)
@@ -36,7 +39,7 @@ def apply(lab: LabHandle, *controls: str, limit: Iterable[str] | None = None,
 
 def apply_raw(lab: LabHandle, *controls: str, limit: Iterable[str] | None = None,
               policy: Path | str | None = None, extra: Iterable[str] = (),
-              ) -> subprocess.CompletedProcess[str]:
+              timeout: float = 600) -> subprocess.CompletedProcess[str]:
     cmd = [*BAOMI, "apply", "-i", str(lab.inventory), "--json"]
     for control in controls:
         cmd += ["--only", control]
@@ -45,7 +48,7 @@ def apply_raw(lab: LabHandle, *controls: str, limit: Iterable[str] | None = None
     if policy is not None:
         cmd += ["--policy", str(policy)]
     cmd += list(extra)
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def outcomes(report: dict, control: str) -> dict[str, str]:
