@@ -29,6 +29,7 @@ from baomi.collector.db import Conflict, Database, DatabaseUnavailable, Refused
 from baomi.collector.openapi import document
 from baomi.collector.store import Forbidden, NotFound, Principal, Unauthorized
 from baomi.collector.validate import Invalid
+from baomi.collector.waiving import Waivers
 from baomi.collector.web import Dashboard
 
 log = logging.getLogger("baomi.collector")
@@ -124,6 +125,7 @@ def create_app(config: Config, database: Database) -> Starlette:
     alerting = alerts.settings_of(config)
     dispatcher = Dispatcher(database, alerting)
     login_limits = throttle.limits_of(config)
+    waivers = Waivers(config.policy, config.offboard_inventory)  # decided at read time
     metrics_token = ""
     if config.metrics_token.exists():
         metrics_token = config.metrics_token.read_text(encoding="utf-8").strip()
@@ -336,25 +338,30 @@ def create_app(config: Config, database: Database) -> Starlette:
 
     async def hosts(request: Request) -> Response:
         await who(request, READERS)
-        return JSONResponse({"hosts": await database.read(store.hosts)})
+        judge = waivers.judge()
+        return JSONResponse({"hosts": await database.read(lambda tx: store.hosts(tx, judge))})
 
     async def findings(request: Request) -> Response:
         await who(request, READERS)
         query = validate.finding_query(dict(request.query_params))
-        return JSONResponse(await database.read(lambda tx: store.find(tx, query)))
+        judge = waivers.judge()
+        return JSONResponse(await database.read(lambda tx: store.find(tx, query, judge)))
 
     async def finding(request: Request) -> Response:
         await who(request, READERS)
         finding_id = path_id(request, "id")
-        return JSONResponse(await database.read(lambda tx: store.finding(tx, finding_id)))
+        judge = waivers.judge()
+        return JSONResponse(await database.read(
+            lambda tx: store.finding(tx, finding_id, judge=judge)))
 
     async def ack(request: Request) -> Response:
         principal = await who(request, IT)
         finding_id = path_id(request, "id")
         comment = validate.text(validate.field(await body_of(request), "comment"), "comment",
                                 validate.MAX_COMMENT, empty=False)
-        return JSONResponse(await database.write(
-            lambda tx: alerts.acknowledge(tx, finding_id, principal.name, comment)))
+        done = await database.write(
+            lambda tx: alerts.acknowledge(tx, finding_id, principal.name, comment))
+        return JSONResponse(waivers.judge().mark(done))
 
     async def alert_list(request: Request) -> Response:
         await who(request, READERS)
@@ -364,7 +371,8 @@ def create_app(config: Config, database: Database) -> Starlette:
 
     async def summary(request: Request) -> Response:
         await who(request, READERS)
-        return JSONResponse(await database.read(store.summary))
+        judge = waivers.judge()
+        return JSONResponse(await database.read(lambda tx: store.summary(tx, judge)))
 
     # -- operations --
 
@@ -414,7 +422,7 @@ def create_app(config: Config, database: Database) -> Starlette:
     routes += records_api.routes(database, who, endpoint, body_of, api)  # system of record
     routes += audits.routes(database, who, endpoint, body_of, api)  # audit history
 
-    dashboard = Dashboard(config, database)
+    dashboard = Dashboard(config, database, waivers)
     routes += dashboard.routes  # the web dashboard and HR's offboarding (collector/web)
 
     @asynccontextmanager

@@ -83,7 +83,7 @@ def init_cmd(folder: str, names: tuple[str, ...], addresses: tuple[str, ...], li
         "alert_syslog_socket": "/dev/log", "agent_silent_minutes": 30,
         "agent_silent_severity": "high", "alert_retry_max_seconds": 300,
         "login_max_failures_per_user": 5, "login_max_failures_per_address": 20,
-        "login_lockout_seconds": 900}).encode()
+        "login_lockout_seconds": 900, "policy": ""}).encode()
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path, 0o700)
     for name, data in files.items():
@@ -102,7 +102,8 @@ def init_cmd(folder: str, names: tuple[str, ...], addresses: tuple[str, ...], li
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.option("--policy", "policy_file", default=None, type=click.Path(dir_okay=False),
-              help="policy.yaml whose collector section sets the alerts (over the config).")
+              help="policy.yaml whose collector section sets the alerts and whose waivers "
+                   "apply to findings (over the config).")
 def serve_cmd(folder: str, database: str | None, listen: str | None, log_level: str,
               policy_file: str | None) -> None:
     """Serve the API over TLS (uvicorn) until stopped.
@@ -125,8 +126,11 @@ def serve_cmd(folder: str, database: str | None, listen: str | None, log_level: 
     if policy_file:
         config = _with_policy(config, Path(policy_file))
     config = _with_environment(config)
+    if policy_file:  # the command line wins over BAOMI_COLLECTOR_POLICY and collector.toml
+        config = dataclasses.replace(config, policy=str(Path(policy_file).absolute()))
     if listen:
         config = dataclasses.replace(config, listen=listen)
+    _check_waivers(config)
     try:
         host, port = split_listen(config.listen, "--listen")
         dialect_of(config.database)
@@ -166,6 +170,16 @@ def _with_policy(config: Config, path: Path) -> Config:
         agent_silent_severity=c.agent_silent_severity)
 
 
+def _check_waivers(config: Config) -> None:
+    """The policy (and inventory) whose waivers apply to findings load, or one line."""
+    from baomi.collector.waiving import WaiverError, Waivers
+
+    try:
+        Waivers(config.policy, config.offboard_inventory).check()
+    except WaiverError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _with_environment(config: Config) -> Config:
     """``config`` with the alert settings the deploy put in the service's environment file
     (BAOMI_ALERT_*, BAOMI_AGENT_SILENT_*: the policy's, as ``collector-deploy`` wrote them)."""
@@ -180,6 +194,8 @@ def _with_environment(config: Config) -> Config:
                       ("BAOMI_AGENT_SILENT_SEVERITY", "agent_silent_severity")):
         if name in env:
             changes[key] = env[name]
+    if env.get("BAOMI_COLLECTOR_POLICY"):  # the deploy's copy: its waivers apply to findings
+        changes["policy"] = env["BAOMI_COLLECTOR_POLICY"]
     if env.get("BAOMI_ALERT_SYSLOG") == "0":
         changes["alert_syslog_socket"] = ""
     if "BAOMI_AGENT_SILENT_MINUTES" in env:

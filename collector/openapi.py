@@ -123,7 +123,15 @@ _SCHEMAS: S = {
         "last_seen": _TIME, "resolved_at": _NTIME,
         "ack": {"type": "object", "nullable": True, "properties": {
             "by": _str(), "at": _TIME, "comment": _str()}},
-        "history": {"type": "array", "items": {"type": "object"}}},
+        "history": {"type": "array", "items": {"type": "object"}},
+        # decided at read time by the policy's waivers (collector/waiving.py), never stored
+        "waived": {"type": "boolean"},
+        "waiver": {"type": "object", "nullable": True, "properties": {
+            "index": _int(), "clause": _str(nullable=True), "control": _str(nullable=True),
+            "hosts": {"type": "array", "items": _str()}, "reason": _str(),
+            "approver": _str(), "expires": _str(format="date"),
+            "expired": {"type": "boolean"}},
+            "required": ["approver", "expires", "expired"]}},
         ("id", "host", "check", "control", "clauses", "severity", "subject", "state")),
     "Alert": _obj({
         "id": _int(), "finding_id": _int(), "kind": _str(enum=["finding", "silent"]),
@@ -230,6 +238,7 @@ def document() -> S:
         _query("host", _HOST), _query("clause", _CLAUSE), _query("severity", _SEVERITY),
         _query("state", _str(enum=["open", "acknowledged", "resolved"])),
         _query("since", _TIME), _query("check", _CHECK),
+        _query("waived", _str(enum=["true", "false"])),
         _query("limit", _int(minimum=1, maximum=1000)),
         _query("after", _int(minimum=0, maximum=2**63 - 1))]
     agents_list = _obj({"agents": {"type": "array", "items": _ref("Agent")}}, ("agents",))

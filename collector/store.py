@@ -17,6 +17,7 @@ from baomi.clauses import CLAUSES
 from baomi.collector import auditlog, credentials
 from baomi.collector.db import Tx
 from baomi.collector.validate import Event, FindingQuery, Invalid, finding_key, format_time
+from baomi.collector.waiving import NO_WAIVERS, Judge
 from baomi.findings import SEVERITY_RANK
 
 ACTIVE_SECONDS = 600
@@ -369,20 +370,24 @@ _FINDING_COLUMNS = ("id, host, check_id, control, clauses, severity, subject, ex
                     "ack_comment")
 
 
-def _finding_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+def _finding_dict(row: tuple[Any, ...], judge: Judge = NO_WAIVERS) -> dict[str, Any]:
+    """A finding of the API; ``waived``/``waiver`` are decided now by ``judge``
+    (:mod:`baomi.collector.waiving`), never stored."""
     (fid, host, check, control, clauses, severity, subject, expected, found, details, state,
      first, last, resolved, ack_by, ack_at, comment) = row
-    return {"id": int(fid), "host": host, "check": check, "control": control,
+    return judge.mark({"id": int(fid), "host": host, "check": check, "control": control,
             "clauses": clauses.split(), "severity": severity, "subject": subject,
             "expected": expected, "found": found,
             "details": json.loads(details) if details else {}, "state": state,
             "first_seen": format_time(first), "last_seen": format_time(last),
             "resolved_at": format_time(resolved),
             "ack": {"by": ack_by, "at": format_time(ack_at), "comment": comment}
-            if ack_by is not None else None}
+            if ack_by is not None else None})
 
 
-def find(tx: Tx, q: FindingQuery) -> dict[str, Any]:
+def find(tx: Tx, q: FindingQuery, judge: Judge = NO_WAIVERS) -> dict[str, Any]:
+    """A page of findings. ``waived`` is decided after the SQL filters (it is not stored), so
+    with that filter the rows are read in chunks until the page is full."""
     where = ["id > ?"]
     params: list[Any] = [q.after]
     for column, value in (("host", q.host), ("state", q.state), ("check_id", q.check)):
@@ -398,17 +403,34 @@ def find(tx: Tx, q: FindingQuery) -> dict[str, Any]:
     if q.since is not None:
         where.append("last_seen >= ?")
         params.append(q.since)
-    rows = tx.all(f"SELECT {_FINDING_COLUMNS} FROM findings WHERE {' AND '.join(where)} "
-                  f"ORDER BY id LIMIT ?", (*params, q.limit + 1))
-    found = [_finding_dict(r) for r in rows[:q.limit]]
-    return {"findings": found, "next": found[-1]["id"] if len(rows) > q.limit else None}
+    sql = (f"SELECT {_FINDING_COLUMNS} FROM findings WHERE {' AND '.join(where)} "
+           f"ORDER BY id LIMIT ?")
+    if q.waived is None:
+        rows = tx.all(sql, (*params, q.limit + 1))
+        found = [_finding_dict(r, judge) for r in rows[:q.limit]]
+        return {"findings": found, "next": found[-1]["id"] if len(rows) > q.limit else None}
+    found, more, chunk = [], False, max(q.limit + 1, 500)
+    while True:
+        rows = tx.all(sql, (*params, chunk))
+        for row in rows:
+            item = _finding_dict(row, judge)
+            if item["waived"] == q.waived:
+                if len(found) == q.limit:
+                    more = True
+                    break
+                found.append(item)
+        if more or len(rows) < chunk:
+            break
+        params[0] = int(rows[-1][0])  # the next chunk: after the last id read
+    return {"findings": found, "next": found[-1]["id"] if more else None}
 
 
-def finding(tx: Tx, finding_id: int, history: bool = True) -> dict[str, Any]:
+def finding(tx: Tx, finding_id: int, history: bool = True,
+            judge: Judge = NO_WAIVERS) -> dict[str, Any]:
     row = tx.one(f"SELECT {_FINDING_COLUMNS} FROM findings WHERE id = ?", (finding_id,))
     if row is None:
         raise NotFound(f"finding {finding_id} not found")
-    result = _finding_dict(row)
+    result = _finding_dict(row, judge)
     if history:
         key = finding_key(result["host"], result["check"], result["subject"])
         timed: list[tuple[float, dict[str, Any]]] = [
@@ -444,7 +466,9 @@ def acknowledge(tx: Tx, finding_id: int, by: str, comment: str) -> dict[str, Any
     return finding(tx, finding_id, history=False)
 
 
-def hosts(tx: Tx) -> list[dict[str, Any]]:
+def hosts(tx: Tx, judge: Judge = NO_WAIVERS) -> list[dict[str, Any]]:
+    """Hosts with their agent and counts of findings; a waived finding (open or acknowledged,
+    waived today by the policy) counts in ``waived`` only, not in ``open``/``acknowledged``."""
     now = time.time()
     result: dict[str, dict[str, Any]] = {}
 
@@ -452,7 +476,7 @@ def hosts(tx: Tx) -> list[dict[str, Any]]:
         return result.setdefault(host, {
             "host": host, "agent_id": None, "agent_state": None, "last_seen": None,
             "acked_seq": None, "missing": None, "open": dict.fromkeys(SEVERITY_RANK, 0),
-            "acknowledged": 0, "resolved": 0})
+            "acknowledged": 0, "resolved": 0, "waived": 0})
 
     for agent_id, host, revoked, last_seen, acked, max_seq, total in tx.all(
             "SELECT id, host, revoked, last_seen, acked_seq, max_seq, events FROM agents "
@@ -463,43 +487,51 @@ def hosts(tx: Tx) -> list[dict[str, Any]]:
                         agent_state=_agent_state(revoked, last_seen, now),
                         last_seen=format_time(last_seen), acked_seq=int(acked),
                         missing=int(max_seq) - int(total))
-    for host, state, severity, count in tx.all(
-            "SELECT host, state, severity, COUNT(*) FROM findings "
-            "GROUP BY host, state, severity"):
+    for host, state, severity, check, clauses, count in tx.all(
+            "SELECT host, state, severity, check_id, clauses, COUNT(*) FROM findings "
+            "GROUP BY host, state, severity, check_id, clauses"):
         item = entry(host)
-        if state == "open":
+        if judge.decision(host, check, clauses.split(), state).waived:
+            item["waived"] += int(count)
+        elif state == "open":
             item["open"][severity] += int(count)
         else:
             item[state] += int(count)
     return [result[h] for h in sorted(result)]
 
 
-def summary(tx: Tx) -> dict[str, Any]:
+def summary(tx: Tx, judge: Judge = NO_WAIVERS) -> dict[str, Any]:
     """Compliance by clause and by host: a host fails a clause while an open or acknowledged
-    finding of that host cites it."""
+    finding of that host cites it and is not waived today (waived ones count in ``waived``)."""
     all_hosts = {h for (h,) in tx.all("SELECT DISTINCT host FROM agents WHERE revoked IS NULL")}
     failing: dict[str, set[str]] = {c: set() for c in CLAUSES}
-    counts: dict[str, dict[str, int]] = {c: {"open": 0, "acknowledged": 0} for c in CLAUSES}
+    counts: dict[str, dict[str, int]] = {c: {"open": 0, "acknowledged": 0, "waived": 0}
+                                         for c in CLAUSES}
     per_host: dict[str, dict[str, Any]] = {}
-    for host, state, clauses, count in tx.all(
-            "SELECT host, state, clauses, COUNT(*) FROM findings GROUP BY host, state, clauses"):
+    for host, state, clauses, check, count in tx.all(
+            "SELECT host, state, clauses, check_id, COUNT(*) FROM findings "
+            "GROUP BY host, state, clauses, check_id"):
         all_hosts.add(host)
-        item = per_host.setdefault(host, {"open": 0, "acknowledged": 0, "clauses": set()})
+        item = per_host.setdefault(host, {"open": 0, "acknowledged": 0, "waived": 0,
+                                          "clauses": set()})
         if state == "resolved":
             continue
-        item[state] += int(count)
+        waived = judge.decision(host, check, clauses.split(), state).waived
+        item["waived" if waived else state] += int(count)
         for clause in clauses.split():
             if clause in failing:
-                failing[clause].add(host)
-                counts[clause][state] += int(count)
-                item["clauses"].add(clause)
+                counts[clause]["waived" if waived else state] += int(count)
+                if not waived:
+                    failing[clause].add(host)
+                    item["clauses"].add(clause)
     total = len(all_hosts)
     by_clause = [{"clause": c, "title": CLAUSES[c].title, "hosts_failing": len(failing[c]),
                   "hosts_compliant": total - len(failing[c]), **counts[c]} for c in CLAUSES]
     by_host = []
     for host in sorted(all_hosts):
-        item = per_host.get(host, {"open": 0, "acknowledged": 0, "clauses": set()})
+        item = per_host.get(host, {"open": 0, "acknowledged": 0, "waived": 0,
+                                   "clauses": set()})
         by_host.append({"host": host, "compliant": not item["clauses"],
                         "failing_clauses": sorted(item["clauses"]), "open": item["open"],
-                        "acknowledged": item["acknowledged"]})
+                        "acknowledged": item["acknowledged"], "waived": item["waived"]})
     return {"hosts": total, "by_clause": by_clause, "by_host": by_host}

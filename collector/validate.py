@@ -272,9 +272,11 @@ class FindingQuery:
     check: str | None = None
     limit: int = 100
     after: int = 0
+    waived: bool | None = None  # decided at read time (collector/waiving.py), not a column
 
 
-_QUERY_KEYS = {"host", "clause", "severity", "state", "since", "check", "limit", "after"}
+_QUERY_KEYS = {"host", "clause", "severity", "state", "since", "check", "limit", "after",
+               "waived"}
 
 
 def finding_query(params: dict[str, str]) -> FindingQuery:
@@ -298,8 +300,12 @@ def finding_query(params: dict[str, str]) -> FindingQuery:
     check = params.get("check")
     if check is not None and (len(check) > 128 or not _CHECK.fullmatch(check)):
         raise Invalid("query check: expected a check ID like 'ssh.permit_root_login'")
+    waived = params.get("waived")
+    if waived is not None and waived not in ("true", "false"):
+        raise Invalid("query waived: expected true or false")
     return FindingQuery(
         host=host, clause=clause, state=state, check=check,
+        waived=None if waived is None else waived == "true",
         min_rank=SEVERITY_RANK[severity] if severity is not None else None,
         since=parse_time(since, "query since", stored=False) if since is not None else None,
         limit=_query_int(params.get("limit"), "limit", 1, 1000, 100),

@@ -30,6 +30,7 @@ from baomi.collector.config import Config
 from baomi.collector.db import Conflict, Database, DatabaseUnavailable
 from baomi.collector.store import NotFound
 from baomi.collector.validate import Invalid
+from baomi.collector.waiving import Waivers
 from baomi.collector.web import audits, escrow, fleet, offboard
 from baomi.collector.web.html import field, form, join, page, tag
 from baomi.collector.web.i18n import LANGS, t
@@ -79,9 +80,11 @@ def message_page(request: Request, status: int, text: str) -> HTMLResponse:
 class Dashboard:
     """The pages of one collector app over ``database``."""
 
-    def __init__(self, config: Config, database: Database) -> None:
+    def __init__(self, config: Config, database: Database,
+                 waivers: Waivers | None = None) -> None:
         self.config = config
         self.database = database
+        self.waivers = waivers or Waivers(config.policy, config.offboard_inventory)
         self.sessions = Sessions(database, config)
         self.offboarding = offboard.Offboarding(config, database)
 
@@ -94,7 +97,7 @@ class Dashboard:
                 else:
                     who, data = await self.sessions.principal(request, roles), {}
                 view = View(lang(request), who, csrf_token(request.cookies.get(COOKIE, "")),
-                            request.url.path)
+                            request.url.path, self.waivers.judge())
                 return await fn(self.database, view, request, data)
             except NotLoggedIn:
                 return RedirectResponse(f"/login?next={request.url.path}", 303)

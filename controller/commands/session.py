@@ -2,7 +2,8 @@
 
     baomi login [--collector https://HOST:PORT] [--ca FILE] [--user U] [--password-stdin]
     baomi hosts [--json]
-    baomi findings [--host H] [--clause C] [--severity S] [--since T] [--state S] [--json]
+    baomi findings [--host H] [--clause C] [--severity S] [--since T] [--state S]
+                   [--waived yes|no] [--json]
 
 ``--json`` prints the collector's own JSON (for scripts); otherwise a table.  Failures are one
 line (:mod:`baomi.controller.session`), exit status 1 (2 for bad arguments).
@@ -98,7 +99,7 @@ def hosts_cmd(as_json: bool) -> None:
         return
     table = Table(title=f"hosts at {session.url}")
     for column in ("host", "agent", "last seen", "acked seq", "missing", "open c/h/m/l/i",
-                   "acknowledged", "resolved"):
+                   "acknowledged", "waived", "resolved"):
         table.add_column(column)
     for h in body["hosts"]:
         open_ = h.get("open") or {}
@@ -107,9 +108,19 @@ def hosts_cmd(as_json: bool) -> None:
         table.add_row(*map(_cell, (h["host"], h.get("agent_state") or "—",
                                    h.get("last_seen") or "—", h.get("acked_seq", "—"),
                                    h.get("missing", "—"), counts, h.get("acknowledged", 0),
-                                   h.get("resolved", 0))))
+                                   h.get("waived", 0), h.get("resolved", 0))))
     console.print(table)
     click.echo(f"{len(body['hosts'])} hosts")
+
+
+def _waiver(finding: dict[str, Any]) -> str:
+    """What the waivers say about a finding (the collector decides it for today)."""
+    w = finding.get("waiver")
+    if not w:
+        return ""
+    if finding.get("waived"):
+        return f"waived by {w.get('approver')} until {w.get('expires')}"
+    return f"waiver expired on {w.get('expires')} ({w.get('approver')}): not waived"
 
 
 def _clause(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -126,13 +137,20 @@ def _clause(ctx: click.Context, param: click.Parameter, value: str | None) -> st
 @click.option("--since", default=None, help="Seen since: 30m, 24h, 7d or a date/time.")
 @click.option("--state", type=click.Choice(["open", "acknowledged", "resolved"]), default=None,
               help="Only findings in this state (default: all).")
+@click.option("--waived", type=click.Choice(["yes", "no"]), default=None,
+              help="Only findings the policy's waivers waive today (yes) or not (no).")
 @json_option
 @one_line
 def findings_cmd(host: str | None, clause: str | None, severity: str | None, since: str | None,
-                 state: str | None, as_json: bool) -> None:
-    """Findings the collector holds, newest evidence per host, check and subject."""
+                 state: str | None, waived: str | None, as_json: bool) -> None:
+    """Findings the collector holds, newest evidence per host, check and subject.
+
+    A failing finding shows what the policy's waivers say today (waived by X until D, or
+    expired)."""
     query = {k: v for k, v in (("host", host), ("clause", clause), ("severity", severity),
                                ("state", state)) if v}
+    if waived:
+        query["waived"] = "true" if waived == "yes" else "false"
     if since:
         try:
             query["since"] = s.since(since, datetime.now(UTC))
@@ -145,13 +163,13 @@ def findings_cmd(host: str | None, clause: str | None, severity: str | None, sin
         print_json({"findings": found})
         return
     table = Table(title=f"findings at {session.url}")
-    for column in ("id", "host", "check", "clauses", "severity", "state", "subject",
+    for column in ("id", "host", "check", "clauses", "severity", "state", "waiver", "subject",
                    "expected", "found", "last seen"):
         table.add_column(column)
     for f in found:
         table.add_row(*map(_cell, (f["id"], f["host"], f["check"],
                                    ", ".join(f.get("clauses", [])), f["severity"], f["state"],
-                                   f["subject"], f["expected"], f["found"],
+                                   _waiver(f), f["subject"], f["expected"], f["found"],
                                    f.get("last_seen") or "—")))
     console.print(table)
     click.echo(f"{len(found)} findings")
