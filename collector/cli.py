@@ -157,12 +157,13 @@ def _with_policy(config: Config, path: Path) -> Config:
     """``config`` with the alert settings of the policy's collector section."""
     import dataclasses
 
+    from baomi.collector.waiving import one_line
     from baomi.policy import PolicyError, load
 
     try:
         c = load(path).collector
     except PolicyError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(one_line(exc)) from None
     return dataclasses.replace(
         config, alert_min_severity=c.alert_min_severity, alert_webhook=c.alert_webhook or "",
         alert_syslog_socket=config.alert_syslog_socket if c.alert_syslog else "",

@@ -77,7 +77,7 @@ def _stamp(path: str) -> tuple[int, int] | None:
     return st.st_mtime_ns, st.st_size
 
 
-def _one_line(exc: Exception) -> str:
+def one_line(exc: Exception) -> str:
     lines = str(exc).splitlines() or [type(exc).__name__]
     more = f" (and {len(lines) - 1} more problems)" if len(lines) > 1 else ""
     return lines[0] + more
@@ -87,7 +87,7 @@ def load_policy(path: str, today: dt.date) -> Policy:
     try:
         return load(path, today=today)
     except PolicyError as exc:
-        raise WaiverError(f"policy for waivers: {_one_line(exc)}") from None
+        raise WaiverError(f"policy for waivers: {one_line(exc)}") from None
 
 
 def load_groups(path: str) -> dict[str, frozenset[str]]:
@@ -96,7 +96,7 @@ def load_groups(path: str) -> dict[str, frozenset[str]]:
     try:
         return {h: frozenset(g) for h, g in host_groups(path).items()}
     except InventoryError as exc:
-        raise WaiverError(f"inventory for waivers' groups: {_one_line(exc)}") from None
+        raise WaiverError(f"inventory for waivers' groups: {one_line(exc)}") from None
 
 
 class Waivers:
