@@ -10,8 +10,10 @@ the place every finding goes to.  Steps, per collector host:
    wheels are already there);
 2. the system user ``baomi-collector`` and its state folder, 0700;
 3. the database URL in ``/etc/baomi/collector/database.env`` (root, 0600, in a 0700 folder:
-   systemd reads it; never on a command line); ``baomi collector init`` as that user, once:
-   the first admin's password goes to ``first-admin.txt`` there (0600, read it once and
+   systemd reads it; never on a command line), and the policy in
+   ``/etc/baomi/collector-policy.yaml`` (root:baomi-collector 0640: its waivers apply to the
+   findings the service shows, ``BAOMI_COLLECTOR_POLICY``); ``baomi collector init`` as that
+   user, once: the first admin's password goes to ``first-admin.txt`` there (0600, read it once and
    delete it), never to the controller's output; the CA's private key is then moved out of
    the service's folder to ``/etc/baomi/collector/ca.key`` (root only: a compromised service
    cannot mint certificates; the move never follows a link the service user planted); the CA
@@ -26,7 +28,13 @@ the place every finding goes to.  Steps, per collector host:
    on the host (its public half and the host's addresses come back to the controller); on
    systemd hosts ``baomi-audit.service`` + ``baomi-audit.timer`` (OnCalendar = the policy's
    ``reporting.schedule``), enabled.  Hosts without systemd get no timer (nothing would run
-   it; the check says so).
+   it; the check says so);
+7. HR's offboarding run as root (R-OFF, :mod:`baomi.collector.offboard_runner`), systemd hosts
+   only: ``/var/lib/baomi-offboard`` (root 0700: the ledger), ``baomi-offboard.service`` (the
+   runner, fixed command line, the fleet folder's key), ``baomi-offboard.path`` (started when
+   the dashboard records a request) and ``baomi-offboard.timer`` (every 15 minutes: a missed
+   trigger, the daily purge), enabled; the service's ``database.env`` says
+   ``BAOMI_OFFBOARD_RUNNER=systemd`` so it queues HR's requests instead of running them.
 
 With ``BAOMI_COLLECTOR_DEPLOY=fleet`` the same file runs over the fleet instead: each
 collector's key (``BAOMI_FLEET_COLLECTORS``) goes into root's ``authorized_keys`` restricted to
@@ -169,7 +177,12 @@ def apply() -> None:
                     group=core.USER, mode="0700")
     files.directory(name=op_name(C, core.CONF_DIR), path=core.CONF_DIR, user="root",
                     group="root", mode="0700")
-    put_text(C, core.ENV_FILE, want.env_file, mode="0600")
+    # With systemd, database.env also tells the service that root's runner offboards.
+    systemd = host.get_fact(CommandSucceeds, check="[ -d /run/systemd/system ]")
+    put_text(C, core.ENV_FILE, want.env_for(systemd), mode="0600")
+    # The waivers of findings (read by the service, reloaded when this file changes).
+    put_text(C, core.POLICY_COPY, Path(os.environ["BAOMI_POLICY"]).read_text(encoding="utf-8"),
+             mode="0640", group=core.USER)
     addresses = host.get_fact(Addresses)
     shell_if(name=op_name(C, "initialised (CA, server certificate, first admin)"),
              check=f"[ -f {core.STATE_DIR}/collector.toml ]",
@@ -181,7 +194,6 @@ def apply() -> None:
     files.get(name=op_name(C, "CA certificate to the controller"),
               src=f"{core.STATE_DIR}/ca.pem", dest=str(core.pinned_ca_path(host.name)),
               create_local_dir=True)
-    systemd = host.get_fact(CommandSucceeds, check="[ -d /run/systemd/system ]")
     if systemd:
         put_text(C, core.UNIT_PATH, want.unit)
         shell_if(name=op_name(C, f"{core.UNIT} runs the current venv and unit"),
@@ -270,6 +282,25 @@ def fleet_access(want: core.Desired, addresses: list[str], systemd: bool) -> Non
              command=f"systemctl daemon-reload && systemctl try-restart {fleet.TIMER}",
              reason="loaded")
     unit_enabled_and_active(C, fleet.TIMER)
+    offboard_runner(want)
+
+
+def offboard_runner(want: core.Desired) -> None:
+    """HR's offboarding run as root (R-OFF): its state folder, the service run by the path
+    unit (a request recorded) and the timer (a missed trigger, the daily purge)."""
+    files.directory(name=op_name(C, fleet.OFFBOARD_STATE), path=fleet.OFFBOARD_STATE,
+                    user="root", group="root", mode="0700")
+    for path, text in want.offboard_units:
+        put_text(C, path, text)
+    units = (fleet.OFFBOARD_SERVICE, fleet.OFFBOARD_PATH, fleet.OFFBOARD_TIMER)
+    shell_if(name=op_name(C, "the offboarding runner's units loaded"),
+             check=" && ".join(f"systemctl show -p NeedDaemonReload --value {u} | grep -qx no"
+                               for u in units),
+             command=f"systemctl daemon-reload && systemctl try-restart {fleet.OFFBOARD_PATH} "
+                     f"{fleet.OFFBOARD_TIMER}",
+             reason="loaded")
+    unit_enabled_and_active(C, fleet.OFFBOARD_PATH)
+    unit_enabled_and_active(C, fleet.OFFBOARD_TIMER)
 
 
 def authorize_fleet() -> None:

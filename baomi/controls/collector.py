@@ -21,7 +21,12 @@ installs it, ``checks/test_collector.py`` verifies it.  What "installed and serv
 - the regular audit (R-AUD, :mod:`baomi.fleet_access`): ``baomi-audit.timer`` enabled and
   active with the policy's ``reporting.schedule``, and its last run succeeded and is not older
   than the schedule allows (twice its longest gap as systemd reads the schedule, plus the
-  random delay and a run's time); not applicable without systemd (no timer to run it there).
+  random delay and a run's time); not applicable without systemd (no timer to run it there);
+- HR's offboarding run as root (R-OFF, :mod:`baomi.collector.offboard_runner`):
+  ``baomi-offboard.path`` (started when the dashboard records a request) and
+  ``baomi-offboard.timer`` (a missed trigger, the daily purge) enabled and active, the three
+  unit files baomi's, and the runner's last run succeeded; not applicable without systemd
+  (there the service runs the requests itself when ``offboard_inventory`` is configured).
 """
 
 from __future__ import annotations
@@ -56,6 +61,9 @@ FIRST_ADMIN = f"{STATE_DIR}/first-admin.txt"
 CONF_DIR = "/etc/baomi/collector"  # root 0700: the CA key, the database URL
 CA_KEY = f"{CONF_DIR}/ca.key"
 ENV_FILE = f"{CONF_DIR}/database.env"
+# The service's copy of the policy (root:baomi-collector 0640, outside the root-only CONF_DIR):
+# its waivers apply to the findings it shows (collector/waiving.py); named in ENV_FILE.
+POLICY_COPY = "/etc/baomi/collector-policy.yaml"  # = fleet_access.WEB_POLICY
 INPUT = "collector_ca"  # the pinned CA certificate (PEM), an input of the host's context
 HEADER = "# Managed by baomi: the collector (R-INC, R-LOG, R-TLS). Local edits are reverted.\n"
 
@@ -67,8 +75,14 @@ HEALTH = check("collector.health", "health answers over TLS verified by the pinn
                ("R-TLS", "R-INC"))
 AUDIT_TIMER = check("collector.audit_timer", "the regular audit's timer runs on the policy's "
                     "schedule and its last run succeeded in time", ("R-AUD",))
-CHECKS = (INSTALLED, STATE, SERVICE, LISTENING, HEALTH, AUDIT_TIMER)
+OFFBOARD_RUNNER = check("collector.offboard_runner", "HR's offboarding requests and the daily "
+                        "purge run as root from the collector (path and timer units enabled, "
+                        "last run succeeded)", ("R-OFF",))
+CHECKS = (INSTALLED, STATE, SERVICE, LISTENING, HEALTH, AUDIT_TIMER, OFFBOARD_RUNNER)
 ELAPSES = 8  # elapses of the schedule read: its longest gap is what "in time" allows
+NO_SYSTEMD_OFFBOARD = ("no systemd on this host: no root-side runner; HR's requests run in the "
+                       "service itself when collector.toml's offboard_inventory names a fleet "
+                       "the service user may reach")
 NO_SYSTEMD = ("no systemd on this host: nothing runs a timer here (the supervisor only keeps "
               "the service up); run `baomi audit --upload` on schedule from the controller")
 
@@ -90,13 +104,23 @@ class Desired:
     schedule: str = "weekly"  # reporting.schedule: OnCalendar= of the regular audit
     audit_service: str = ""
     audit_timer: str = ""
+    offboard_units: tuple[tuple[str, str], ...] = ()  # (path, text) of the runner's units
+
+    def env_for(self, systemd: bool) -> str:
+        """``database.env`` on this host: with systemd the service is also told that root's
+        runner runs HR's requests, and where its copy of the policy is (the form's checks)."""
+        if not systemd:
+            return self.env_file
+        return self.env_file + (f"BAOMI_OFFBOARD_RUNNER='systemd'\n"
+                                f"BAOMI_OFFBOARD_POLICY='{fleet.WEB_POLICY}'\n")
 
     @property
     def env_file(self) -> str:
         """``database.env``: read by systemd (EnvironmentFile) or sourced by the supervisor;
         the database URL and the policy's alert settings (a webhook URL may hold a token)."""
         lines = [f"BAOMI_COLLECTOR_DB='{self.database}'",
-                 *(f"{name}='{value}'" for name, value in self.alerts)]
+                 *(f"{name}='{value}'" for name, value in self.alerts),
+                 f"BAOMI_COLLECTOR_POLICY='{POLICY_COPY}'"]
         return "# Managed by baomi (root only)\n" + "\n".join(lines) + "\n"
 
     @property
@@ -202,7 +226,11 @@ def desired(ctx: HostContext) -> Desired:
     return Desired(base.applies, base.port, base.database, base.server_name, base.names,
                    unit_text(argv, base.port), supervisor_text(argv), base.pinned_ca,
                    problem, alerts, schedule,
-                   fleet.service_text(VENV, STATE_DIR, ENV_FILE, base.port), timer)
+                   fleet.service_text(VENV, STATE_DIR, ENV_FILE, base.port), timer,
+                   ((fleet.OFFBOARD_SERVICE_PATH,
+                     fleet.offboard_service_text(VENV, STATE_DIR, ENV_FILE)),
+                    (fleet.OFFBOARD_PATH_PATH, fleet.offboard_path_text(STATE_DIR)),
+                    (fleet.OFFBOARD_TIMER_PATH, fleet.offboard_timer_text())))
 
 
 def not_applicable(want: Desired) -> str | None:
@@ -256,6 +284,11 @@ def observe_script(want: Desired) -> str:
                       "echo Now=@$(date +%s)",
         "audit_period": f"TZ=UTC systemd-analyze calendar --iterations={ELAPSES} "
                         f"{shlex.quote(want.schedule)}",
+        "offboard_units": "; ".join(f"echo '--- {p}'; cat {p}" for p in OFFBOARD_UNIT_PATHS),
+        "offboard_state": f"systemctl is-enabled {fleet.OFFBOARD_PATH} {fleet.OFFBOARD_TIMER}; "
+                          f"systemctl is-active {fleet.OFFBOARD_PATH} {fleet.OFFBOARD_TIMER}",
+        "offboard_last": f"systemctl show --timestamp=unix -p Result -p ExecMainStatus "
+                         f"-p ExecMainExitTimestamp {fleet.OFFBOARD_SERVICE}",
     }
     if want.pinned_ca:
         commands["health"] = (f"{VENV}/bin/python -c {shlex.quote(_PROBE)} "
@@ -280,6 +313,43 @@ class Observed:
     listening: bool
     health: dict[str, str]  # tls, status, body, or error
     audit: AuditRun | None = None  # the regular audit (systemd hosts)
+    offboard: OffboardRunner | None = None  # root's offboarding runner (systemd hosts)
+
+
+@dataclass(frozen=True)
+class OffboardRunner:
+    """The runner's unit files (path → text, None: missing), its path and timer units' states
+    and the service's last run, as systemd says."""
+
+    units: dict[str, str | None]
+    states: tuple[str, ...]  # is-enabled path, timer; is-active path, timer
+    last: dict[str, str]  # Result, ExecMainStatus, ExecMainExitTimestamp
+
+
+OFFBOARD_UNIT_PATHS = (fleet.OFFBOARD_SERVICE_PATH, fleet.OFFBOARD_PATH_PATH,
+                       fleet.OFFBOARD_TIMER_PATH)
+
+
+def _offboard(sec: Any) -> OffboardRunner:
+    units: dict[str, str | None] = dict.fromkeys(OFFBOARD_UNIT_PATHS)
+    current: str | None = None
+    for line in (sec.text("offboard_units") or "").splitlines(keepends=True):
+        if line.startswith("--- ") and line[4:].strip() in units:
+            current = line[4:].strip()
+            units[current] = ""
+        elif line.startswith("cat: "):
+            continue  # the file is missing (stays None unless its marker came first)
+        elif current is not None:
+            units[current] = (units[current] or "") + line
+    for path, text in units.items():  # a missing file printed only its marker
+        if text == "":
+            units[path] = None
+    last: dict[str, str] = {}
+    for line in (sec.text("offboard_last") or "").splitlines():
+        key, _, value = line.partition("=")
+        last[key] = value.strip()
+    states = tuple(sec["offboard_state"].out.split() if "offboard_state" in sec else [])
+    return OffboardRunner(units, (*states, "", "", "", "")[:4], last)
 
 
 @dataclass(frozen=True)
@@ -364,6 +434,7 @@ def parse(output: str, want: Desired | None = None) -> Observed:
         listening=bool(listening and listening.strip()),
         health=health,
         audit=_audit(sec) if sec.text("systemd") is not None else None,
+        offboard=_offboard(sec) if sec.text("systemd") is not None else None,
     )
 
 
@@ -402,6 +473,30 @@ def compare(want: Desired, seen: Observed) -> list[Finding]:
     out += _health(want, seen)
     if seen.audit is not None:
         out += audit_findings(want, seen.audit)
+    if seen.offboard is not None:
+        out += offboard_findings(want, seen.offboard)
+    return out
+
+
+def offboard_findings(want: Desired, run: OffboardRunner) -> list[Finding]:
+    """The runner's three units are baomi's, its path and timer enabled and active (HR's
+    requests run at once, a missed one within the timer's period, the purge daily), and its
+    last run, if any, succeeded."""
+    out: list[Finding] = []
+    for path, text in want.offboard_units:
+        edited = unit_file_finding(OFFBOARD_RUNNER, path, text, run.units.get(path))
+        if edited:
+            out.append(edited)
+    for i, unit in enumerate((fleet.OFFBOARD_PATH, fleet.OFFBOARD_TIMER)):
+        state = f"{run.states[i] or 'unknown'}, {run.states[i + 2] or 'unknown'}"
+        if state != "enabled, active":
+            out.append(OFFBOARD_RUNNER.finding(unit, "enabled, active", state, "high"))
+    ran = _stamp(run.last.get("ExecMainExitTimestamp", ""))
+    if ran is not None and run.last.get("Result", "") != "success":
+        out.append(OFFBOARD_RUNNER.finding(fleet.OFFBOARD_SERVICE, "the last run succeeded",
+                                           f"{run.last.get('Result') or 'unknown'}, exit "
+                                           f"status {run.last.get('ExecMainStatus', '?')}",
+                                           "high"))
     return out
 
 
@@ -447,16 +542,28 @@ def evidence(want: Desired, seen: Observed) -> dict[str, str]:
     """What a passing audit-timer check looked at: the schedule and the last run."""
     if seen.audit is None:
         return {}
+    runner = seen.offboard
+    if runner is not None:
+        done = _stamp(runner.last.get("ExecMainExitTimestamp", ""))
+        runner_text = (f"{fleet.OFFBOARD_PATH} and {fleet.OFFBOARD_TIMER} "
+                       f"{'/'.join(runner.states[:2])}, {'/'.join(runner.states[2:])}; "
+                       + (f"last run {runner.last.get('Result', '?')} at "
+                          f"{datetime.fromtimestamp(done, UTC):%Y-%m-%dT%H:%M:%SZ}"
+                          if done is not None else "no run yet"))
     ran = _stamp(seen.audit.last.get("ExecMainExitTimestamp", ""))
     last = (f"last run {seen.audit.last.get('Result', '?')} at "
             f"{datetime.fromtimestamp(ran, UTC):%Y-%m-%dT%H:%M:%SZ}" if ran is not None
             else "no run yet")
-    return {AUDIT_TIMER.id: f"{fleet.TIMER} {seen.audit.enabled}, {seen.audit.active}, "
-                            f"OnCalendar={want.schedule}; {last}"}
+    found = {AUDIT_TIMER.id: f"{fleet.TIMER} {seen.audit.enabled}, {seen.audit.active}, "
+                             f"OnCalendar={want.schedule}; {last}"}
+    if runner is not None:
+        found[OFFBOARD_RUNNER.id] = runner_text
+    return found
 
 
 def skipped(want: Desired, seen: Observed) -> dict[str, str]:
-    return {} if seen.systemd else {AUDIT_TIMER.id: NO_SYSTEMD}
+    return {} if seen.systemd else {AUDIT_TIMER.id: NO_SYSTEMD,
+                                    OFFBOARD_RUNNER.id: NO_SYSTEMD_OFFBOARD}
 
 
 def _health(want: Desired, seen: Observed) -> list[Finding]:

@@ -16,6 +16,19 @@ DATA = Path(__file__).parent / "data" / "collector"
 DEPLOYED = (DATA / "deployed_col1.out").read_text(encoding="utf-8") + "\n" + "".join(
     "==> " + part for part in (DATA / "audit_fresh_col1.out").read_text(encoding="utf-8")
     .split("==> ") if part.startswith("audit_"))
+
+
+def _offboard_sections(want: core.Desired, enabled: str = "enabled\nenabled\nactive\nactive\n",
+                       last: str = "Result=success\nExecMainStatus=0\n"
+                                   "ExecMainExitTimestamp=@1764745200\n") -> str:
+    """The runner's sections as a deployed systemd collector prints them (the format of
+    observe's script: each unit file after its marker line)."""
+    units = "".join(f"--- {path}\n{text}" for path, text in want.offboard_units)
+    return (f"\n==> offboard_units\n{units}\n<== offboard_units rc=0\n"
+            f"\n==> offboard_state\n{enabled}\n<== offboard_state rc=0\n"
+            f"\n==> offboard_last\n{last}\n<== offboard_last rc=0\n")
+
+
 CA = json.loads((DATA / "contract.json").read_text(encoding="utf-8"))["compliant"]["inputs"][
     core.INPUT]
 
@@ -24,6 +37,9 @@ def _want(policy: str = "", ca: str | None = CA, groups: tuple[str, ...] = ("col
           ) -> core.Desired:
     return core.desired(HostContext.of(load_text(policy), groups, "col1",
                                        **({core.INPUT: ca} if ca else {})))
+
+
+DEPLOYED += _offboard_sections(_want())
 
 
 def _failing(output: str, want: core.Desired | None = None) -> dict[str, str]:
@@ -104,6 +120,7 @@ def test_a_collector_deployed_before_the_ca_key_move_is_named() -> None:
     old_ca = json.loads((DATA / "old_ca.json").read_text(encoding="utf-8"))["collector_ca"]
     failing = _failing(old, _want(ca=old_ca))
     assert failing.pop("collector.audit_timer")  # that version installed no audit timer
+    assert failing.pop("collector.offboard_runner")  # nor the offboarding runner
     assert failing == {"collector.state_dir": "readable by the service user",
                        "collector.service": "edited content"}, failing
 
@@ -114,7 +131,40 @@ def test_the_environment_file_carries_the_database_and_the_policys_alerts() -> N
     assert want.env_file.splitlines()[1:] == [
         "BAOMI_COLLECTOR_DB='postgresql://b:pw@db/b'", "BAOMI_ALERT_MIN_SEVERITY='critical'",
         "BAOMI_ALERT_WEBHOOK='https://chat.example/h?t=x'", "BAOMI_ALERT_SYSLOG='0'",
-        "BAOMI_AGENT_SILENT_MINUTES='30'", "BAOMI_AGENT_SILENT_SEVERITY='high'"]
+        "BAOMI_AGENT_SILENT_MINUTES='30'", "BAOMI_AGENT_SILENT_SEVERITY='high'",
+        "BAOMI_COLLECTOR_POLICY='/etc/baomi/collector-policy.yaml'"]
     assert "pw" not in want.unit and "--db" not in want.unit
     quoted = _want("organisation: t\ncollector:\n  alert_webhook: \"https://x/h?a='1\"\n")
     assert quoted.problem and "collector.alert_webhook" in quoted.problem
+
+
+def test_the_offboarding_runner_disabled_edited_or_failed_is_named() -> None:
+    base = DEPLOYED.split("\n==> offboard_units")[0]
+    want = _want()
+    disabled = base + _offboard_sections(want, "disabled\nenabled\ninactive\nactive\n")
+    assert _failing(disabled) == {"collector.offboard_runner": "disabled, inactive"}
+    failed = base + _offboard_sections(want, last="Result=exit-code\nExecMainStatus=1\n"
+                                                  "ExecMainExitTimestamp=@1764745200\n")
+    assert _failing(failed) == {"collector.offboard_runner": "exit-code, exit status 1"}
+    never = base + _offboard_sections(want, last="Result=success\nExecMainStatus=0\n"
+                                                 "ExecMainExitTimestamp=\n")
+    assert _failing(never) == {}
+    edited = base + _offboard_sections(want).replace("PathExists=", "#PathExists=")
+    assert _failing(edited) == {"collector.offboard_runner": "edited content"}
+    missing = base + "\n==> offboard_units\n--- /etc/systemd/system/baomi-offboard.service\n" \
+        "cat: /etc/systemd/system/baomi-offboard.service: No such file or directory\n" \
+        "\n<== offboard_units rc=1\n"
+    found = evaluate(core.CONTROL, "col1", want, core.parse(missing, want)).findings
+    assert ("/etc/systemd/system/baomi-offboard.service", "missing") in \
+        [(f.subject, f.found) for f in found if f.check == "collector.offboard_runner"]
+    result = evaluate(core.CONTROL, "col1", want, core.parse(DEPLOYED, want))
+    assert "baomi-offboard.path and baomi-offboard.timer enabled/enabled, active/active" in \
+        result.evidence["collector.offboard_runner"]
+
+
+def test_without_systemd_the_runner_is_not_applicable_and_the_service_is_not_told() -> None:
+    want = _want()
+    fresh = (DATA / "fresh_col2.out").read_text(encoding="utf-8")
+    assert "collector.offboard_runner" in core.skipped(want, core.parse(fresh, want))
+    assert "BAOMI_OFFBOARD_RUNNER" not in want.env_for(False)
+    assert "BAOMI_OFFBOARD_RUNNER='systemd'" in want.env_for(True)
