@@ -244,3 +244,91 @@ def timer_text(schedule: str) -> str:
 def validate_schedule_command(schedule: str) -> str:
     """Shell: systemd's own reading of the schedule (no other parser agrees with it)."""
     return f"systemd-analyze calendar {shlex.quote(schedule)} >/dev/null"
+
+
+# ---- HR's offboarding, run as root (R-OFF, R-RET) -------------------------------------------
+# The web service (user baomi-collector) records HR's request in the database and touches
+# TRIGGER; root's runner reads the request from the database, checks it again with the fleet's
+# policy and runs `baomi offboard` with this folder's inventory, known_hosts and key.  The web
+# service never gets the key and passes root no argument: the runner's command line is fixed.
+
+OFFBOARD_STATE = "/var/lib/baomi-offboard"  # root 0700: the ledger, session.json, run output
+OFFBOARD_SERVICE = "baomi-offboard.service"
+OFFBOARD_PATH = "baomi-offboard.path"
+OFFBOARD_TIMER = "baomi-offboard.timer"
+OFFBOARD_SERVICE_PATH = f"/etc/systemd/system/{OFFBOARD_SERVICE}"
+OFFBOARD_PATH_PATH = f"/etc/systemd/system/{OFFBOARD_PATH}"
+OFFBOARD_TIMER_PATH = f"/etc/systemd/system/{OFFBOARD_TIMER}"
+OFFBOARD_TRIGGER = "offboard.trigger"  # in the collector's folder; its content is never read
+# The service's copy of the policy (root:baomi-collector 0640) for the form's own checks: the
+# runner judges with FLEET_DIR's copy, which the service cannot read.
+WEB_POLICY = "/etc/baomi/collector-policy.yaml"
+OFFBOARD_CALENDAR = "*:0/15"  # the runner's fallback poll and the daily purge's clock
+OFFBOARD_RUN_SECONDS = 4 * 3600  # TimeoutStartSec: the purge may take 3 h, requests first
+OFFBOARD_HEADER = "# Managed by baomi: HR's offboarding from the collector, run as root (R-OFF)." \
+                  " Local edits are reverted.\n"
+
+
+def offboard_argv(venv: str, state_dir: str) -> list[str]:
+    """The runner's fixed command line (nothing of it comes from the web service)."""
+    return [f"{venv}/bin/python", "-m", "baomi.collector.offboard_runner", state_dir]
+
+
+def offboard_service_text(venv: str, state_dir: str, env_file: str) -> str:
+    """``baomi-offboard.service``: every queued request, then the day's purge when due, as
+    root with the fleet's key; the database work drops to the collector's user."""
+    return OFFBOARD_HEADER + "\n".join([
+        "[Unit]",
+        "Description=baomi: HR's offboarding requests and the daily purge, from the collector "
+        "(R-OFF, R-RET)",
+        "After=network-online.target baomi-collector.service",
+        "Wants=network-online.target",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        f"Environment=BAOMI_STATE_DIR={OFFBOARD_STATE} HOME={OFFBOARD_STATE}",
+        f"EnvironmentFile={env_file}",
+        f"ExecStart={_systemd_quote(offboard_argv(venv, state_dir))}",
+        f"TimeoutStartSec={OFFBOARD_RUN_SECONDS}",
+        "UMask=0077",
+        f"ReadWritePaths={OFFBOARD_STATE} {state_dir}",
+        *NETWORK_SANDBOX,
+        "CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_DAC_OVERRIDE",
+        "",
+    ])
+
+
+def offboard_path_text(state_dir: str) -> str:
+    """``baomi-offboard.path``: the runner starts as soon as the dashboard records a request."""
+    return OFFBOARD_HEADER + "\n".join([
+        "[Unit]",
+        "Description=baomi: start the offboarding runner when HR records a request (R-OFF)",
+        "",
+        "[Path]",
+        # PathExists, not PathModified: a request recorded while a run is ending leaves the
+        # file (the runner removes it before it looks for requests), so the unit starts again.
+        f"PathExists={state_dir}/{OFFBOARD_TRIGGER}",
+        f"Unit={OFFBOARD_SERVICE}",
+        "",
+        "[Install]",
+        "WantedBy=paths.target",
+        "",
+    ])
+
+
+def offboard_timer_text() -> str:
+    """``baomi-offboard.timer``: a request whose trigger was missed (it arrived while a run was
+    ending, or at another collector on the same database) and the daily purge."""
+    return OFFBOARD_HEADER + "\n".join([
+        "[Unit]",
+        "Description=baomi: offboarding runner poll and daily purge (R-OFF, R-RET)",
+        "",
+        "[Timer]",
+        f"OnCalendar={OFFBOARD_CALENDAR}",
+        "Persistent=true",
+        f"Unit={OFFBOARD_SERVICE}",
+        "",
+        "[Install]",
+        "WantedBy=timers.target",
+        "",
+    ])

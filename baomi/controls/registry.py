@@ -66,8 +66,9 @@ CONTROLS: tuple[Entry, ...] = (
     # Applied by `baomi account apply` from the approved requests, not by `baomi apply`.
     Entry("accounts", ("R-PRV",), "accounts only with a recorded request and approval"),
     # The findings service on hosts of group `collector`: `baomi collector-deploy`.
-    Entry("collector", ("R-INC", "R-LOG", "R-TLS", "R-AUD"),
-          "central record, TLS ingest, alerts on critical findings, the regular audit"),
+    Entry("collector", ("R-INC", "R-LOG", "R-TLS", "R-AUD", "R-OFF"),
+          "central record, TLS ingest, alerts on critical findings, the regular audit, HR's "
+          "offboarding run as root"),
     # On every other host, enrolled with the collector: `baomi agent-deploy`.
     Entry("agent", ("R-FIM", "R-LOG", "R-SEC"),
           "resident agent: baseline, real-time watch, drift to the collector"),

@@ -14,6 +14,13 @@ systemd timer) starts ``baomi offboard --purge-due`` daily at ``purge_hour`` UTC
 claiming the day in the database, so with several collectors behind one load balancer the
 purge runs once, and a collector without systemd (the lab's supervisor) purges too.  The
 per-host safety checks are the command's own.
+
+On a collector deployed with systemd (``BAOMI_OFFBOARD_RUNNER=systemd`` in the service's
+environment, written by ``baomi collector-deploy``) the service holds no SSH key: it records
+the checked request as a ``queued`` job and touches ``offboard.trigger`` in its folder, and
+root's ``baomi-offboard.service`` (:mod:`baomi.collector.offboard_runner`) checks it again,
+runs it with the fleet's key and writes each host's outcome; the purge is the runner's too.
+The form's checks use the policy copy in ``BAOMI_OFFBOARD_POLICY``.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from baomi.collector.web.offboard_core import (
     write_child_session,
 )
 from baomi.collector.web.view import View
+from baomi.fleet_access import OFFBOARD_TRIGGER
 from baomi.inventory import InventoryError
 from baomi.inventory import read as read_inventory
 from baomi.policy import PolicyError, default_policy_path
@@ -67,6 +75,8 @@ HOST_TIMEOUT = 900
 PURGE_TIMEOUT = 3 * 3600
 SERVICE_NAME = "collector (offboarding)"  # the actor of the child runs' records in the log
 SESSION_HOURS = PURGE_TIMEOUT / 3600 + 1
+RUNNER_ENV = "BAOMI_OFFBOARD_RUNNER"  # "systemd": root's runner runs the requests and the purge
+POLICY_ENV = "BAOMI_OFFBOARD_POLICY"  # the policy the form checks with, in that mode
 
 
 # ---- the service --------------------------------------------------------------------------
@@ -82,9 +92,13 @@ class Offboarding:
         self.session_lock = asyncio.Lock()
         self.session_users = 0
         self.session_token: str | None = None
+        # Root's runner (baomi-offboard.service) runs the requests: see the module's text.
+        self.root_runner = os.environ.get(RUNNER_ENV) == "systemd"
 
     def problem(self) -> str | None:
         """Why this collector cannot offboard (a word of :mod:`i18n`), or None."""
+        if self.root_runner:
+            return None
         if not self.config.offboard_inventory:
             return "not_configured"
         if importlib.util.find_spec("pyinfra") is None:
@@ -98,6 +112,9 @@ class Offboarding:
             raise Invalid(f"collector.toml offboard_inventory: {exc}", 503) from None
 
     def policy_path(self) -> str:
+        if self.root_runner and not self.config.offboard_policy:
+            return (os.environ.get(POLICY_ENV) or os.environ.get("BAOMI_COLLECTOR_POLICY")
+                    or default_policy_path())
         return self.config.offboard_policy or default_policy_path()
 
     def state_dir(self) -> Path:
@@ -241,6 +258,9 @@ class Offboarding:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
+        if self.root_runner:  # root's runs outlive this process; the runner does the purge
+            yield
+            return
         await self.db.write(interrupted)
         if self.problem() is None:
             self.spawn(self.purge_loop())
@@ -266,11 +286,28 @@ class Offboarding:
             raise Invalid(f"collector.toml offboard_policy: {exc}", 503) from None
         if refusal:
             raise Invalid(f"user: {refusal}", 422)
+        if self.root_runner:
+            request_id = await db.write(lambda tx: add_request(tx, user, ticket, reason, day,
+                                                               v.who, [], state="queued"))
+            self.trigger()
+            return RedirectResponse(path("offboarding", str(request_id)), 303)
         hosts = self.hosts()
         request_id = await db.write(lambda tx: add_request(tx, user, ticket, reason, day,
                                                            v.who, hosts))
         self.spawn(self.run_request(request_id))
         return RedirectResponse(path("offboarding", str(request_id)), 303)
+
+    def trigger(self) -> None:
+        """Wake root's runner (``baomi-offboard.path`` watches the file; its content is never
+        read). A failure here only delays the run to the runner's timer."""
+        try:
+            fd = os.open(self.config.folder / OFFBOARD_TRIGGER,
+                         os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{datetime.now(UTC).isoformat()}\n")
+        except OSError as exc:
+            log.warning("offboarding trigger not written (the runner's timer will take the "
+                        "request): %s", exc)
 
     async def list_page(self, db: Database, v: View, request: Request,
                         form_: dict[str, str]) -> Response:

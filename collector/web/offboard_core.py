@@ -20,6 +20,7 @@ from baomi.collector import auditlog
 from baomi.collector.db import Tx
 from baomi.collector.store import NotFound, Principal
 from baomi.collector.validate import Invalid, format_time
+from baomi.policy import Policy
 
 DONE_STATES = ("frozen", "absent", "pending", "refused", "failed")
 
@@ -112,19 +113,22 @@ def write_child_session(folder: Path, url: str, ca: str, made: dict[str, Any]) -
 # ---- the database -------------------------------------------------------------------------
 
 def add_request(tx: Tx, user: str, ticket: str, reason: str, day: date, by: Principal,
-                hosts: list[str]) -> int:
+                hosts: list[str], state: str = "running") -> int:
     """Store the request with its hosts queued; its line in the hash-chained log of human
-    actions goes in with it (same transaction)."""
+    actions goes in with it (same transaction).  ``state`` ``queued`` (and no hosts): a job
+    for root's runner (:mod:`baomi.collector.offboard_runner`), which adds the fleet's hosts
+    when it takes the job."""
     now = time.time()
     tx.run("INSERT INTO offboard_requests (user_name, ticket, reason, effective, created, "
-           "created_by, state) VALUES (?, ?, ?, ?, ?, ?, 'running')",
-           (user, ticket, reason, day.isoformat(), now, by.name))
+           "created_by, state) VALUES (?, ?, ?, ?, ?, ?, ?)",
+           (user, ticket, reason, day.isoformat(), now, by.name, state))
     row = tx.one("SELECT MAX(id) FROM offboard_requests WHERE created_by = ? AND created = ?",
                  (by.name, now))
     assert row is not None  # noqa: S101 inserted in this transaction
     auditlog.append(tx, by.name, by.role, "offboarding.request",
                     {"request": int(row[0]), "user": user, "ticket": ticket, "reason": reason,
-                     "effective": day.isoformat(), "hosts": len(hosts)})
+                     "effective": day.isoformat(),
+                     "hosts": len(hosts) if state == "running" else "the runner's fleet"})
     tx.many("INSERT INTO offboard_hosts (request_id, host, state, detail, updated) "
             "VALUES (?, ?, 'queued', '', ?)", [(row[0], h, now) for h in hosts])
     return int(row[0])
@@ -192,3 +196,88 @@ def claim_day(tx: Tx, day: str) -> bool:
 def purge_done(tx: Tx, day: str, state: str, detail: str) -> None:
     tx.run("UPDATE purge_runs SET finished = ?, state = ?, detail = ? WHERE day = ?",
            (time.time(), state, detail, day))
+
+
+# ---- root's runner (collector/offboard_runner.py) -----------------------------------------
+
+RUNNER = "collector (offboarding runner)"  # the actor of the runner's lines in the log
+
+
+def recheck(job: dict[str, Any], policy: Policy, today: date) -> str | None:
+    """Why root's runner refuses a job read from the database (None: run it).  The web
+    service checked it already, but the database is the service's: a compromised service (or
+    anyone who can write the database) could have forged the row.  So everything the runner
+    will use is judged again here, with the fleet's policy: HR's form rules
+    (:func:`check_request`: a valid user name, ticket, reason, a date neither in the future
+    nor too old), the policy's refusals (root, protected accounts, UID placeholders) and the
+    name the ledger records as the operator.  The hosts are the fleet's, never the row's."""
+    try:
+        fields = {k: job.get(k) for k in ("user", "ticket", "reason", "effective")}
+        if not all(isinstance(v, str) for v in fields.values()):
+            return "the request's fields are not text"
+        if any("\x00" in str(v) for v in fields.values()):
+            return "a NUL character in the request"
+        user, _ticket, _reason, _day = check_request(
+            {k: str(v) for k, v in fields.items()}, today)
+    except Invalid as exc:
+        return exc.message
+    said = core.refusal(policy, user)
+    if said:
+        return f"user: {said}"
+    by = job.get("created_by")
+    if not isinstance(by, str) or not by or len(by) > 200 or not by.isprintable():
+        return "created_by: not a printable name of 1…200 characters"
+    return None
+
+
+def claim_next(tx: Tx, hosts: list[str]) -> dict[str, Any] | None:
+    """Take the oldest queued request (``running`` from now on, its hosts the fleet's
+    ``hosts``, queued), or None.  One conditional UPDATE: two runners on one database never
+    take the same request."""
+    while True:
+        row = tx.one("SELECT id FROM offboard_requests WHERE state = 'queued' ORDER BY id "
+                     "LIMIT 1")
+        if row is None:
+            return None
+        if tx.run("UPDATE offboard_requests SET state = 'running' WHERE id = ? AND "
+                  "state = 'queued'", (row[0],)) == 1:
+            got = tx.one(f"SELECT {_REQ} FROM offboard_requests WHERE id = ?",  # noqa: S608
+                         (row[0],))
+            assert got is not None  # noqa: S101 updated in this transaction
+            rid, user, ticket, reason, effective, _created, by, _state, _fin = got
+            set_hosts(tx, int(rid), hosts)
+            return {"id": int(rid), "user": user, "ticket": ticket, "reason": reason,
+                    "effective": effective, "created_by": by}
+
+
+def set_hosts(tx: Tx, request_id: int, hosts: list[str], state: str = "queued",
+              detail: str = "") -> None:
+    """The request's host rows are the fleet's (whatever rows it had are replaced)."""
+    now = time.time()
+    tx.run("DELETE FROM offboard_hosts WHERE request_id = ?", (request_id,))
+    tx.many("INSERT INTO offboard_hosts (request_id, host, state, detail, updated) "
+            "VALUES (?, ?, ?, ?, ?)", [(request_id, h, state, detail, now) for h in hosts])
+
+
+def refuse_request(tx: Tx, request_id: int, hosts: list[str], reason: str) -> None:
+    """Root's runner refused the job: every host ``refused`` with the reason, a log line."""
+    set_hosts(tx, request_id, hosts, "refused", f"refused by the runner: {reason}"[:500])
+    tx.run("UPDATE offboard_requests SET state = 'refused', finished = ? WHERE id = ?",
+           (time.time(), request_id))
+    auditlog.append(tx, RUNNER, "it", "offboarding.refused",
+                    {"request": request_id, "reason": reason[:500]})
+
+
+def stale(tx: Tx, before: float) -> int:
+    """Requests a runner took and never finished (killed, the host rebooted), untouched since
+    ``before``: their unfinished hosts are pending, said why; the number of requests."""
+    ids = [int(r) for (r,) in tx.all(
+        "SELECT id FROM offboard_requests WHERE state = 'running' AND NOT EXISTS (SELECT 1 "
+        "FROM offboard_hosts WHERE request_id = offboard_requests.id AND updated >= ?)",
+        (before,))]
+    for rid in ids:
+        tx.run("UPDATE offboard_hosts SET state = 'pending', detail = 'interrupted: the "
+               "runner stopped during the run; submit the request again' WHERE request_id = ? "
+               "AND state IN ('queued', 'running')", (rid,))
+        finish(tx, rid)
+    return len(ids)

@@ -30,14 +30,15 @@ class Page:
 
 
 class Web:
-    def __init__(self, port: int, ca: str) -> None:
+    def __init__(self, port: int, ca: str, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = port
         self.context = ssl.create_default_context(cafile=ca)
         self.jar: dict[str, str] = {}
 
     def request(self, method: str, path: str, fields: dict[str, str] | None = None,
                 headers: dict[str, str] | None = None) -> Page:
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.context,
+        conn = http.client.HTTPSConnection(self.host, self.port, context=self.context,
                                            timeout=30)
         sent = dict(headers or {})
         if self.jar:

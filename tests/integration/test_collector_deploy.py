@@ -109,9 +109,10 @@ def test_deploy_installs_and_every_check_passes(deployed: Deployed) -> None:
         assert "BAOMI_AGENT_SILENT_MINUTES=30" in environ, environ
     out = _check(deployed)
     assert out.returncode == 0, out.stdout[-3000:]
-    # col2 (systemd) passes all six, collector.audit_timer included (its timer waits for its
-    # first run); col1 (plain) passes five, the timer not applicable without systemd; srv1 none.
-    assert "11 passed, 7 skipped" in out.stdout, out.stdout[-500:]
+    # col2 (systemd) passes all seven, collector.audit_timer included (its timer waits for its
+    # first run) and collector.offboard_runner; col1 (plain) passes five, the timer and the
+    # offboarding runner not applicable without systemd; srv1 none.
+    assert "12 passed, 9 skipped" in out.stdout, out.stdout[-500:]
     unit = deployed.lab.ssh(SYSTEMD, "systemctl show -p User,NoNewPrivileges,ProtectSystem,"
                                      f"PrivateTmp,Restart {core.UNIT}").stdout
     assert {"User=baomi-collector", "NoNewPrivileges=yes", "ProtectSystem=strict",

@@ -30,7 +30,7 @@
     var state = document.querySelector("dd .badge:last-child");
     document.body.setAttribute("data-state", data.state);
     if (state) { state.textContent = data.state; state.className = "badge " + data.state; }
-    return data.state === "running";
+    return data.state === "running" || data.state === "queued";
   }
   function poll() {
     fetch(url, {credentials: "same-origin", cache: "no-store"})
