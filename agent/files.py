@@ -16,21 +16,21 @@ local user who swaps a folder for a link to ``/etc`` between the event and the r
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import stat
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 READ_CHUNK = 1 << 20
 _NOATIME = getattr(os, "O_NOATIME", 0)
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | _NOATIME
 
 
-@dataclass(frozen=True)
-class FileState:
-    """What the baseline holds for one path.  ``kind`` is find's ``%y`` letter (``f`` file,
+class FileState(NamedTuple):
+    """What the baseline holds for one path (a named tuple: a scan makes one per file, and a
+    tuple is made 3× faster than a frozen dataclass).  ``kind`` is find's ``%y`` letter (``f`` file,
     ``d`` directory, ``l`` link, ``p`` FIFO, ``s`` socket, ``b``/``c`` devices).  ``digest``
     is ``ALGO:HEX`` for regular files, ``None`` for other kinds and for files larger than the
     policy's ``max_hash_mb`` (``details`` of the findings say so)."""
@@ -78,8 +78,10 @@ def kind_of(mode: int) -> str:
 
 
 def from_stat(path: str, st: os.stat_result, digest: str | None) -> FileState:
-    return FileState(path, kind_of(st.st_mode), st.st_size, stat.S_IMODE(st.st_mode), st.st_uid,
-                     st.st_gid, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, digest)
+    mode = st.st_mode
+    return FileState(path, "f" if stat.S_ISREG(mode) else kind_of(mode), st.st_size,
+                     stat.S_IMODE(mode), st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns,
+                     st.st_ino, digest)
 
 
 class Swapped(OSError):
@@ -164,6 +166,18 @@ def observe(path: str, algorithm: str = "sha256", max_bytes: int = 1 << 30,
     ``name`` in that open folder (``openat``: no folder part of PATH is looked up again).
     Raises OSError only for errors that are not "gone" (e.g. EACCES), which the caller
     reports."""
+    opened = open_file(path, dir_fd, name)
+    return opened if not isinstance(opened, int) else finish(path, opened, algorithm, max_bytes)
+
+
+def open_file(path: str, dir_fd: int | None = None, name: str | None = None,
+              readahead: bool = False) -> int | FileState | None:
+    """First half of :func:`observe`: an open descriptor of the file (with ``readahead``,
+    the kernel is asked to start reading it now — ``POSIX_FADV_WILLNEED`` — so that a scan
+    opening a few hundred files before reading the first has that many reads in flight on
+    one thread: measured 3× faster on a cold cache than 16 reader threads, docs/agent.md),
+    or its state when it cannot be opened for reading (a link, a socket, unreadable), or
+    None when it is gone."""
     where = path if dir_fd is None else (name or os.path.basename(path))
     try:
         fd = os.open(where, _OPEN_FLAGS, dir_fd=dir_fd)
@@ -181,17 +195,30 @@ def observe(path: str, algorithm: str = "sha256", max_bytes: int = 1 << 30,
                 return None
         else:
             raise
+    if readahead:
+        with contextlib.suppress(OSError):  # a FIFO, or no readahead: read as it comes
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    return fd
+
+
+def finish(path: str, fd: int, algorithm: str, max_bytes: int,
+           st: os.stat_result | None = None) -> FileState:
+    """Second half of :func:`observe`: metadata from ``fstat`` of the open file (``st``
+    when the caller already took it) and the hash of its content; closes ``fd``."""
     try:
-        st = os.fstat(fd)
+        if st is None:
+            st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
             return from_stat(path, st, None)
-        h = hashlib.new(algorithm)
         want = min(st.st_size + 1, READ_CHUNK)  # a small file: one read, short = end of file
-        while chunk := os.read(fd, want):
-            h.update(chunk)
-            if len(chunk) < want:
-                break
+        chunk = os.read(fd, want)
+        h = hashlib.new(algorithm, chunk)
+        while len(chunk) == want:
             want = READ_CHUNK
+            chunk = os.read(fd, want)
+            if not chunk:
+                break
+            h.update(chunk)
         return from_stat(path, st, f"{algorithm}:{h.hexdigest()}")
     finally:
         os.close(fd)

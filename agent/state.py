@@ -41,6 +41,13 @@ def _b(path: str) -> bytes:
     return os.fsencode(path)
 
 
+def _put_row(s: FileState) -> tuple[object, ...]:
+    """The row of one state: its parent folder (``os.path.dirname``'s, as bytes) first."""
+    raw = os.fsencode(s.path)
+    cut = raw.rfind(b"/")
+    return (raw[:cut] if cut > 0 else b"/" if cut == 0 else b"", raw, *s[1:])
+
+
 def open_db(path: Path, schema: str) -> sqlite3.Connection:
     """A 0600 SQLite file in WAL mode (readers in other processes never block the agent)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -92,8 +99,7 @@ class State:
     def put(self, states: Iterable[FileState]) -> None:
         self.db.executemany(
             f"INSERT OR REPLACE INTO files (parent, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            ((_b(os.path.dirname(s.path)), _b(s.path), s.kind, s.size, s.mode, s.uid, s.gid,
-              s.mtime_ns, s.ctime_ns, s.ino, s.digest) for s in states))
+            map(_put_row, states))
 
     def subtree(self, path: str) -> list[FileState]:
         """The path's row and every row below it."""
