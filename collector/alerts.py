@@ -37,6 +37,7 @@ from baomi.collector import store
 from baomi.collector.config import Config
 from baomi.collector.db import Tx
 from baomi.collector.validate import MAX_ID, Event, Invalid, format_time
+from baomi.collector.waiving import NO_WAIVERS, Judge
 from baomi.findings import SEVERITY_RANK
 
 CLAUSE = "R-INC"
@@ -95,8 +96,10 @@ def enqueue(tx: Tx, finding_id: int, kind: str, settings: Settings, now: float) 
 
 
 def after_ingest(tx: Tx, host: str, events: list[Event], settings: Settings,
-                 now: float) -> int:
-    """Alerts for a stored batch of ``host``: new alerts made (resolutions re-arm)."""
+                 now: float, judge: Judge = NO_WAIVERS) -> int:
+    """Alerts for a stored batch of ``host``: new alerts made (resolutions re-arm).  A finding
+    the policy's waivers waive today does not alert (``judge``: the same decision the API,
+    the dashboard and the audit show); re-reported after its waiver expired, it does."""
     resolved = {(e.check, e.subject) for e in events
                 if e.kind == "resolved" and e.check is not None and e.subject is not None}
     if resolved:
@@ -108,21 +111,24 @@ def after_ingest(tx: Tx, host: str, events: list[Event], settings: Settings,
             and SEVERITY_RANK[e.severity] >= settings.min_rank}
     made = 0
     for check, subject in sorted(loud, key=str):
-        row = tx.one("SELECT id, state, rank FROM findings WHERE host = ? AND check_id = ? "
-                     "AND subject = ?", (host, check, subject))
-        if row and row[1] != "resolved" and int(row[2]) >= settings.min_rank \
-                and enqueue(tx, int(row[0]), "finding", settings, now) is not None:
+        row = tx.one("SELECT id, state, rank, clauses FROM findings WHERE host = ? AND "
+                     "check_id = ? AND subject = ?", (host, check, subject))
+        if not row or row[1] == "resolved" or int(row[2]) < settings.min_rank:
+            continue
+        if judge.decision(host, check, str(row[3]).split(), str(row[1])).waived:
+            continue
+        if enqueue(tx, int(row[0]), "finding", settings, now) is not None:
             made += 1
     return made
 
 
 def ingest(tx: Tx, agent_id: int, events: list[Event], now: float,
-           settings: Settings) -> tuple[dict[str, Any], int]:
+           settings: Settings, judge: Judge = NO_WAIVERS) -> tuple[dict[str, Any], int]:
     """:func:`store.ingest` and its alerts, one transaction; (the acknowledgement, alerts)."""
     answer = store.ingest(tx, agent_id, events, now)
     row = tx.one("SELECT host FROM agents WHERE id = ?", (agent_id,))
     assert row is not None  # noqa: S101 store.ingest checked it in this transaction
-    return answer, after_ingest(tx, row[0], events, settings, now)
+    return answer, after_ingest(tx, row[0], events, settings, now, judge)
 
 
 # ---- silent agents ------------------------------------------------------------------------

@@ -319,7 +319,8 @@ def create_app(config: Config, database: Database) -> Starlette:
         batch = validate.parse_batch(await body_of(request))
         now = time.time()
         ack, alerted = await database.write(
-            lambda tx: alerts.ingest(tx, principal.agent_id, batch, now, alerting))
+            lambda tx: alerts.ingest(tx, principal.agent_id, batch, now, alerting,
+                                     waivers.judge()))
         if alerted:
             dispatcher.wake()  # the syslog line at once, the webhook's first try
         metrics.events["stored"] += ack["stored"]

@@ -135,3 +135,34 @@ def test_policy_webhook_is_tls_or_loopback() -> None:
     assert load_text(base + '"https://chat.example/h"\n').collector.alert_webhook
     with pytest.raises(PolicyError, match="http:// only to loopback"):
         load_text(base + '"http://chat.example/h"\n')
+
+
+def test_a_waived_finding_does_not_alert_and_alerts_once_its_waiver_expired(
+        db: Database) -> None:
+    """The waivers' one decision (baomi.waivers, through the collector's Judge): a finding a
+    live waiver covers is stored (and shown as waived) but pages nobody; the same finding
+    re-reported after the waiver expired alerts; a host the waiver does not name alerts."""
+    import datetime as dt
+
+    from baomi.collector.waiving import Judge
+
+    policy = load_text("waivers:\n  - clause: R-TLS\n    hosts: [h1]\n    reason: legacy\n"
+                       "    approver: 李总\n    expires: 2026-12-02\n", "p.yaml",
+                       today=dt.date(2026, 12, 2))
+    live = Judge(policy, {}, dt.date(2026, 12, 2))
+    expired = Judge(policy, {}, dt.date(2026, 12, 3))
+
+    def sent(agent_id: int, seq: int, judge: Judge) -> int:
+        batch = parse_batch({"events": [{
+            "id": f"00000000-0000-4000-{agent_id:04d}-{seq:012d}", "seq": seq,
+            "ts": f"2026-12-02T10:00:{seq:02d}+00:00", "kind": "finding",
+            "finding": {"check": "ssh.root", "clauses": ["R-TLS"], "severity": "critical",
+                        "subject": "s", "expected": "no", "found": "yes"}}]})
+        return db.transaction(
+            lambda tx: alerts.ingest(tx, agent_id, batch, NOW, SETTINGS, judge))[1]
+
+    h1, h2 = agent(db, "h1", NOW), agent(db, "h2", NOW)
+    assert sent(h1, 1, live) == 0  # waived: stored, no alert
+    assert sent(h2, 1, live) == 1  # the waiver does not name h2
+    assert sent(h1, 2, expired) == 1  # the day after it expired: the re-report alerts
+    assert sent(h1, 3, expired) == 0  # and once per episode, as any finding
