@@ -33,7 +33,7 @@ from typing import NamedTuple
 from baomi.agent.files import FileState, finish, from_stat, observe_under, open_file, open_parent
 from baomi.agent.state import State
 
-CHUNK = 1000
+CHUNK = 4000
 IN_FLIGHT = 256  # files opened, their reads started, before the oldest is read
 LARGE = 1 << 20  # files this big or bigger are hashed by the reader pool
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -91,7 +91,7 @@ def differs(old: FileState, new: FileState) -> bool:
 class Scanner:
     """Owned by the agent's processing thread (it alone writes the baseline)."""
 
-    def __init__(self, state: State, algorithm: str, max_bytes: int, workers: int = 16,
+    def __init__(self, state: State, algorithm: str, max_bytes: int, workers: int = 4,
                  roots: list[str] | None = None) -> None:
         self.state = state
         self.roots = sorted(roots or [], key=len, reverse=True)

@@ -314,6 +314,98 @@ def test_a_removed_directory_reports_everything_below_it(tmp_path: Path) -> None
     scanner.close()
 
 
+def test_a_folders_siblings_with_similar_names_are_not_below_it(tmp_path: Path) -> None:
+    """The subtree of /r/d is /r/d and what is under /r/d/, never /r/d-1, /r/d.x or /r/d0
+    (the key ranges compare bytes: '-' and '.' sort before '/', '0' right after)."""
+    root = tmp_path / "r"
+    for name in ("d", "d-1", "d.x", "d0"):
+        (root / name / "in").mkdir(parents=True)
+        (root / name / "in" / "f").write_text(name)
+    db = State(tmp_path / "state.db")
+    scanner = Scanner(db, "sha256", 1 << 30)
+    scanner.scan(str(root), lambda ch: None)
+    below = sorted(s.path for s in db.subtree(str(root / "d")))
+    assert below == [str(root / "d"), str(root / "d" / "in"), str(root / "d" / "in" / "f")]
+    db.delete_subtree(str(root / "d"))
+    assert db.count() == 1 + 3 * 3  # the root and the three siblings' rows
+    assert db.get(str(root / "d0" / "in" / "f")) is not None
+    assert [s.path for s in db.files_older_than(str(root / "d-1"), 2**62)] == [
+        str(root / "d-1" / "in" / "f")]
+    scanner.close()
+
+
+def test_large_files_are_hashed_by_the_pool_and_small_ones_read_ahead(tmp_path: Path) -> None:
+    """Both ways of reading give the file's SHA-256 and its fstat, a link is not followed and
+    a FIFO does not block the scan."""
+    from baomi.agent import scan
+
+    root = tmp_path / "r"
+    root.mkdir()
+    big = os.urandom(scan.LARGE * 3 + 17)
+    (root / "big").write_bytes(big)
+    for i in range(scan.IN_FLIGHT * 2 + 3):  # more than the reads kept in flight
+        (root / f"s{i:04d}").write_bytes(os.urandom(i % 5000))
+    os.symlink("/etc/shadow", root / "link")
+    os.mkfifo(root / "fifo")
+    db = State(tmp_path / "state.db")
+    scanner = Scanner(db, "sha256", 1 << 30)
+    stats = scanner.scan(str(root), lambda ch: None)
+    assert not stats.errors
+    assert stats.files == scan.IN_FLIGHT * 2 + 3 + 3 and stats.hashed == scan.IN_FLIGHT * 2 + 4
+    got = db.get(str(root / "big"))
+    assert got is not None and got.digest == "sha256:" + hashlib.sha256(big).hexdigest()
+    assert got.size == len(big) and got.ino == os.stat(root / "big").st_ino
+    small = db.get(str(root / "s0007"))
+    assert small is not None
+    assert small.digest == "sha256:" + hashlib.sha256((root / "s0007").read_bytes()).hexdigest()
+    link, fifo = db.get(str(root / "link")), db.get(str(root / "fifo"))
+    assert link is not None and (link.kind, link.digest) == ("l", None)
+    assert fifo is not None and (fifo.kind, fifo.digest) == ("p", None)
+    scanner.close()
+
+
+def test_a_version_1_baseline_moves_to_the_new_keys_without_a_finding(tmp_path: Path) -> None:
+    """An agent upgraded in place keeps its baseline: the rows of the old layout (keyed by
+    path, an index on parent) move over in one transaction and the next scan finds nothing."""
+    import sqlite3
+
+    root = tmp_path / "r"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "f").write_text("x")
+    current = State(tmp_path / "new.db")
+    scanner = Scanner(current, "sha256", 1 << 30)
+    scanner.scan(str(root), lambda ch: None)
+    rows = current.db.execute("SELECT parent, path, kind, size, mode, uid, gid, mtime_ns, "
+                              "ctime_ns, ino, digest FROM files").fetchall()
+    scanner.close()
+    current.close()
+    old = sqlite3.connect(tmp_path / "old.db")
+    old.executescript("""
+        CREATE TABLE files (path BLOB PRIMARY KEY, parent BLOB NOT NULL, kind TEXT NOT NULL,
+            size INTEGER NOT NULL, mode INTEGER NOT NULL, uid INTEGER NOT NULL,
+            gid INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
+            ino INTEGER NOT NULL, digest TEXT) WITHOUT ROWID;
+        CREATE INDEX files_parent ON files (parent);
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);""")
+    old.executemany("INSERT INTO files (parent, path, kind, size, mode, uid, gid, mtime_ns, "
+                    "ctime_ns, ino, digest) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+    old.execute("INSERT INTO meta VALUES ('baseline', '{}')")
+    old.commit()
+    old.close()
+    moved = State(tmp_path / "old.db")
+    assert moved.db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert moved.db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'files_parent'"
+                            ).fetchone()[0] == 0
+    assert moved.count() == len(rows) == 3 and moved.meta("baseline") == "{}"
+    changes: list[Change] = []
+    again = Scanner(moved, "sha256", 1 << 30)
+    stats = again.scan(str(root), changes.extend)
+    assert (stats.files, stats.hashed, changes) == (1, 0, [])
+    again.close()
+    moved.close()
+    assert State(tmp_path / "old.db").count() == 3  # opened again: nothing to move
+
+
 # --- the command line: bad input is one line ------------------------------------------------
 
 def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
