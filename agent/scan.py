@@ -39,10 +39,10 @@ LARGE = 1 << 20  # files this big or bigger are hashed by the reader pool
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
     """A path whose state differs from the baseline (``old`` None: new; ``new`` None: gone;
-    ``moved_from``: the path it had before, when the watcher saw the move)."""
+    ``moved_from``: the path it had before, when the watcher saw the move).  A named tuple:
+    a first baseline makes one per file."""
 
     old: FileState | None
     new: FileState | None
@@ -258,30 +258,33 @@ class _Reads:
         except OSError as exc:
             opened = exc
         self.queue.append((path, old, opened))
-        self.drain(IN_FLIGHT)
+        if len(self.queue) > IN_FLIGHT:
+            self.drain(IN_FLIGHT)
 
     def drain(self, keep: int) -> None:
-        s, batch = self.scanner, self.batch
-        while len(self.queue) > keep:
-            path, old, opened = self.queue.popleft()
+        s, batch, stats, queue = self.scanner, self.batch, self.batch.stats, self.queue
+        algorithm, max_bytes, compare = s.algorithm, s.max_bytes, batch.compare
+        while len(queue) > keep:
+            path, old, opened = queue.popleft()
             new: FileState | OSError | None
             try:
-                if isinstance(opened, Future):
+                if type(opened) is _Open:
+                    new = finish(path, opened.fd, algorithm, max_bytes, opened.st)
+                elif isinstance(opened, Future):
                     new = opened.result()
-                elif isinstance(opened, _Open):
-                    new = finish(path, opened.fd, s.algorithm, s.max_bytes, opened.st)
                 else:
-                    new = opened
+                    new = opened  # type: ignore[assignment]
             except OSError as exc:
                 new = exc
             if isinstance(new, OSError):
-                batch.stats.errors.append(f"{path}: {new.strerror or new}")
+                stats.errors.append(f"{path}: {new.strerror or new}")
                 continue
             if new is not None:
-                batch.stats.files += 1
-                batch.stats.bytes += new.size
-                batch.stats.hashed += new.digest is not None
-            batch.compare(old, new)
+                stats.files += 1
+                stats.bytes += new.size
+                if new.digest is not None:
+                    stats.hashed += 1
+            compare(old, new)
 
     def close(self) -> None:
         """Descriptors of files not read (the scan stopped or failed) are closed."""
