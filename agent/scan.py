@@ -28,14 +28,18 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from baomi.agent import reader
 from baomi.agent.files import FileState, finish, from_stat, observe_under, open_file, open_parent
+from baomi.agent.reader import Reader
 from baomi.agent.state import State
 
 CHUNK = 4000
 IN_FLIGHT = 256  # files opened, their reads started, before the oldest is read
 LARGE = 1 << 20  # files this big or bigger are hashed by the reader pool
+REMOTE_AFTER = 2000  # files read in-process before a scan starts its reader process
+Asked = list[tuple[str, str, "FileState | None"]]  # path, name, baseline: one request
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -92,8 +96,9 @@ class Scanner:
     """Owned by the agent's processing thread (it alone writes the baseline)."""
 
     def __init__(self, state: State, algorithm: str, max_bytes: int, workers: int = 4,
-                 roots: list[str] | None = None) -> None:
+                 roots: list[str] | None = None, remote: bool = True) -> None:
         self.state = state
+        self.remote = remote  # big scans read in a second process (agent/reader.py)
         self.roots = sorted(roots or [], key=len, reverse=True)
         self.algorithm = algorithm
         self.max_bytes = max_bytes
@@ -171,6 +176,7 @@ class Scanner:
                             stats.errors.append(f"{path}: {exc.strerror or exc}")
                             continue
                         reads.add(fd, path, entry.name, old)
+                    reads.end_folder()
                     # popped in name order: the baseline is then written almost in key
                     # order (measured: 8x faster inserts than in the folder's own order)
                     stack[subdirs:] = stack[subdirs:][::-1]
@@ -237,8 +243,24 @@ class _Reads:
         self.scanner = scanner
         self.batch = batch
         self.queue: deque[tuple[str, FileState | None, Opened | Future[FileState]]] = deque()
+        self.read_here = 0
+        self.remote: Reader | None = None
+        self.remote_failed = False
+        self.group: Asked = []
+        self.group_fd = -1
+        self.asked: deque[Asked] = deque()
 
     def add(self, dir_fd: int, path: str, name: str, old: FileState | None) -> None:
+        if self.remote is None and not self.remote_failed and self.read_here >= REMOTE_AFTER \
+                and self.scanner.remote:
+            self._start_remote()
+        if self.remote is not None:
+            if self.group and (self.group_fd != dir_fd or len(self.group) >= reader.CHUNK):
+                self.end_folder()
+            self.group.append((path, name, old))
+            self.group_fd = dir_fd
+            return
+        self.read_here += 1
         s = self.scanner
         opened: Opened | Future[FileState]
         try:
@@ -261,7 +283,81 @@ class _Reads:
         if len(self.queue) > IN_FLIGHT:
             self.drain(IN_FLIGHT)
 
+    # --- the reader process (big scans) ---------------------------------------------------
+
+    def _start_remote(self) -> None:
+        try:
+            self.remote = Reader(self.scanner.algorithm, self.scanner.max_bytes)
+        except OSError as exc:
+            self.remote_failed = True  # read here, as small scans do
+            self.batch.stats.errors.append(f"scan reader process: {exc.strerror or exc}")
+
+    def end_folder(self) -> None:
+        """The folder's names gathered so far go to the reader (with its descriptor, which
+        the caller closes after this: the reader holds its own copy)."""
+        if not self.group:
+            return
+        group, self.group = self.group, []
+        if self.remote is not None:
+            try:
+                self.remote.ask(self.group_fd, [name for _, name, _ in group])
+                self.asked.append(group)
+            except OSError:
+                self._remote_died()
+                self.remote = None
+        if self.remote is None:  # died: this folder is still open, read it here
+            for path, name, old in group:
+                self.add(self.group_fd, path, name, old)
+            return
+        while len(self.asked) > reader.PENDING:
+            self._receive()
+
+    def _receive(self) -> None:
+        assert self.remote is not None  # noqa: S101 type narrowing
+        group = self.asked.popleft()
+        try:
+            answers = self.remote.answer()
+        except (EOFError, OSError):
+            self.asked.appendleft(group)
+            self._remote_died()
+            return
+        self._collect(zip([p for p, _, _ in group], [o for _, _, o in group],
+                          [reader.state_of(p, a) for (p, _, _), a in zip(group, answers,
+                                                                          strict=True)],
+                          strict=True))
+
+    def _remote_died(self) -> None:
+        """What the reader had not answered is an error of this scan (a scan-errors finding);
+        those files keep their baseline rows and the next scan reads them.  The rest of this
+        scan reads here."""
+        stats = self.batch.stats
+        lost = sum(len(g) for g in self.asked)
+        if lost:
+            stats.errors.append(f"scan reader process ended; {lost} file(s) not read, "
+                                "left for the next scan")
+        self.asked.clear()
+        if self.remote is not None:
+            self.remote.close()
+        self.remote, self.remote_failed = None, True
+
+    def _collect(self, results: Any) -> None:
+        stats, compare = self.batch.stats, self.batch.compare
+        for path, old, new in results:
+            if isinstance(new, OSError):
+                stats.errors.append(f"{path}: {new.strerror or new}")
+                continue
+            if new is not None:
+                stats.files += 1
+                stats.bytes += new.size
+                if new.digest is not None:
+                    stats.hashed += 1
+            compare(old, new)
+
     def drain(self, keep: int) -> None:
+        if keep == 0:
+            self.end_folder()
+            while self.asked and self.remote is not None:
+                self._receive()
         s, batch, stats, queue = self.scanner, self.batch, self.batch.stats, self.queue
         algorithm, max_bytes, compare = s.algorithm, s.max_bytes, batch.compare
         while len(queue) > keep:
@@ -287,7 +383,11 @@ class _Reads:
             compare(old, new)
 
     def close(self) -> None:
-        """Descriptors of files not read (the scan stopped or failed) are closed."""
+        """Descriptors of files not read (the scan stopped or failed) are closed; the reader
+        process ends."""
+        if self.remote is not None:
+            self.remote.close()
+            self.remote = None
         while self.queue:
             _, _, opened = self.queue.popleft()
             if isinstance(opened, _Open):

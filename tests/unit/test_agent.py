@@ -406,6 +406,92 @@ def test_a_version_1_baseline_moves_to_the_new_keys_without_a_finding(tmp_path: 
     assert State(tmp_path / "old.db").count() == 3  # opened again: nothing to move
 
 
+def _tree_for_reader(root: Path) -> int:
+    """40 + 3 files, a 2 MiB one, a name that is not UTF-8, a link and a FIFO: 47 entries
+    besides the folders."""
+    (root / "a" / "b").mkdir(parents=True)
+    for i in range(40):
+        (root / "a" / f"f{i:02d}").write_text(f"record {i}")
+    for i in range(3):
+        (root / "a" / "b" / f"g{i}").write_text(f"deep {i}")
+    (root / "a" / "big").write_bytes(os.urandom(2 << 20))
+    with open(os.fsencode(root / "a") + b"/caf\xe9", "wb") as f:
+        f.write(b"latin-1 name")
+    os.symlink("/etc/shadow", root / "a" / "link")
+    os.mkfifo(root / "a" / "fifo")
+    return 47
+
+
+def _rows(db: State) -> list[tuple[object, ...]]:
+    return sorted(db.db.execute("SELECT * FROM files").fetchall())
+
+
+def test_a_big_scan_reads_in_a_second_process_with_the_same_results(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past REMOTE_AFTER files a scan hands folders (names + descriptor) to its reader
+    process in chunks: the baseline is the same row for row as one read in-process, and
+    the process has ended when the scan returns."""
+    from baomi.agent import reader, scan
+
+    root = tmp_path / "r"
+    entries = _tree_for_reader(root)
+    started: list[reader.Reader] = []
+
+    class Counted(reader.Reader):
+        def __init__(self, algorithm: str, max_bytes: int) -> None:
+            super().__init__(algorithm, max_bytes)
+            started.append(self)
+
+    monkeypatch.setattr(scan, "REMOTE_AFTER", 5)
+    monkeypatch.setattr(reader, "CHUNK", 7)
+    monkeypatch.setattr(scan, "Reader", Counted)
+    here, there = State(tmp_path / "here.db"), State(tmp_path / "there.db")
+    a = Scanner(here, "sha256", 1 << 30, remote=False).scan(str(root), lambda ch: None)
+    b = Scanner(there, "sha256", 1 << 30).scan(str(root), lambda ch: None)
+    assert (a.files, a.hashed, a.errors) == (entries, entries - 2, [])
+    assert (b.files, b.hashed, b.errors) == (a.files, a.hashed, [])
+    assert len(started) == 1 and started[0].proc.poll() is not None
+    assert _rows(here) == _rows(there)
+
+
+def test_a_reader_killed_mid_scan_loses_nothing(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 of the reader: what it had not answered is a scan error (never a "deleted"
+    finding), the rest of the scan reads in-process, and the next scan reads what was left."""
+    import signal
+
+    from baomi.agent import reader, scan
+
+    root = tmp_path / "r"
+    entries = _tree_for_reader(root)
+
+    class Killed(reader.Reader):
+        calls = 0
+
+        def answer(self) -> list[reader.Answer]:
+            Killed.calls += 1
+            if Killed.calls == 2:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            return super().answer()
+
+    monkeypatch.setattr(scan, "REMOTE_AFTER", 5)
+    monkeypatch.setattr(reader, "CHUNK", 4)
+    monkeypatch.setattr(reader, "PENDING", 1)
+    monkeypatch.setattr(scan, "Reader", Killed)
+    db = State(tmp_path / "s.db")
+    changes: list[Change] = []
+    first = Scanner(db, "sha256", 1 << 30).scan(str(root), changes.extend)
+    assert any("scan reader process ended" in e for e in first.errors)
+    assert all(c.new is not None for c in changes)  # nothing reported gone
+    assert 0 < first.files < entries
+    changes.clear()
+    second = Scanner(db, "sha256", 1 << 30).scan(str(root), changes.extend)
+    assert second.errors == [] and second.files == entries
+    assert len(changes) == entries - first.files  # exactly the files left unread
+    assert all(c.old is None for c in changes)
+
+
 # --- the command line: bad input is one line ------------------------------------------------
 
 def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
