@@ -5,7 +5,10 @@ Incremental: an entry whose size, mtime, ctime and inode equal the baseline's is
 (``POSIX_FADV_WILLNEED``) and read, ``fstat``'d and hashed :data:`IN_FLIGHT` files later, by
 then mostly in memory: one thread keeps hundreds of reads in flight.  Sixteen reader threads
 did worse on two cores (every small file's hash hands the GIL over; docs/agent.md has the
-figures); the pool now hashes only files of :data:`LARGE` bytes or more.  Each folder is
+figures); the pool now hashes only files of :data:`LARGE` bytes or more.  A scan that has
+read :data:`REMOTE_AFTER` files hands the rest to its reader process
+(:mod:`baomi.agent.reader`: the same reading on a second core, each folder's own descriptor
+passed to it), so a first baseline uses two cores.  Each folder is
 listed in name order and its sub-folders walked in name order, so the baseline's rows are
 written almost in key order.  The walk reads the baseline one directory at a time and keeps
 a bounded number of files in flight, so memory stays flat whatever the tree's size.  The
