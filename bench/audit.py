@@ -41,10 +41,10 @@ def timed(cmd: list[str]) -> tuple[float, int, float]:
     return seconds, done.returncode, os.getloadavg()[0]
 
 
-def run(lab: LabHandle, folder: Path, hosts: list[str], jobs: int) -> dict[str, float]:
+def run(lab: LabHandle, folder: Path, hosts: list[str], jobs: int | None) -> dict[str, float]:
     limit = [a for h in hosts for a in ("--limit", h)]
     audit = [*BAOMI, "audit", "-i", str(lab.inventory), "--policy", str(ROOT / "policy.yaml"),
-             "--report", str(folder), "--jobs", str(jobs), *limit]
+             "--report", str(folder), *(["--jobs", str(jobs)] if jobs else []), *limit]
     plain = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--no-header",
              "-o", "addopts=", "checks", f"--hosts={','.join(hosts)}",
              f"--ssh-config={lab.ssh_config}", f"--inventory={lab.inventory}",
@@ -61,7 +61,8 @@ def run(lab: LabHandle, folder: Path, hosts: list[str], jobs: int) -> dict[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=10)
-    parser.add_argument("--jobs", type=int, default=4)
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="baomi audit --jobs (default: the audit's own, one per CPU)")
     args = parser.parse_args()
     servers = args.hosts - args.hosts // 5
     request = Request(servers=servers, workstations=args.hosts - servers)
@@ -69,7 +70,7 @@ def main() -> None:
             tempfile.TemporaryDirectory(prefix="baomi-audit-bench-") as tmp:
         print(f"lab of {len(lab.names)} hosts up in {lab.up_seconds:.1f} s; "
               f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", flush=True)
-        one = run(lab, Path(tmp), lab.names[:1], 1)
+        one = run(lab, Path(tmp), lab.names[:1], args.jobs)
         many = run(lab, Path(tmp), lab.names, args.jobs)
         print(f"audit of {len(lab.names)} hosts: {many['audit']:.1f} s "
               f"({many['pytest serial'] / many['audit']:.1f}x faster than serial pytest); "

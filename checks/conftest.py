@@ -12,7 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shlex
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -32,6 +34,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="policy file (default: as the baomi command finds it)")
     group.addoption("--inventory", default=None,
                     help="pyinfra inventory, for each host's groups (default: $BAOMI_INVENTORY)")
+    group.addoption("--baomi-readers", type=int, default=8, metavar="N",
+                    help="controls read at once (ssh clients over the hosts' masters; default 8,"
+                    " 1 reads one after another)")
     results_plugin.add_options(parser)  # the audit's records: in plain runs and audits alike
 
 
@@ -78,6 +83,28 @@ def context(host: Any, policy: Policy, groups: set[str]) -> HostContext:
     return HostContext.of(policy, groups, host.backend.hostname)
 
 
+class Contexts:
+    """Each host's :class:`HostContext`, made once per session (as the ``context`` fixture)."""
+
+    def __init__(self, policy: Policy, inventory_groups: dict[str, set[str]]) -> None:
+        self.policy = policy
+        self.groups = inventory_groups
+        self.made: dict[str, HostContext] = {}
+
+    def of(self, host: Any) -> HostContext:
+        name = host.backend.hostname
+        if name not in self.made:
+            if name not in self.groups:
+                pytest.fail(f"host {name} is not in the inventory; its groups are unknown")
+            self.made[name] = HostContext.of(self.policy, self.groups[name], name)
+        return self.made[name]
+
+
+@pytest.fixture(scope="session")
+def _contexts(policy: Policy, inventory_groups: dict[str, set[str]]) -> Contexts:
+    return Contexts(policy, inventory_groups)
+
+
 def observe(host: Any, script: str) -> str:
     """Run a control's read-only observe script on the host and return its output."""
     result = host.run(f"sh -c {shlex.quote(script)}")
@@ -100,18 +127,106 @@ def _unreachable() -> dict[str, str]:
     return {}
 
 
+def _reason(exc: RuntimeError) -> str:
+    """ssh's own last line from testinfra's error (ssh exited 255: it could not connect)."""
+    out = exc.args[0] if exc.args else exc
+    return (str(getattr(out, "stderr", "")).strip() or str(out)).splitlines()[-1][:300]
+
+
+class Unreachable(Exception):
+    """The host's first connection failed; the message is ssh's reason."""
+
+
+Reader = Callable[[Any, HostContext], Result]
+
+
+class Readings:
+    """Every (host, control) of the session read concurrently, as futures of their Results.
+
+    Each host is connected once first (``true`` over ssh: its ControlMaster comes up, so the
+    concurrent clients after it share one master instead of racing to become it); a host
+    ssh cannot reach is recorded with ssh's reason and none of its controls is run.  The
+    controls are submitted control by control (the order pytest runs the checks in), so the
+    first checks can report while later readings are still under way.
+    """
+
+    def __init__(self, readers: int) -> None:
+        self.workers = max(1, readers)
+        self.futures: dict[tuple[str, str], Future[Result]] = {}
+        self.unreachable: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._connect = ThreadPoolExecutor(self.workers, thread_name_prefix="baomi-connect")
+        self._read = ThreadPoolExecutor(self.workers, thread_name_prefix="baomi-read")
+
+    def start(self, hosts: dict[str, tuple[Any, HostContext]],
+              controls: dict[str, Reader]) -> None:
+        connected = {name: self._connect.submit(self._connect_one, name, host)
+                     for name, (host, _ctx) in hosts.items()}
+        for control, read in controls.items():
+            for name, (host, ctx) in hosts.items():
+                self.futures[(name, control)] = self._read.submit(
+                    self._read_one, connected[name], read, host, ctx)
+
+    def _connect_one(self, name: str, host: Any) -> str | None:
+        try:
+            host.run("true")
+        except RuntimeError as exc:  # testinfra's ssh backend: ssh itself failed (exit 255)
+            with self._lock:
+                self.unreachable[name] = _reason(exc)
+            return self.unreachable[name]
+        return None
+
+    @staticmethod
+    def _read_one(connected: Future[str | None], read: Reader, host: Any,
+                  ctx: HostContext) -> Result:
+        why = connected.result()
+        if why is not None:
+            raise Unreachable(why)
+        return read(host, ctx)
+
+    def close(self) -> None:
+        self._read.shutdown(wait=True, cancel_futures=True)
+        self._connect.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="session")
+def _readings(request: pytest.FixtureRequest, _contexts: Contexts) -> Any:
+    """The session's concurrent readings, started at the first check that needs one."""
+    hosts: dict[str, tuple[Any, HostContext]] = {}
+    controls: dict[str, Reader] = {}
+    for item in request.session.items:
+        spec = getattr(getattr(item, "callspec", None), "params", {})
+        target = getattr(getattr(item, "function", None), "baomi_reader", None)
+        host = spec.get("_testinfra_host")
+        if target is None or host is None:
+            continue
+        name = host.backend.hostname
+        controls.setdefault(*target)
+        if name in _contexts.groups and name not in hosts:  # others fail in their checks
+            hosts[name] = (host, _contexts.of(host))
+    readings = Readings(int(request.config.getoption("baomi_readers")))
+    readings.start(hosts, controls)
+    yield readings
+    readings.close()
+
+
 def _read_once(host: Any, key: tuple[str, str], results: dict[tuple[str, str], Result],
-               unreachable: dict[str, str], read: Callable[[], Result]) -> Result:
+               unreachable: dict[str, str], read: Callable[[], Result],
+               readings: Readings | None = None) -> Result:
     name = key[0]
+    if readings is not None and name in readings.unreachable:
+        unreachable.setdefault(name, readings.unreachable[name])
     if name in unreachable:
         pytest.fail(f"{name} could not be reached: {unreachable[name]}", pytrace=False)
     if key not in results:
+        future = readings.futures.get(key) if readings is not None else None
         try:
-            results[key] = read()
+            results[key] = future.result() if future is not None else read()
+        except Unreachable as exc:
+            unreachable[name] = str(exc)
+            pytest.fail(f"{name} could not be reached: {unreachable[name]}", pytrace=False)
         except RuntimeError as exc:  # testinfra's ssh backend: ssh itself failed (exit 255)
-            out = exc.args[0] if exc.args else exc
-            unreachable[name] = (str(getattr(out, "stderr", "")).strip()
-                                 or str(out)).splitlines()[-1][:300]
+            unreachable[name] = _reason(exc)
             pytest.fail(f"{name} could not be reached: {unreachable[name]}", pytrace=False)
     return results[key]
 
@@ -140,26 +255,34 @@ def host_checks(name: str, checks: tuple[Check, ...],
               for c in checks]
     by_id = {c.id: c for c in checks}
 
-    def test_check(check_id: str, host: Any, context: HostContext,
+    def test_check(check_id: str, host: Any, _contexts: Contexts,
                    _results: dict[tuple[str, str], Result], _unreachable: dict[str, str],
-                   record_property: Any, request: pytest.FixtureRequest) -> None:
+                   _readings: Readings, request: pytest.FixtureRequest) -> None:
+        # Session-scoped fixtures only (the host's context is made once): pytest's set-up of
+        # function-scoped ones was a good part of each check's cost, ×(hosts × checks).
+        context = _contexts.of(host)
         result = _read_once(host, (host.backend.hostname, name), _results, _unreachable,
-                            lambda: read(host, context))
+                            lambda: read(host, context), _readings)
         # The one place waivers are decided (baomi.waivers), the same record the audit files.
         made = record(result, by_id[check_id], context.policy, context.groups, dt.date.today())
         results_plugin.remember(request.node, made)
-        record_property("check", check_id)
-        record_property("status", made.status)
+        properties = request.node.user_properties  # what pytest's record_property appends to
+        properties += [("check", check_id), ("status", made.status)]
         if check_id in result.evidence:
-            record_property("evidence", result.evidence[check_id])
+            properties.append(("evidence", result.evidence[check_id]))
             print(f"{result.host} {check_id}: {result.evidence[check_id]}")
         if made.status == NOT_APPLICABLE:
             pytest.skip(f"{check_id}: not applicable: {made.reason}")
         if made.status == WAIVED:
             pytest.xfail(f"{check_id}: {made.reason}")
         findings = result.findings_of(check_id)
-        assert not findings, "\n".join(filter(None, (report(findings), made.reason)))
+        if findings:
+            # The findings are the whole story: no traceback of this function (pytest's
+            # formatting of one took ~20 ms of CPU per failed check).
+            pytest.fail("\n".join(filter(None, (report(findings), made.reason))),
+                        pytrace=False)
 
     test_check.__doc__ = f"Each check of {name}, per host."
+    test_check.baomi_reader = (name, read)  # type: ignore[attr-defined]  # for _readings
     parametrised: Callable[..., None] = pytest.mark.parametrize("check_id", params)(test_check)
     return parametrised

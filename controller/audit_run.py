@@ -84,6 +84,13 @@ def ssh_config(hosts: dict[str, InventoryHost], names: list[str], folder: Path) 
     return path
 
 
+def default_jobs() -> int:
+    """One pytest child per CPU (at most 8): each child reads its hosts concurrently over ssh,
+    so what a child costs is its own CPU (start-up, pytest's work per check); more children
+    than CPUs only add start-ups (measured in docs/audit.md, "Figures")."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
 def chunks(names: list[str], jobs: int) -> list[list[str]]:
     """``jobs`` groups of hosts, round robin (neighbours in the inventory spread out)."""
     n = max(1, min(jobs, len(names)))
@@ -123,8 +130,10 @@ class Child:
 
 def _pump(stream: IO[str], child: Child, progress: Progress) -> None:
     for raw in stream:
-        if raw.startswith(PROGRESS):
-            progress.line(raw[len(PROGRESS):])
+        # pytest's own status letters (".", "F", "s") come first on the line, unended.
+        at = raw.find(PROGRESS)
+        if at >= 0:
+            progress.line(raw[at + len(PROGRESS):])
         else:
             child.output.append(raw.rstrip("\n"))
             del child.output[:-40]  # the tail is what explains a failed child
@@ -140,8 +149,10 @@ def run_checks(policy_path: Path, inventory: Path, names: list[str], config: Pat
         results = folder / f"results-{index}.json"
         # Only testinfra's plugin: the rest installed beside pytest (hypothesis, schemathesis,
         # playwright...) took ~4 s of CPU per child to import and serves no check.
+        # No failure sections or summary lines: the records carry each failure's findings, and
+        # pytest's summary of 500 failures cost seconds of CPU (it is quadratic in the reports).
         cmd = [sys.executable, "-m", "pytest", "-p", "testinfra.plugin", "-p", "no:cacheprovider",
-               "-q", "--no-header",
+               "-q", "--no-header", "--tb=no", "-rN",
                "-o", "addopts=", "--rootdir", str(CHECKS_DIR), str(CHECKS_DIR),
                f"--hosts={','.join(group)}", f"--ssh-config={config}",
                f"--inventory={inventory}", f"--policy={policy_path}",

@@ -56,7 +56,10 @@ def not_applicable(want: Desired) -> str | None:
 
 
 def observe_script(want: Desired) -> str:
-    gets = {f"get_{key}": f"fail2ban-client get sshd {key}" for key, _ in want.values}
+    # The jail's values count only when fail2ban is active (compare); where it is not (or
+    # there is no systemd) each fail2ban-client would start Python just to fail (~0.1 s CPU).
+    gets = {f"get_{key}": f"systemctl is-active --quiet {SERVICE} || exit 3; "
+                          f"fail2ban-client get sshd {key}" for key, _ in want.values}
     return script({
         "systemd": "[ -d /run/systemd/system ] && echo yes || echo no",
         "jail": cat(JAIL_FILE),

@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from baomi.controller import audit_render
-from baomi.controller.audit_run import AuditError, audit, select
+from baomi.controller.audit_run import AuditError, audit, default_jobs, select
 from baomi.controller.audit_run import Progress as Counts
 from baomi.inventory import InventoryError, read
 from baomi.policy import default_policy_path
@@ -42,8 +42,10 @@ err = Console(stderr=True, highlight=False)
 @click.option("--upload", is_flag=True, help="Send the results to the collector (baomi login).")
 @click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True,
               help="First language of the report's labels (both are always shown).")
-@click.option("--jobs", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="Hosts audited in parallel groups (one pytest each).")
+@click.option("--jobs", type=click.IntRange(1, 64), default=default_jobs,
+              show_default="one per CPU, at most 8",
+              help="Hosts audited in parallel groups (one pytest each; each reads its hosts' "
+                   "controls concurrently).")
 @click.option("--ssh-config", "ssh_config", default=None, type=click.Path(dir_okay=False),
               help="Use this ssh_config instead of one made from the inventory.")
 @json_option
