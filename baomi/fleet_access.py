@@ -20,9 +20,10 @@ Pure text and checks: the deploy (``deploy/collector.py``) writes it, the contro
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from baomi.controls.supervised import NETWORK_SANDBOX
@@ -165,6 +166,59 @@ def from_inventory(path: str) -> tuple[str, str]:
             raise FleetError(f"{known}: cannot read the fleet's pinned host keys: {exc}") \
                 from None
     return fleet_inventory(hosts), known_hosts(pinned)
+
+
+# ---- The waivers' host → groups map (the web service's, root:baomi-collector 0640) ----------
+# The service cannot read FLEET_DIR's inventory (root 0700), yet a waiver may name a group
+# (``hosts: [workstations]``): the deploy ships the inventory's names and groups only (no
+# address, user or key) as JSON, {host: [group, ...]}; collector/waiving.py reads it.
+
+GROUPS_MAP = "/etc/baomi/collector-groups.json"
+
+
+def groups_map_text(groups: Mapping[str, Iterable[str]]) -> str:
+    """The map's JSON text: hosts and their groups sorted (the same inventory, the same bytes),
+    each name a plain one (what :func:`fleet_hosts` accepts)."""
+    out: dict[str, list[str]] = {}
+    for name in sorted(groups):
+        members = sorted(groups[name])
+        for value in (name, *members):
+            if not isinstance(value, str) or not _PLAIN.fullmatch(value):
+                raise FleetError(f"inventory host {name}: {value!r} is not a plain name")
+        out[name] = members
+    return json.dumps(out, indent=1, sort_keys=True) + "\n"
+
+
+def groups_map_from_inventory(path: str) -> str:
+    """:func:`groups_map_text` of the controller's inventory file (FleetError: one line)."""
+    from baomi.inventory import InventoryError, host_groups
+
+    try:
+        groups = host_groups(path)
+    except InventoryError as exc:
+        raise FleetError(str(exc)) from None
+    if not groups:
+        raise FleetError(f"{path}: no host in the inventory")
+    return groups_map_text(groups)
+
+
+def parse_groups_map(text: str, source: str = GROUPS_MAP) -> dict[str, frozenset[str]]:
+    """The map read back: a JSON object of host name → list of group names; anything else is
+    FleetError naming ``source`` and what is wrong (one line)."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise FleetError(f"{source}: not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise FleetError(f"{source}: expected an object of host name → list of group names, "
+                         f"got {type(data).__name__}")
+    out: dict[str, frozenset[str]] = {}
+    for name, members in data.items():
+        if not isinstance(members, list) or not all(isinstance(g, str) for g in members):
+            raise FleetError(f"{source}: host {name!r}: expected a list of group names, got "
+                             f"{json.dumps(members)[:80]}")
+        out[name] = frozenset(members)
+    return out
 
 
 def audit_argv(venv: str) -> list[str]:

@@ -125,7 +125,8 @@ def create_app(config: Config, database: Database) -> Starlette:
     alerting = alerts.settings_of(config)
     dispatcher = Dispatcher(database, alerting)
     login_limits = throttle.limits_of(config)
-    waivers = Waivers(config.policy, config.offboard_inventory)  # decided at read time
+    # decided at read time
+    waivers = Waivers(config.policy, config.offboard_inventory, config.waiver_groups)
     metrics_token = ""
     if config.metrics_token.exists():
         metrics_token = config.metrics_token.read_text(encoding="utf-8").strip()

@@ -172,11 +172,12 @@ def _with_policy(config: Config, path: Path) -> Config:
 
 
 def _check_waivers(config: Config) -> None:
-    """The policy (and inventory) whose waivers apply to findings load, or one line."""
+    """The policy (and groups map or inventory) whose waivers apply to findings load, or one
+    line."""
     from baomi.collector.waiving import WaiverError, Waivers
 
     try:
-        Waivers(config.policy, config.offboard_inventory).check()
+        Waivers(config.policy, config.offboard_inventory, config.waiver_groups).check()
     except WaiverError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -197,6 +198,8 @@ def _with_environment(config: Config) -> Config:
             changes[key] = env[name]
     if env.get("BAOMI_COLLECTOR_POLICY"):  # the deploy's copy: its waivers apply to findings
         changes["policy"] = env["BAOMI_COLLECTOR_POLICY"]
+    if env.get("BAOMI_COLLECTOR_GROUPS"):  # the deploy's host → groups map, for those waivers
+        changes["waiver_groups"] = env["BAOMI_COLLECTOR_GROUPS"]
     if env.get("BAOMI_ALERT_SYSLOG") == "0":
         changes["alert_syslog_socket"] = ""
     if "BAOMI_AGENT_SILENT_MINUTES" in env:

@@ -39,8 +39,11 @@ class Config:
     offboard_state: str = ""
     purge_hour: int = 3
     # Waivers on findings (collector/waiving.py): the policy whose waivers apply ("" = none;
-    # `serve --policy FILE` sets it). Hosts' groups come from offboard_inventory when set.
+    # `serve --policy FILE` or BAOMI_COLLECTOR_POLICY sets it). Hosts' groups come from
+    # waiver_groups (a JSON map host → [group, ...]; BAOMI_COLLECTOR_GROUPS, the deploy's
+    # copy) when set, else from offboard_inventory when set, else none (host names only).
     policy: str = ""
+    waiver_groups: str = ""
     # Alerts (R-INC, collector/alerts.py); `serve --policy FILE` takes them from the policy.
     alert_min_severity: str = "critical"
     alert_webhook: str = ""  # "" = none; the URL may carry a token: this file is 0600
@@ -75,7 +78,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "rate_per_second": (int, float), "rate_burst": int, "sqlite_synchronous": str,
     "db_pool": int, "admin_user": str, "admin_password_scrypt": str,
     "offboard_inventory": str, "offboard_policy": str, "offboard_state": str, "purge_hour": int,
-    "policy": str,
+    "policy": str, "waiver_groups": str,
     "alert_min_severity": str, "alert_webhook": str, "alert_syslog_socket": str,
     "agent_silent_minutes": (int, float), "agent_silent_severity": str,
     "alert_retry_max_seconds": (int, float), "login_max_failures_per_user": int,

@@ -12,13 +12,16 @@ the place every finding goes to.  Steps, per collector host:
 3. the database URL in ``/etc/baomi/collector/database.env`` (root, 0600, in a 0700 folder:
    systemd reads it; never on a command line), and the policy in
    ``/etc/baomi/collector-policy.yaml`` (root:baomi-collector 0640: its waivers apply to the
-   findings the service shows, ``BAOMI_COLLECTOR_POLICY``); ``baomi collector init`` as that
-   user, once: the first admin's password goes to ``first-admin.txt`` there (0600, read it once and
-   delete it), never to the controller's output; the CA's private key is then moved out of
-   the service's folder to ``/etc/baomi/collector/ca.key`` (root only: a compromised service
-   cannot mint certificates; the move never follows a link the service user planted); the CA
-   certificate comes back to the controller (``$BAOMI_STATE_DIR/collector/HOST/ca.pem``) for
-   agents and ``baomi login`` to pin;
+   findings the service shows, ``BAOMI_COLLECTOR_POLICY``) with the fleet inventory's host →
+   groups map in ``/etc/baomi/collector-groups.json`` (root:baomi-collector 0640, names and
+   groups only: a waiver naming a group applies, ``BAOMI_COLLECTOR_GROUPS``); ``baomi
+   collector init`` as that user, once: the first admin's password goes to
+   ``first-admin.txt`` there (0600, read it once and delete it), never to the controller's
+   output; the CA's private key is then moved out of the service's folder to
+   ``/etc/baomi/collector/ca.key`` (root only: a compromised service cannot mint certificates;
+   the move never follows a link the service user planted); the CA certificate comes back to
+   the controller (``$BAOMI_STATE_DIR/collector/HOST/ca.pem``) for agents and ``baomi login``
+   to pin;
 4. the sandboxed systemd unit, enabled and started (restarted when the venv or the unit
    changed); on a host without systemd, a supervisor loop started with ``setsid`` (PID in
    ``/run/baomi-collector.pid``), which the check looks for;
@@ -183,6 +186,14 @@ def apply() -> None:
     # The waivers of findings (read by the service, reloaded when this file changes).
     put_text(C, core.POLICY_COPY, Path(os.environ["BAOMI_POLICY"]).read_text(encoding="utf-8"),
              mode="0640", group=core.USER)
+    # Their groups: the service cannot read root's fleet inventory; names and groups only.
+    try:
+        groups = fleet.groups_map_from_inventory(os.environ["BAOMI_FLEET_INVENTORY"])
+    except (KeyError, fleet.FleetError) as exc:
+        refuse(name=op_name(C, "the waivers' host → groups map"),
+               message=f"the waivers' host → groups map: {exc}")
+        return
+    put_text(C, core.GROUPS_MAP, groups, mode="0640", group=core.USER)
     addresses = host.get_fact(Addresses)
     shell_if(name=op_name(C, "initialised (CA, server certificate, first admin)"),
              check=f"[ -f {core.STATE_DIR}/collector.toml ]",

@@ -26,7 +26,11 @@ installs it, ``checks/test_collector.py`` verifies it.  What "installed and serv
   ``baomi-offboard.path`` (started when the dashboard records a request) and
   ``baomi-offboard.timer`` (a missed trigger, the daily purge) enabled and active, the three
   unit files baomi's, and the runner's last run succeeded; not applicable without systemd
-  (there the service runs the requests itself when ``offboard_inventory`` is configured).
+  (there the service runs the requests itself when ``offboard_inventory`` is configured);
+- the waivers' host → groups map (:data:`baomi.fleet_access.GROUPS_MAP`, root:baomi-collector
+  0640, named in ``database.env``): present, a well-formed map, and the groups of root's fleet
+  inventory on the host (the service applies group waivers as the audit does; a missing,
+  malformed or drifted map would silently waive differently).
 """
 
 from __future__ import annotations
@@ -64,6 +68,10 @@ ENV_FILE = f"{CONF_DIR}/database.env"
 # The service's copy of the policy (root:baomi-collector 0640, outside the root-only CONF_DIR):
 # its waivers apply to the findings it shows (collector/waiving.py); named in ENV_FILE.
 POLICY_COPY = "/etc/baomi/collector-policy.yaml"  # = fleet_access.WEB_POLICY
+# The inventory's host → groups map for those waivers (the service cannot read root's fleet
+# inventory): root:baomi-collector 0640, named in ENV_FILE (BAOMI_COLLECTOR_GROUPS).
+GROUPS_MAP = fleet.GROUPS_MAP
+GROUPS_MAP_MODE = f"root:{USER} 640"
 INPUT = "collector_ca"  # the pinned CA certificate (PEM), an input of the host's context
 HEADER = "# Managed by baomi: the collector (R-INC, R-LOG, R-TLS). Local edits are reverted.\n"
 
@@ -78,7 +86,10 @@ AUDIT_TIMER = check("collector.audit_timer", "the regular audit's timer runs on 
 OFFBOARD_RUNNER = check("collector.offboard_runner", "HR's offboarding requests and the daily "
                         "purge run as root from the collector (path and timer units enabled, "
                         "last run succeeded)", ("R-OFF",))
-CHECKS = (INSTALLED, STATE, SERVICE, LISTENING, HEALTH, AUDIT_TIMER, OFFBOARD_RUNNER)
+WAIVER_GROUPS = check("collector.waiver_groups", "the service's host → groups map for waivers "
+                      "is the fleet inventory's (root:baomi-collector 0640)")
+CHECKS = (INSTALLED, STATE, SERVICE, LISTENING, HEALTH, AUDIT_TIMER, OFFBOARD_RUNNER,
+          WAIVER_GROUPS)
 ELAPSES = 8  # elapses of the schedule read: its longest gap is what "in time" allows
 NO_SYSTEMD_OFFBOARD = ("no systemd on this host: no root-side runner; HR's requests run in the "
                        "service itself when collector.toml's offboard_inventory names a fleet "
@@ -120,7 +131,8 @@ class Desired:
         the database URL and the policy's alert settings (a webhook URL may hold a token)."""
         lines = [f"BAOMI_COLLECTOR_DB='{self.database}'",
                  *(f"{name}='{value}'" for name, value in self.alerts),
-                 f"BAOMI_COLLECTOR_POLICY='{POLICY_COPY}'"]
+                 f"BAOMI_COLLECTOR_POLICY='{POLICY_COPY}'",
+                 f"BAOMI_COLLECTOR_GROUPS='{GROUPS_MAP}'"]
         return "# Managed by baomi (root only)\n" + "\n".join(lines) + "\n"
 
     @property
@@ -259,6 +271,11 @@ except Exception as exc:
     sys.exit(1)
 """
 
+# The groups of root's fleet inventory on the host, as the deploy writes the map (the venv's
+# baomi reads the inventory: pyinfra's format is Python).
+_FLEET_GROUPS = ("import sys\nfrom baomi.fleet_access import groups_map_from_inventory as g\n"
+                 "sys.stdout.write(g(sys.argv[1]))")
+
 
 def observe_script(want: Desired) -> str:
     """Read-only: the venv, the user and folder, the service, the port, the health answer."""
@@ -290,6 +307,10 @@ def observe_script(want: Desired) -> str:
         "offboard_last": f"systemctl show --timestamp=unix -p Result -p ExecMainStatus "
                          f"-p ExecMainExitTimestamp {fleet.OFFBOARD_SERVICE}",
     }
+    commands |= {
+        "waiver_groups": f"stat -c '%U:%G %a' {GROUPS_MAP} && cat {GROUPS_MAP}",
+        "fleet_groups": f"{VENV}/bin/python -c {shlex.quote(_FLEET_GROUPS)} {fleet.INVENTORY}",
+    }
     if want.pinned_ca:
         commands["health"] = (f"{VENV}/bin/python -c {shlex.quote(_PROBE)} "
                               f"{shlex.quote(want.pinned_ca)} {shlex.quote(want.server_name)} "
@@ -314,6 +335,9 @@ class Observed:
     health: dict[str, str]  # tls, status, body, or error
     audit: AuditRun | None = None  # the regular audit (systemd hosts)
     offboard: OffboardRunner | None = None  # root's offboarding runner (systemd hosts)
+    groups_map: str | None = None  # "OWNER:GROUP MODE\n" + the map's text; None: missing
+    fleet_groups: str | None = None  # the map of root's fleet inventory; None: unreadable
+    fleet_groups_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -435,6 +459,10 @@ def parse(output: str, want: Desired | None = None) -> Observed:
         health=health,
         audit=_audit(sec) if sec.text("systemd") is not None else None,
         offboard=_offboard(sec) if sec.text("systemd") is not None else None,
+        groups_map=sec.text("waiver_groups"),
+        fleet_groups=sec.text("fleet_groups"),
+        fleet_groups_error=(sec["fleet_groups"].out.strip().splitlines() or ["no output"])[-1]
+        [:300] if "fleet_groups" in sec and not sec["fleet_groups"].ok else "",
     )
 
 
@@ -475,6 +503,41 @@ def compare(want: Desired, seen: Observed) -> list[Finding]:
         out += audit_findings(want, seen.audit)
     if seen.offboard is not None:
         out += offboard_findings(want, seen.offboard)
+    out += groups_map_findings(seen)
+    return out
+
+
+def groups_map_findings(seen: Observed) -> list[Finding]:
+    """The waivers' groups map: there, root:baomi-collector 0640, a well-formed map, equal to
+    the groups of root's fleet inventory on the host."""
+    expected = f"{GROUPS_MAP_MODE}, the fleet inventory's groups"
+    if seen.groups_map is None:
+        return [WAIVER_GROUPS.finding(GROUPS_MAP, expected, "missing", "medium")]
+    mode, _, text = seen.groups_map.partition("\n")
+    out = []
+    if mode.strip() != GROUPS_MAP_MODE:
+        out.append(WAIVER_GROUPS.finding(GROUPS_MAP, GROUPS_MAP_MODE, mode.strip(), "medium"))
+    try:
+        shipped = fleet.parse_groups_map(text, GROUPS_MAP)
+    except fleet.FleetError as exc:
+        return [*out, WAIVER_GROUPS.finding(GROUPS_MAP, expected, f"malformed: {exc}"[:300],
+                                            "medium")]
+    if seen.fleet_groups is None:
+        return [*out, WAIVER_GROUPS.finding(
+            fleet.INVENTORY, "the fleet inventory's groups readable",
+            seen.fleet_groups_error or "missing", "medium")]
+    try:
+        fleet_map = fleet.parse_groups_map(seen.fleet_groups, fleet.INVENTORY)
+    except fleet.FleetError as exc:
+        return [*out, WAIVER_GROUPS.finding(fleet.INVENTORY, "the fleet inventory's groups",
+                                            str(exc)[:300], "medium")]
+    differ = sorted(h for h in shipped.keys() | fleet_map.keys()
+                    if shipped.get(h) != fleet_map.get(h))
+    if differ:
+        out.append(WAIVER_GROUPS.finding(
+            GROUPS_MAP, "the fleet inventory's groups",
+            f"drifted: {len(differ)} host(s) differ ({', '.join(differ[:5])}"
+            f"{', ...' if len(differ) > 5 else ''})", "medium"))
     return out
 
 
@@ -539,9 +602,18 @@ def audit_findings(want: Desired, run: AuditRun) -> list[Finding]:
 
 
 def evidence(want: Desired, seen: Observed) -> dict[str, str]:
-    """What a passing audit-timer check looked at: the schedule and the last run."""
+    """What a passing audit-timer check looked at: the schedule and the last run; what the
+    groups map check compared."""
+    groups: dict[str, str] = {}
+    if seen.groups_map is not None and seen.fleet_groups is not None:
+        try:
+            hosts = len(fleet.parse_groups_map(seen.fleet_groups))
+        except fleet.FleetError:
+            hosts = 0
+        groups[WAIVER_GROUPS.id] = (f"{GROUPS_MAP} {seen.groups_map.partition(chr(10))[0]}; "
+                                    f"{hosts} hosts, compared with {fleet.INVENTORY}")
     if seen.audit is None:
-        return {}
+        return groups
     runner = seen.offboard
     if runner is not None:
         done = _stamp(runner.last.get("ExecMainExitTimestamp", ""))
@@ -558,7 +630,7 @@ def evidence(want: Desired, seen: Observed) -> dict[str, str]:
                              f"OnCalendar={want.schedule}; {last}"}
     if runner is not None:
         found[OFFBOARD_RUNNER.id] = runner_text
-    return found
+    return found | groups
 
 
 def skipped(want: Desired, seen: Observed) -> dict[str, str]:

@@ -84,7 +84,8 @@ class Dashboard:
                  waivers: Waivers | None = None) -> None:
         self.config = config
         self.database = database
-        self.waivers = waivers or Waivers(config.policy, config.offboard_inventory)
+        self.waivers = waivers or Waivers(config.policy, config.offboard_inventory,
+                                           config.waiver_groups)
         self.sessions = Sessions(database, config)
         self.offboarding = offboard.Offboarding(config, database)
 

@@ -25,7 +25,7 @@ import click
 from baomi.controller.commands.apply import print_apply
 from baomi.controller.runner import DEPLOYS, run
 from baomi.controls.collector import pinned_ca_path
-from baomi.fleet_access import FleetError, from_inventory
+from baomi.fleet_access import FleetError, from_inventory, groups_map_from_inventory
 from baomi.policy import default_policy_path
 from baomi.ui import (
     fail,
@@ -56,6 +56,10 @@ def collector_deploy(inventory: str, policy_path: str | None, dry: bool,
         from_inventory(inventory)
     except FleetError as exc:
         fail(f"the fleet for the collector's regular audit: {exc}")
+    try:
+        groups_map_from_inventory(inventory)
+    except FleetError as exc:
+        fail(f"the waivers' host → groups map for the collector: {exc}")
     schedule_problem(policy.reporting.schedule, policy.source)
     names = [h for h, groups in hosts.items() if GROUP in groups
              and (not limit or h in limit)]

@@ -107,12 +107,18 @@ def test_deploy_installs_and_every_check_passes(deployed: Deployed) -> None:
                                          "serve'); do tr '\\0' '\\n' < /proc/$p/environ; done"
                                    ).stdout.splitlines()
         assert "BAOMI_AGENT_SILENT_MINUTES=30" in environ, environ
+        # the inventory's host → groups map for waivers: the service's to read, names only
+        assert f"BAOMI_COLLECTOR_GROUPS={core.GROUPS_MAP}" in environ, environ
+        assert deployed.lab.ssh(host, f"stat -c %a:%U:%G {core.GROUPS_MAP}").stdout.strip() \
+            == f"640:root:{core.USER}"
+        shipped = json.loads(deployed.lab.ssh(host, f"cat {core.GROUPS_MAP}").stdout)
+        assert "collector" in shipped[PLAIN] and "ssh_hostname" not in json.dumps(shipped)
     out = _check(deployed)
     assert out.returncode == 0, out.stdout[-3000:]
-    # col2 (systemd) passes all seven, collector.audit_timer included (its timer waits for its
-    # first run) and collector.offboard_runner; col1 (plain) passes five, the timer and the
-    # offboarding runner not applicable without systemd; srv1 none.
-    assert "12 passed, 9 skipped" in out.stdout, out.stdout[-500:]
+    # col2 (systemd) passes all eight, collector.audit_timer included (its timer waits for its
+    # first run), collector.offboard_runner and collector.waiver_groups; col1 (plain) passes
+    # six, the timer and the offboarding runner not applicable without systemd; srv1 none.
+    assert "14 passed, 10 skipped" in out.stdout, out.stdout[-500:]
     unit = deployed.lab.ssh(SYSTEMD, "systemctl show -p User,NoNewPrivileges,ProtectSystem,"
                                      f"PrivateTmp,Restart {core.UNIT}").stdout
     assert {"User=baomi-collector", "NoNewPrivileges=yes", "ProtectSystem=strict",

@@ -29,6 +29,22 @@ def _offboard_sections(want: core.Desired, enabled: str = "enabled\nenabled\nact
             f"\n==> offboard_last\n{last}\n<== offboard_last rc=0\n")
 
 
+FLEET = {"col1": ["collector"], "srv1": ["servers"], "ws1": ["workstations"]}
+
+
+def _groups_sections(shipped: str | None = None, fleet_map: str | None = None,
+                     mode: str = "root:baomi-collector 640") -> str:
+    """The groups map's sections as a deployed collector prints them (stat's line and the
+    map; the fleet inventory's map as the venv's baomi derives it on the host)."""
+    from baomi.fleet_access import groups_map_text
+
+    text = groups_map_text(FLEET)
+    return (f"\n==> waiver_groups\n{mode}\n{text if shipped is None else shipped}\n"
+            f"<== waiver_groups rc=0\n"
+            f"\n==> fleet_groups\n{text if fleet_map is None else fleet_map}\n"
+            f"<== fleet_groups rc=0\n")
+
+
 CA = json.loads((DATA / "contract.json").read_text(encoding="utf-8"))["compliant"]["inputs"][
     core.INPUT]
 
@@ -39,7 +55,7 @@ def _want(policy: str = "", ca: str | None = CA, groups: tuple[str, ...] = ("col
                                        **({core.INPUT: ca} if ca else {})))
 
 
-DEPLOYED += _offboard_sections(_want())
+DEPLOYED += _offboard_sections(_want()) + _groups_sections()
 
 
 def _failing(output: str, want: core.Desired | None = None) -> dict[str, str]:
@@ -105,7 +121,8 @@ def test_plain_host_needs_the_supervisor() -> None:
     fresh = (DATA / "fresh_col2.out").read_text(encoding="utf-8")
     failing = _failing(fresh)
     assert set(failing) == {"collector.installed", "collector.state_dir", "collector.service",
-                            "collector.listening", "collector.health"}
+                            "collector.listening", "collector.health",
+                            "collector.waiver_groups"}
     assert failing["collector.service"] == "not running"
     running = fresh.replace("cat: /run/baomi-collector.pid: No such file or directory\n",
                             f"/bin/sh {core.SUPERVISOR} \n").replace(
@@ -121,6 +138,7 @@ def test_a_collector_deployed_before_the_ca_key_move_is_named() -> None:
     failing = _failing(old, _want(ca=old_ca))
     assert failing.pop("collector.audit_timer")  # that version installed no audit timer
     assert failing.pop("collector.offboard_runner")  # nor the offboarding runner
+    assert failing.pop("collector.waiver_groups") == "missing"  # nor the waivers' groups map
     assert failing == {"collector.state_dir": "readable by the service user",
                        "collector.service": "edited content"}, failing
 
@@ -132,14 +150,15 @@ def test_the_environment_file_carries_the_database_and_the_policys_alerts() -> N
         "BAOMI_COLLECTOR_DB='postgresql://b:pw@db/b'", "BAOMI_ALERT_MIN_SEVERITY='critical'",
         "BAOMI_ALERT_WEBHOOK='https://chat.example/h?t=x'", "BAOMI_ALERT_SYSLOG='0'",
         "BAOMI_AGENT_SILENT_MINUTES='30'", "BAOMI_AGENT_SILENT_SEVERITY='high'",
-        "BAOMI_COLLECTOR_POLICY='/etc/baomi/collector-policy.yaml'"]
+        "BAOMI_COLLECTOR_POLICY='/etc/baomi/collector-policy.yaml'",
+        "BAOMI_COLLECTOR_GROUPS='/etc/baomi/collector-groups.json'"]
     assert "pw" not in want.unit and "--db" not in want.unit
     quoted = _want("organisation: t\ncollector:\n  alert_webhook: \"https://x/h?a='1\"\n")
     assert quoted.problem and "collector.alert_webhook" in quoted.problem
 
 
 def test_the_offboarding_runner_disabled_edited_or_failed_is_named() -> None:
-    base = DEPLOYED.split("\n==> offboard_units")[0]
+    base = DEPLOYED.split("\n==> offboard_units")[0] + _groups_sections()
     want = _want()
     disabled = base + _offboard_sections(want, "disabled\nenabled\ninactive\nactive\n")
     assert _failing(disabled) == {"collector.offboard_runner": "disabled, inactive"}
@@ -168,3 +187,43 @@ def test_without_systemd_the_runner_is_not_applicable_and_the_service_is_not_tol
     assert "collector.offboard_runner" in core.skipped(want, core.parse(fresh, want))
     assert "BAOMI_OFFBOARD_RUNNER" not in want.env_for(False)
     assert "BAOMI_OFFBOARD_RUNNER='systemd'" in want.env_for(True)
+
+
+def test_the_waivers_groups_map_missing_malformed_drifted_or_readable_is_named() -> None:
+    base = DEPLOYED.split("\n==> waiver_groups")[0]
+    assert _failing(base) == {"collector.waiver_groups": "missing"}
+    gone = base + _groups_sections().replace(
+        "root:baomi-collector 640\n", "stat: cannot statx: No such file or directory\n"
+    ).replace("<== waiver_groups rc=0", "<== waiver_groups rc=1")
+    assert _failing(gone) == {"collector.waiver_groups": "missing"}
+    mode = base + _groups_sections(mode="root:baomi-collector 644")
+    assert _failing(mode) == {"collector.waiver_groups": "root:baomi-collector 644"}
+    bad = _failing(base + _groups_sections(shipped='{"col1": "collector"}'))
+    assert bad["collector.waiver_groups"].startswith(
+        "malformed: /etc/baomi/collector-groups.json: host 'col1': expected a list"), bad
+    drifted = {**FLEET, "ws1": ["servers"], "ws9": ["workstations"]}
+    assert _failing(base + _groups_sections(shipped=json.dumps(drifted))) == {
+        "collector.waiver_groups": "drifted: 2 host(s) differ (ws1, ws9)"}
+    unreadable = base + _groups_sections().replace(
+        _groups_sections().split("==> fleet_groups\n")[1],
+        "baomi.fleet_access.FleetError: no such inventory file\n<== fleet_groups rc=1\n")
+    assert _failing(unreadable) == {
+        "collector.waiver_groups": "baomi.fleet_access.FleetError: no such inventory file"}
+    result = evaluate(core.CONTROL, "col1", _want(), core.parse(DEPLOYED, _want()))
+    assert result.evidence["collector.waiver_groups"] == (
+        "/etc/baomi/collector-groups.json root:baomi-collector 640; 3 hosts, compared with "
+        "/etc/baomi/collector/fleet/inventory.py")
+
+
+def test_the_groups_map_holds_names_and_groups_only_and_reads_back() -> None:
+    from baomi.fleet_access import FleetError, groups_map_text, parse_groups_map
+
+    text = groups_map_text({"srv1": {"servers", "backup"}, "col1": ["collector"]})
+    assert json.loads(text) == {"col1": ["collector"], "srv1": ["backup", "servers"]}
+    assert parse_groups_map(text) == {"col1": {"collector"}, "srv1": {"backup", "servers"}}
+    try:
+        groups_map_text({"srv1": ["servers; rm -rf /"]})
+    except FleetError as exc:
+        assert "not a plain name" in str(exc)
+    else:
+        raise AssertionError("a group name that is not plain was shipped")

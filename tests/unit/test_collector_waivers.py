@@ -176,3 +176,93 @@ def test_a_bad_policy_or_inventory_is_one_line(tmp_path: Path) -> None:
     good.write_text(POLICY_TEXT.replace("2026-12-02", soon))
     with pytest.raises(WaiverError, match="inventory for waivers' groups"):
         Waivers(str(good), str(tmp_path / "none.py")).check()
+
+
+# ---- The deploy's host → groups map (BAOMI_COLLECTOR_GROUPS, waiver_groups) -----------------
+
+def _groups_map(tmp_path: Path, groups: dict[str, list[str]]) -> Path:
+    from baomi.fleet_access import groups_map_text
+
+    path = tmp_path / "collector-groups.json"
+    path.write_text(groups_map_text(groups), encoding="utf-8")
+    return path
+
+
+def test_the_groups_map_loads_and_a_group_waiver_waives_through_it(tmp_path: Path) -> None:
+    from baomi.collector.waiving import load_groups, load_groups_map
+
+    groups = _groups_map(tmp_path, {"ws1": ["workstations"], "srv2": ["servers"]})
+    assert load_groups_map(str(groups)) == GROUPS
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY_TEXT)
+    # The map wins over an inventory (the deployed collector cannot read root's).
+    w = Waivers(str(policy), str(tmp_path / "unreadable.py"), str(groups), clock=lambda: TODAY)
+    w.check()
+    judge = w.judge()
+    assert judge.groups == GROUPS
+    f = judge.mark(_finding("ws1", USB))  # `hosts: [workstations]`: ws1 by its group
+    assert f["waived"] is True and f["waiver"]["hosts"] == ["workstations"]
+    assert judge.mark(_finding("srv2", USB))["waived"] is False  # not a workstation
+    # The same decision as the audit's record for that host and its groups.
+    failing = Result(USB.control, "ws1", (USB,), (USB.finding("subject", "want", "got"),), {},
+                     {})
+    audited = record(failing, USB, POLICY, {"workstations"}, TODAY)
+    assert audited.status == "waived" and audited.waiver == f["waiver"]
+    # Without the map (host names only), the group waiver does not reach ws1.
+    assert Waivers(str(policy), clock=lambda: TODAY).judge().mark(
+        _finding("ws1", USB))["waived"] is False
+    assert load_groups("", "") == {}
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("{not json", "not JSON"),
+    ('["ws1", "workstations"]', "expected an object of host name"),
+    ('{"ws1": "workstations"}', "host 'ws1': expected a list of group names"),
+    ('{"ws1": ["workstations", 3]}', "host 'ws1': expected a list of group names"),
+])
+def test_a_malformed_groups_map_is_one_line(tmp_path: Path, text: str, said: str) -> None:
+    policy = tmp_path / "policy.yaml"
+    soon = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=30)).isoformat()
+    policy.write_text(POLICY_TEXT.replace("2026-12-02", soon))
+    groups = tmp_path / "groups.json"
+    groups.write_text(text)
+    with pytest.raises(WaiverError) as err:
+        Waivers(str(policy), groups=str(groups)).check()
+    message = str(err.value)
+    assert len(message.splitlines()) == 1 and message.startswith(
+        f"groups for waivers: {groups}: ") and said in message, message
+    with pytest.raises(WaiverError, match=r"groups for waivers: .*none\.json: cannot read it"):
+        Waivers(str(policy), groups=str(tmp_path / "none.json")).check()
+
+
+def test_the_groups_map_reloads_when_it_changes_and_keeps_the_last_good(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY_TEXT)
+    groups = _groups_map(tmp_path, {"ws1": ["workstations"]})
+    w = Waivers(str(policy), groups=str(groups), clock=lambda: TODAY)
+    w.check()
+    assert w.judge().mark(_finding("ws1", USB))["waived"] is True
+    assert w.judge().mark(_finding("ws2", USB))["waived"] is False
+    _groups_map(tmp_path, {"ws1": ["servers"], "ws2": ["workstations"]})
+    os.utime(groups, ns=(1, 1))
+    judge = w.judge()  # reloaded: ws2 joined the workstations, ws1 left them
+    assert judge.mark(_finding("ws2", USB))["waived"] is True
+    assert judge.mark(_finding("ws1", USB))["waived"] is False
+    groups.write_text('{"ws1": "oops"}')
+    os.utime(groups, ns=(2, 2))
+    kept = w.judge()
+    assert kept.groups == {"ws1": {"servers"}, "ws2": {"workstations"}}  # the last good one
+    assert "groups for waivers" in caplog.text and "Traceback" not in caplog.text
+
+
+def test_serve_takes_the_groups_map_from_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from baomi.collector.cli import _with_environment
+    from baomi.collector.config import Config
+
+    monkeypatch.setenv("BAOMI_COLLECTOR_GROUPS", "/etc/baomi/collector-groups.json")
+    monkeypatch.setenv("BAOMI_COLLECTOR_POLICY", "/etc/baomi/collector-policy.yaml")
+    config = _with_environment(Config(Path("/nonexistent")))
+    assert config.waiver_groups == "/etc/baomi/collector-groups.json"
+    assert config.policy == "/etc/baomi/collector-policy.yaml"
