@@ -100,11 +100,6 @@ class Contexts:
         return self.made[name]
 
 
-@pytest.fixture(scope="session")
-def _contexts(policy: Policy, inventory_groups: dict[str, set[str]]) -> Contexts:
-    return Contexts(policy, inventory_groups)
-
-
 def observe(host: Any, script: str) -> str:
     """Run a control's read-only observe script on the host and return its output."""
     result = host.run(f"sh -c {shlex.quote(script)}")
@@ -112,19 +107,6 @@ def observe(host: Any, script: str) -> str:
         pytest.fail(f"observe script failed on {host.backend.hostname} (rc {result.rc}): "
                     f"{result.stderr.strip()[-300:]}")
     return str(result.stdout)
-
-
-@pytest.fixture(scope="session")
-def _results() -> dict[tuple[str, str], Result]:
-    """Each control is observed once per host in a session (its checks share the reading)."""
-    return {}
-
-
-@pytest.fixture(scope="session")
-def _unreachable() -> dict[str, str]:
-    """Hosts ssh could not reach (exit 255), with ssh's reason: their other checks end at once
-    as errors instead of each waiting for its own connection timeout."""
-    return {}
 
 
 def _reason(exc: RuntimeError) -> str:
@@ -150,9 +132,14 @@ class Readings:
     first checks can report while later readings are still under way.
     """
 
-    def __init__(self, readers: int) -> None:
+    def __init__(self, readers: int, contexts: Contexts) -> None:
         self.workers = max(1, readers)
+        self.contexts = contexts
         self.futures: dict[tuple[str, str], Future[Result]] = {}
+        # Each control is observed once per host in a session (its checks share the reading).
+        self.results: dict[tuple[str, str], Result] = {}
+        # Hosts ssh could not reach (exit 255), with ssh's reason: their other checks end at
+        # once as errors instead of each waiting for its own connection timeout.
         self.unreachable: dict[str, str] = {}
         self._lock = threading.Lock()
         self._connect = ThreadPoolExecutor(self.workers, thread_name_prefix="baomi-connect")
@@ -190,8 +177,13 @@ class Readings:
 
 
 @pytest.fixture(scope="session")
-def _readings(request: pytest.FixtureRequest, _contexts: Contexts) -> Any:
-    """The session's concurrent readings, started at the first check that needs one."""
+def _readings(request: pytest.FixtureRequest, policy: Policy,
+              inventory_groups: dict[str, set[str]]) -> Any:
+    """The session's readings (and hosts' contexts), started at the first check that needs one.
+
+    The checks ask for this one session fixture only: pytest's set-up of each fixture a test
+    names was a good part of a check's cost, × (hosts × checks)."""
+    contexts = Contexts(policy, inventory_groups)
     hosts: dict[str, tuple[Any, HostContext]] = {}
     controls: dict[str, Reader] = {}
     for item in request.session.items:
@@ -202,24 +194,23 @@ def _readings(request: pytest.FixtureRequest, _contexts: Contexts) -> Any:
             continue
         name = host.backend.hostname
         controls.setdefault(*target)
-        if name in _contexts.groups and name not in hosts:  # others fail in their checks
-            hosts[name] = (host, _contexts.of(host))
-    readings = Readings(int(request.config.getoption("baomi_readers")))
+        if name in inventory_groups and name not in hosts:  # others fail in their checks
+            hosts[name] = (host, contexts.of(host))
+    readings = Readings(int(request.config.getoption("baomi_readers")), contexts)
     readings.start(hosts, controls)
     yield readings
     readings.close()
 
 
-def _read_once(host: Any, key: tuple[str, str], results: dict[tuple[str, str], Result],
-               unreachable: dict[str, str], read: Callable[[], Result],
-               readings: Readings | None = None) -> Result:
+def _read_once(key: tuple[str, str], readings: Readings, read: Callable[[], Result]) -> Result:
+    """The reading of control ``key[1]`` on host ``key[0]``: the pool's, or ``read()`` when the
+    pool has none (a check outside :func:`host_checks`)."""
     name = key[0]
-    if readings is not None and name in readings.unreachable:
-        unreachable.setdefault(name, readings.unreachable[name])
+    results, unreachable = readings.results, readings.unreachable
     if name in unreachable:
         pytest.fail(f"{name} could not be reached: {unreachable[name]}", pytrace=False)
     if key not in results:
-        future = readings.futures.get(key) if readings is not None else None
+        future = readings.futures.get(key)
         try:
             results[key] = future.result() if future is not None else read()
         except Unreachable as exc:
@@ -255,14 +246,11 @@ def host_checks(name: str, checks: tuple[Check, ...],
               for c in checks]
     by_id = {c.id: c for c in checks}
 
-    def test_check(check_id: str, host: Any, _contexts: Contexts,
-                   _results: dict[tuple[str, str], Result], _unreachable: dict[str, str],
-                   _readings: Readings, request: pytest.FixtureRequest) -> None:
-        # Session-scoped fixtures only (the host's context is made once): pytest's set-up of
-        # function-scoped ones was a good part of each check's cost, ×(hosts × checks).
-        context = _contexts.of(host)
-        result = _read_once(host, (host.backend.hostname, name), _results, _unreachable,
-                            lambda: read(host, context), _readings)
+    def test_check(check_id: str, host: Any, _readings: Readings,
+                   request: pytest.FixtureRequest) -> None:
+        context = _readings.contexts.of(host)  # as the `context` fixture, made once per host
+        result = _read_once((host.backend.hostname, name), _readings,
+                            lambda: read(host, context))
         # The one place waivers are decided (baomi.waivers), the same record the audit files.
         made = record(result, by_id[check_id], context.policy, context.groups, dt.date.today())
         results_plugin.remember(request.node, made)
