@@ -67,7 +67,7 @@ def run_locally(script: str) -> str:
 
 class Agent:
     def __init__(self, policy: Policy, directory: Path, enrolment: Enrolment | None,
-                 groups: tuple[str, ...] = (), workers: int = 16) -> None:
+                 groups: tuple[str, ...] = (), workers: int = 4) -> None:
         self.policy = policy
         self.dir = directory
         self.enrolment = enrolment
