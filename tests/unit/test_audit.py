@@ -183,3 +183,23 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.Mo
                              else list(args))
         assert done.exit_code == 2, (args, done.output)
         assert words in done.output and "Traceback" not in done.output, (args, done.output)
+
+
+def test_progress_lines_are_found_after_pytests_status_letters() -> None:
+    """A child's stdout: pytest -q's status letters are not ended by a newline, so each
+    progress line but the first follows one ("s@@baomi {...}"); every one counts."""
+    import io
+
+    from baomi.controller.audit_run import Child, Progress, _pump
+
+    out = io.StringIO('@@baomi {"collected": 3}\n'
+                      '@@baomi {"host": "srv1", "check": "a.b", "status": "pass"}\n'
+                      '.@@baomi {"host": "srv1", "check": "a.c", "status": "fail"}\n'
+                      'F@@baomi {"host": "srv1", "check": "a.d", "status": "not applicable"}\n'
+                      's\n1 failed, 1 passed, 1 skipped in 0.1s\n')
+    progress = Progress()
+    child = Child(["srv1"], Path("unused.json"), None)  # type: ignore[arg-type]
+    _pump(out, child, progress)
+    assert (progress.total, progress.done) == (3, 3)
+    assert progress.by_status == {"pass": 1, "fail": 1, "not applicable": 1}
+    assert child.output == ["s", "1 failed, 1 passed, 1 skipped in 0.1s"]

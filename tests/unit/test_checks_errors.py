@@ -18,3 +18,59 @@ def test_missing_inventory_is_a_clear_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"{missing}: no such inventory file" in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_readings_connect_each_host_once_first_and_share_the_unreachable_reason() -> None:
+    """The checks' concurrent readings: a host's controls start only after its first ssh
+    (its master) answered; a host ssh cannot reach runs none, each reading says ssh's reason."""
+    import threading
+    import time
+
+    import pytest
+
+    from baomi.checks.conftest import Contexts, Readings, Unreachable, _read_once
+    from baomi.policy import default_policy_path, load
+
+    calls: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    class Backend:
+        def __init__(self, name: str) -> None:
+            self.hostname = name
+
+    class Host:
+        def __init__(self, name: str, up: bool) -> None:
+            self.backend, self.up = Backend(name), up
+
+        def run(self, command: str) -> None:
+            time.sleep(0.05)  # the master's set-up: readings must wait for it
+            with lock:
+                calls.append((self.backend.hostname, command))
+            if not self.up:
+                raise RuntimeError(type("Out", (), {"stderr": "ssh: connect to host x port 22: "
+                                                              "Connection refused\n"})())
+
+    def read(host: Host, ctx: object) -> str:
+        with lock:
+            calls.append((host.backend.hostname, "read"))
+        return f"result of {host.backend.hostname}"
+
+    policy = load(default_policy_path())
+    hosts = {"up1": Host("up1", True), "down": Host("down", False)}
+    contexts = Contexts(policy, {"up1": {"servers"}, "down": {"servers"}})
+    readings = Readings(4, contexts)
+    readings.start({n: (h, contexts.of(h)) for n, h in hosts.items()},
+                   {"c1": read, "c2": read})  # type: ignore[dict-item]
+    try:
+        assert _read_once(("up1", "c1"), readings, lambda: "unused") == "result of up1"  # type: ignore[arg-type,return-value,comparison-overlap]
+        assert readings.futures[("up1", "c2")].result() == "result of up1"  # type: ignore[comparison-overlap]
+        with pytest.raises(Unreachable, match="Connection refused"):
+            readings.futures[("down", "c1")].result()
+        with pytest.raises(pytest.fail.Exception, match="down could not be reached: ssh: "
+                                                        "connect to host x port 22"):
+            _read_once(("down", "c2"), readings, lambda: "unused")  # type: ignore[arg-type,return-value]
+    finally:
+        readings.close()
+    up1 = [c for h, c in calls if h == "up1"]
+    assert up1 == ["true", "read", "read"]  # connected once, first
+    assert [c for h, c in calls if h == "down"] == ["true"]  # nothing run on it
