@@ -5,6 +5,14 @@ a test per (host, check ID) of the control, tagged with the check's clauses.  Th
 once per host through :func:`baomi.controls.contract.run` (desired → observe over testinfra →
 parse → compare); each test then reports its own check: failed with the findings' evidence,
 skipped with the reason when not applicable, passed otherwise.
+
+Reading is concurrent (:class:`Readings`): when the first check of a session needs a reading,
+every host of the session gets one ssh connection first (its ControlMaster, or the reason it
+cannot be reached), then every control of every host is read at once by a bounded pool of
+threads, each its own ``ssh`` client over the host's master (``--baomi-readers``, 8 by
+default; at most :data:`PER_HOST` at once on one host).  The checks then take their control's
+reading in pytest's order.  What each control reads and how its checks judge it is exactly as
+when read one after another (``--baomi-readers 1``).
 """
 
 from __future__ import annotations
@@ -120,6 +128,10 @@ class Unreachable(Exception):
 
 
 Reader = Callable[[Any, HostContext], Result]
+# Sessions at once over one host's master: sshd refuses more than its MaxSessions (10 by
+# default; hardening guides allow lower, 4 is common) and ssh would then fail like an
+# unreachable host.
+PER_HOST = 4
 
 
 class Readings:
@@ -149,10 +161,11 @@ class Readings:
               controls: dict[str, Reader]) -> None:
         connected = {name: self._connect.submit(self._connect_one, name, host)
                      for name, (host, _ctx) in hosts.items()}
+        sessions = {name: threading.Semaphore(PER_HOST) for name in hosts}
         for control, read in controls.items():
             for name, (host, ctx) in hosts.items():
                 self.futures[(name, control)] = self._read.submit(
-                    self._read_one, connected[name], read, host, ctx)
+                    self._read_one, connected[name], sessions[name], read, host, ctx)
 
     def _connect_one(self, name: str, host: Any) -> str | None:
         try:
@@ -164,12 +177,13 @@ class Readings:
         return None
 
     @staticmethod
-    def _read_one(connected: Future[str | None], read: Reader, host: Any,
-                  ctx: HostContext) -> Result:
+    def _read_one(connected: Future[str | None], sessions: threading.Semaphore, read: Reader,
+                  host: Any, ctx: HostContext) -> Result:
         why = connected.result()
         if why is not None:
             raise Unreachable(why)
-        return read(host, ctx)
+        with sessions:
+            return read(host, ctx)
 
     def close(self) -> None:
         self._read.shutdown(wait=True, cancel_futures=True)

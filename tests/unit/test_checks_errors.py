@@ -28,7 +28,7 @@ def test_readings_connect_each_host_once_first_and_share_the_unreachable_reason(
 
     import pytest
 
-    from baomi.checks.conftest import Contexts, Readings, Unreachable, _read_once
+    from baomi.checks.conftest import PER_HOST, Contexts, Readings, Unreachable, _read_once
     from baomi.policy import default_policy_path, load
 
     calls: list[tuple[str, str]] = []
@@ -50,17 +50,24 @@ def test_readings_connect_each_host_once_first_and_share_the_unreachable_reason(
                 raise RuntimeError(type("Out", (), {"stderr": "ssh: connect to host x port 22: "
                                                               "Connection refused\n"})())
 
+    running = {"now": 0, "most": 0}
+
     def read(host: Host, ctx: object) -> str:
         with lock:
             calls.append((host.backend.hostname, "read"))
+            running["now"] += 1
+            running["most"] = max(running["most"], running["now"])
+        time.sleep(0.02)
+        with lock:
+            running["now"] -= 1
         return f"result of {host.backend.hostname}"
 
     policy = load(default_policy_path())
     hosts = {"up1": Host("up1", True), "down": Host("down", False)}
     contexts = Contexts(policy, {"up1": {"servers"}, "down": {"servers"}})
-    readings = Readings(4, contexts)
+    readings = Readings(8, contexts)
     readings.start({n: (h, contexts.of(h)) for n, h in hosts.items()},
-                   {"c1": read, "c2": read})  # type: ignore[dict-item]
+                   {f"c{i}": read for i in range(1, 9)})  # type: ignore[misc]
     try:
         assert _read_once(("up1", "c1"), readings, lambda: "unused") == "result of up1"  # type: ignore[arg-type,return-value,comparison-overlap]
         assert readings.futures[("up1", "c2")].result() == "result of up1"  # type: ignore[comparison-overlap]
@@ -72,5 +79,6 @@ def test_readings_connect_each_host_once_first_and_share_the_unreachable_reason(
     finally:
         readings.close()
     up1 = [c for h, c in calls if h == "up1"]
-    assert up1 == ["true", "read", "read"]  # connected once, first
+    assert up1 == ["true"] + ["read"] * 8  # connected once, first
+    assert running["most"] == PER_HOST  # sshd's MaxSessions: a few sessions at once per host
     assert [c for h, c in calls if h == "down"] == ["true"]  # nothing run on it
