@@ -152,7 +152,7 @@ def policy_check(file: str | None, as_json: bool) -> None:
     else:
         click.echo(f"{loaded.source}: valid ({len(loaded.levels)} levels, "
                    f"{len(loaded.sensitive_paths)} sensitive paths, "
-                   f"{len(loaded.waivers)} waivers"
+                   f"{len(loaded.waivers)} waiver{'' if len(loaded.waivers) == 1 else 's'}"
                    f"{f', {len(loaded.warnings)} warnings' if loaded.warnings else ''})")
 
 
