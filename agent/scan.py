@@ -28,7 +28,7 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -361,8 +361,12 @@ class _Reads:
             self.end_folder()
             while self.asked and self.remote is not None:
                 self._receive()
-        s, batch, stats, queue = self.scanner, self.batch, self.batch.stats, self.queue
-        algorithm, max_bytes, compare = s.algorithm, s.max_bytes, batch.compare
+        self._collect(self._read_here(keep))
+
+    def _read_here(self, keep: int) -> Iterator[tuple[str, FileState | None,
+                                                      FileState | OSError | None]]:
+        """The files opened here, oldest first, read and hashed until ``keep`` are left."""
+        queue, algorithm, max_bytes = self.queue, self.scanner.algorithm, self.scanner.max_bytes
         while len(queue) > keep:
             path, old, opened = queue.popleft()
             new: FileState | OSError | None
@@ -375,15 +379,7 @@ class _Reads:
                     new = opened  # type: ignore[assignment]
             except OSError as exc:
                 new = exc
-            if isinstance(new, OSError):
-                stats.errors.append(f"{path}: {new.strerror or new}")
-                continue
-            if new is not None:
-                stats.files += 1
-                stats.bytes += new.size
-                if new.digest is not None:
-                    stats.hashed += 1
-            compare(old, new)
+            yield path, old, new
 
     def close(self) -> None:
         """Descriptors of files not read (the scan stopped or failed) are closed; the reader
