@@ -47,6 +47,7 @@ else:
     ({"user": "backup-admin"}, "protected account"),
     ({"user": "../x"}, "is not a valid user name"),
     ({"user": "-rf"}, "is not a valid user name"),
+    ({"user": "alice\nroot"}, "is not a valid user name"),
     ({"user": "baomi-retired-1001"}, "placeholder"),
     ({"effective": (TODAY + timedelta(days=1)).isoformat()}, "in the future"),
     ({"effective": (TODAY - timedelta(days=40)).isoformat()}, "days ago"),
