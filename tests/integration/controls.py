@@ -57,11 +57,14 @@ def outcomes(report: dict, control: str) -> dict[str, str]:
 
 
 def check(lab: LabHandle, module: str, hosts: Iterable[str],
-          policy: Path | str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run one check module (e.g. "test_screen_lock") with testinfra over the lab's ssh."""
+          policy: Path | str | None = None,
+          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run one check module (e.g. "test_screen_lock") with testinfra over the lab's ssh;
+    ``env``: variables added to this process's for the run (e.g. BAOMI_STATE_DIR)."""
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--no-header",
            "-o", "addopts=", f"checks/{module}.py", f"--hosts={','.join(hosts)}",
            f"--ssh-config={lab.ssh_config}", f"--inventory={lab.inventory}"]
     if policy is not None:
         cmd.append(f"--policy={policy}")
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **env} if env else None)

@@ -11,7 +11,6 @@ baomi-audit.service`` on col1 audits the fleet over SSH and uploads the run, vis
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -137,15 +136,8 @@ def _audits(d: Lab) -> list[dict]:
 
 
 def _check(d: Lab) -> subprocess.CompletedProcess[str]:
-    previous = os.environ.get("BAOMI_STATE_DIR")
-    os.environ["BAOMI_STATE_DIR"] = d.env["BAOMI_STATE_DIR"]
-    try:
-        return check(d.lab, "test_collector", [COLLECTOR])
-    finally:
-        if previous is None:
-            os.environ.pop("BAOMI_STATE_DIR", None)
-        else:
-            os.environ["BAOMI_STATE_DIR"] = previous
+    return check(d.lab, "test_collector", [COLLECTOR],
+                 env={"BAOMI_STATE_DIR": d.env["BAOMI_STATE_DIR"]})
 
 
 AUDIT_TIMER = f"checks/test_collector.py::test_check[ssh://{COLLECTOR}-collector.audit_timer]"

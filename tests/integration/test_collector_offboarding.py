@@ -14,7 +14,6 @@ the hosts → ``collector.offboard_runner`` passes, and fails with the path unit
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -208,15 +207,8 @@ def test_hostile_names_are_refused_on_the_form_and_forged_rows_by_the_runner(d: 
 
 
 def _check(d: Lab) -> subprocess.CompletedProcess[str]:
-    previous = os.environ.get("BAOMI_STATE_DIR")
-    os.environ["BAOMI_STATE_DIR"] = d.env["BAOMI_STATE_DIR"]
-    try:
-        return check(d.lab, "test_collector", [COLLECTOR])
-    finally:
-        if previous is None:
-            os.environ.pop("BAOMI_STATE_DIR", None)
-        else:
-            os.environ["BAOMI_STATE_DIR"] = previous
+    return check(d.lab, "test_collector", [COLLECTOR],
+                 env={"BAOMI_STATE_DIR": d.env["BAOMI_STATE_DIR"]})
 
 
 def test_the_runner_check_passes_and_a_disabled_path_unit_fails_it(d: Lab) -> None:
