@@ -208,13 +208,34 @@ def host_cgroups(unit: str) -> list[Path]:
     return [h / CGROUP_GROUP / unit for h in cgroup_hierarchies()]
 
 
-def remove_cgroup_tree(top: Path) -> None:
-    """rmdir a cgroup and its children, deepest first (cgroupfs only removes empty dirs)."""
-    if not top.is_dir():
-        return
-    for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
-        with contextlib.suppress(OSError):
-            os.rmdir(dirpath)
+def cgroup_pids(top: Path) -> list[int]:
+    """Every process in a cgroup and its children (cgroup.procs of each level)."""
+    pids: list[int] = []
+    for dirpath, _dirs, _files in os.walk(top):
+        with contextlib.suppress(OSError, ValueError):
+            pids += [int(p) for p in (Path(dirpath) / "cgroup.procs").read_text().split()]
+    return pids
+
+
+def remove_cgroup_tree(top: Path, timeout: float = 15.0) -> bool:
+    """rmdir a lab host's cgroup and its children, deepest first; whether it is gone.
+
+    cgroupfs only removes an empty group, and a host's processes may still be ending (a
+    killed container's services, zombies not yet reaped by a killed nspawn's reaper):
+    what is still inside is SIGKILLed (only the lab ever puts a process in its group)
+    and the removal retried until TIMEOUT.
+    """
+    deadline = time.monotonic() + timeout
+    while top.is_dir():
+        pids = cgroup_pids(top)
+        procs.kill_all([p for p in pids if p != os.getpid() and procs.pid_alive(p)])
+        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            with contextlib.suppress(OSError):
+                os.rmdir(dirpath)
+        if not top.is_dir() or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    return not top.is_dir()
 
 
 def start_systemd(layout: HostLayout, hostname: str, netns: str, nspawn: Path) -> int:

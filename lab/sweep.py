@@ -67,8 +67,8 @@ def clear_leftovers(paths: LabPaths, log: Log = lambda _m: None) -> list[str]:
         swept.append(f"mount {target}")
     for hierarchy in hostlib.cgroup_hierarchies():
         for cg in (hierarchy / hostlib.CGROUP_GROUP).glob(net.prefix(paths.name) + "*"):
-            hostlib.remove_cgroup_tree(cg)
-            swept.append(f"cgroup {cg}")
+            gone = hostlib.remove_cgroup_tree(cg)
+            swept.append(f"cgroup {cg}" + ("" if gone else " (still busy: not removed)"))
         with contextlib.suppress(OSError):  # shared by all labs: goes once the last is gone
             (hierarchy / hostlib.CGROUP_GROUP).rmdir()
     bridge = net.bridge_name(paths.name)

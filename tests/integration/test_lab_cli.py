@@ -135,6 +135,30 @@ def test_down_clears_a_crashed_run_without_its_record(name: str) -> None:
         assert not pid_alive(h["pid"])  # a zombie awaiting its reaper does not count
 
 
+def test_down_ends_what_still_runs_in_a_hosts_cgroup(name: str) -> None:
+    # A container's service in a network namespace of its own (PrivateNetwork=) is in
+    # neither the lab's netns nor named by its state dir: only its cgroup says whose it is.
+    groups = [h / CGROUP_GROUP / f"{name}-srv9" for h in cgroup_hierarchies()]
+    for cg in groups:
+        cg.mkdir(parents=True)
+    join = "".join(f"echo $$ > {cg / 'cgroup.procs'} && " for cg in groups)
+    straggler = subprocess.Popen(["unshare", "--net", "sh", "-c", join + "exec sleep 600"],
+                                 start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while str(straggler.pid) not in (groups[0] / "cgroup.procs").read_text().split():
+            assert time.monotonic() < deadline, "the straggler never joined its cgroup"
+            time.sleep(0.05)
+        proc = baomi("down", "--name", name)
+        assert proc.returncode == 0, proc.stderr
+        assert straggler.wait(timeout=10) == -signal.SIGKILL
+        assert leftovers(name) == []
+    finally:
+        if straggler.poll() is None:
+            straggler.kill()
+            straggler.wait()
+
+
 def test_up_replaces_a_lab_whose_hosts_died(name: str) -> None:
     assert baomi("up", "--name", name, "--servers", "2").returncode == 0
     paths = LabPaths.for_lab(name)
