@@ -7,6 +7,7 @@ an atexit hook, in case the interpreter is torn down before the finally runs).
 from __future__ import annotations
 
 import atexit
+import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,6 +63,12 @@ class LabHandle:
             ) -> subprocess.CompletedProcess[str]:
         """Run COMMAND on HOST over real ssh (the lab's ssh_config, pinned host keys)."""
         return lifecycle.ssh(self.paths, host, command, timeout=timeout)
+
+
+def lab_name(prefix: str) -> str:
+    """A lab name of this test process (PREFIX and its pid): two suites running at once on
+    one machine never share, and so never tear down, each other's lab."""
+    return f"{prefix}{os.getpid() % 10_000_000}"
 
 
 @contextmanager

@@ -34,7 +34,7 @@ from baomi.controls import collector as col
 from baomi.controls import supervised
 from baomi.deploy.wheels import ROOT, copy_sources
 from baomi.lab.lifecycle import Request
-from baomi.lab.testing import LabHandle, running_lab
+from baomi.lab.testing import LabHandle, lab_name, running_lab
 from tests.integration.controls import BAOMI, check
 
 COL, SRV, PLAIN = "col1", "srv2", "srv1"  # the lab makes the last server the systemd one
@@ -91,7 +91,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     policy = _write_policy(tmp / "policy.yaml")
     env = dict(os.environ, BAOMI_STATE_DIR=str(tmp / "state"),
                BAOMI_WHEEL_SOURCE=str(tmp / "src"), COLUMNS="200")
-    with running_lab("agtd", Request(servers=2, collector=1, systemd_servers=1,
+    with running_lab(lab_name("ag"), Request(servers=2, collector=1, systemd_servers=1,
                                      systemd_collector=1)) as lab:
         assert lab.host(SRV).flavour == "systemd" and lab.host(COL).flavour == "systemd"
         assert lab.host(PLAIN).flavour == "plain"

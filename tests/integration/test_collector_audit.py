@@ -25,7 +25,7 @@ from baomi.collector.client import Client
 from baomi.controls import collector as core
 from baomi.deploy.wheels import ROOT
 from baomi.lab.lifecycle import Request
-from baomi.lab.testing import LabHandle, running_lab
+from baomi.lab.testing import LabHandle, lab_name, running_lab
 from tests.integration.controls import BAOMI, check, frozen_wheel_env
 
 COLLECTOR, FLEET, HOSTILE = "col1", "srv1", "srv2"
@@ -55,7 +55,7 @@ def _deploy(lab: LabHandle, env: dict[str, str]) -> tuple[subprocess.CompletedPr
 def colaud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     tmp = tmp_path_factory.mktemp("colaud")
     env = frozen_wheel_env(tmp)
-    with running_lab("colaud", Request(servers=2, collector=1, systemd_collector=1)) as lab:
+    with running_lab(lab_name("ca"), Request(servers=2, collector=1, systemd_collector=1)) as lab:
         assert lab.host(COLLECTOR).flavour == "systemd"
         # The hostile host: root's .ssh is a link to a folder elsewhere (a copy, so the lab
         # still logs in through it).

@@ -29,7 +29,7 @@ from baomi.collector.client import Client
 from baomi.controls import collector as core
 from baomi.deploy.wheels import ROOT
 from baomi.lab.lifecycle import Request
-from baomi.lab.testing import LabHandle, running_lab
+from baomi.lab.testing import LabHandle, lab_name, running_lab
 from tests.integration.controls import BAOMI, check, frozen_wheel_env
 
 PLAIN, SYSTEMD, OTHER = "col1", "col2", "srv1"
@@ -57,7 +57,7 @@ def _deploy(lab: LabHandle, env: dict[str, str]) -> tuple[dict, float]:
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     tmp = tmp_path_factory.mktemp("colt")
     env = frozen_wheel_env(tmp)
-    with running_lab("colt", Request(servers=1, collector=2, systemd_collector=1)) as lab:
+    with running_lab(lab_name("ct"), Request(servers=1, collector=2, systemd_collector=1)) as lab:
         assert lab.host(PLAIN).flavour == "plain" and lab.host(SYSTEMD).flavour == "systemd"
         report, seconds = _deploy(lab, env)
         yield Deployed(lab, env, report, seconds, tmp)

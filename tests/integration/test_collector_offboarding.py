@@ -31,7 +31,7 @@ from baomi.collector.client import Client
 from baomi.controls import collector as core
 from baomi.deploy.wheels import ROOT
 from baomi.lab.lifecycle import Request
-from baomi.lab.testing import LabHandle, running_lab
+from baomi.lab.testing import LabHandle, lab_name, running_lab
 from tests.collector.webclient import Web
 from tests.integration.controls import BAOMI, check, frozen_wheel_env
 from tests.integration.test_offboarding import keypair, make_user, user_ssh
@@ -59,7 +59,7 @@ def _state(d: Lab) -> Path:
 def d(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     tmp = tmp_path_factory.mktemp("hroff")
     env = frozen_wheel_env(tmp)
-    with running_lab("hroff", Request(servers=2, collector=1, systemd_collector=1)) as lab:
+    with running_lab(lab_name("hr"), Request(servers=2, collector=1, systemd_collector=1)) as lab:
         assert lab.host(COLLECTOR).flavour == "systemd"
         started = time.monotonic()
         out = subprocess.run([*BAOMI, "collector-deploy", "-i", str(lab.inventory), "--json"],
