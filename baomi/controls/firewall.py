@@ -116,7 +116,13 @@ def desired(ctx: HostContext) -> Desired:
     if COLLECTOR_GROUP in ctx.groups:
         labelled.append((Service("tcp", policy.collector.listen_port),
                          "baomi collector: agents ship here"))
-    labelled += [(Service(r.proto, r.port, r.sources), r.comment) for r in f.allow]
+    lf = policy.log_forwarding
+    if lf.enabled and lf.host and ctx.host == lf.host:
+        labelled.append((Service("tcp", lf.port),
+                         "R-LOG log host: hosts forward their logs here (syslog over TLS)"))
+    automatic = {s for s, _ in labelled}
+    labelled += [(Service(r.proto, r.port, r.sources), r.comment) for r in f.allow
+                 if Service(r.proto, r.port, r.sources) not in automatic]
     rules = list(BASE_RULES)
     body = [f"\t\t{r}" for r in BASE_RULES]
     for service, comment in labelled:

@@ -97,3 +97,15 @@ def run_cycle(lab: LabHandle, tmp_path: Path) -> None:
     # default_inbound: reject answers at once (ICMP admin-prohibited) instead of a timeout.
     assert connect(lab, "ws1", "srv1", 9) == "OSError"
     assert lab.ssh("srv1", "true").returncode == 0
+
+    # R-LOG: srv2 becomes the log host (its port here is the test web's): its firewall lets
+    # the forwarded logs in with no allow entry; srv1, not the log host, still drops the port.
+    logs = tmp_path / "logs.yaml"
+    logs.write_text((ROOT / "policy.yaml").read_text(encoding="utf-8").replace(
+        '  host: ""   ', "  host: srv2   ", 1).replace(
+        "  port: 6514 ", f"  port: {PORT} ", 1), encoding="utf-8")
+    assert outcomes(apply(lab, C, limit=HOSTS, policy=logs), C) == {
+        "srv1": "changed", "srv2": "changed"}  # srv1 loses the test web's allow
+    assert check(lab, "test_firewall", HOSTS, policy=logs).returncode == 0
+    assert connect(lab, "ws1", "srv2", PORT) == "open"
+    assert connect(lab, "ws1", "srv1", PORT) == "TimeoutError"

@@ -62,6 +62,20 @@ def test_collector_port_only_in_the_collector_group() -> None:
     assert core.Service("tcp", port) not in desired(POLICY, {"servers", "backup"}).services
 
 
+def test_the_log_host_alone_lets_syslog_over_tls_in_once() -> None:
+    logs = load_text("log_forwarding: {host: col1, port: 6514}\n"
+                     "firewall: {allow: [{port: 6514, comment: syslog over TLS}]}\n")
+    syslog = core.Service("tcp", 6514)
+    on_col1 = core.desired(HostContext.of(logs, {"collector"}, "col1"))
+    assert syslog in on_col1.services
+    assert [r for r in on_col1.rules if "dport 6514" in r] == ["tcp dport 6514 accept"]
+    assert "R-LOG log host" in on_col1.conf
+    assert syslog not in core.desired(HostContext.of(
+        load_text("log_forwarding: {host: col1}\n"), {"servers"}, "srv1")).services
+    off = load_text("log_forwarding: {enabled: false, host: col1}\n")
+    assert syslog not in core.desired(HostContext.of(off, {"collector"}, "col1")).services
+
+
 def test_sources_split_by_family_and_hosts_lose_their_prefix() -> None:
     want = desired(RICH, {"collector"})
     assert want.rules[4:] == (
