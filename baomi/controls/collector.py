@@ -27,10 +27,10 @@ installs it, ``checks/test_collector.py`` verifies it.  What "installed and serv
   ``baomi-offboard.timer`` (a missed trigger, the daily purge) enabled and active, the three
   unit files baomi's, and the runner's last run succeeded; not applicable without systemd
   (there the service runs the requests itself when ``offboard_inventory`` is configured);
-- the waivers' host → groups map (:data:`baomi.fleet_access.GROUPS_MAP`, root:baomi-collector
-  0640, named in ``database.env``): present, a well-formed map, and the groups of root's fleet
-  inventory on the host (the service applies group waivers as the audit does; a missing,
-  malformed or drifted map would silently waive differently).
+- what the service judges waivers with (:mod:`baomi.controls.collector_waivers`): its copy of
+  the policy is the controller's, byte for byte, and its host → groups map the groups of root's
+  fleet inventory on the host (a stale copy or a drifted map would silently waive differently
+  from the audit).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from baomi import fleet_access as fleet
+from baomi.controls import collector_waivers as waivers
 from baomi.controls.contract import Control, HostContext, check
 from baomi.controls.supervised import INSTALL, NETWORK_SANDBOX, supervisor_head, unit_file_finding
 from baomi.findings import Finding
@@ -65,13 +66,10 @@ FIRST_ADMIN = f"{STATE_DIR}/first-admin.txt"
 CONF_DIR = "/etc/baomi/collector"  # root 0700: the CA key, the database URL
 CA_KEY = f"{CONF_DIR}/ca.key"
 ENV_FILE = f"{CONF_DIR}/database.env"
-# The service's copy of the policy (root:baomi-collector 0640, outside the root-only CONF_DIR):
-# its waivers apply to the findings it shows (collector/waiving.py); named in ENV_FILE.
-POLICY_COPY = "/etc/baomi/collector-policy.yaml"  # = fleet_access.WEB_POLICY
-# The inventory's host → groups map for those waivers (the service cannot read root's fleet
-# inventory): root:baomi-collector 0640, named in ENV_FILE (BAOMI_COLLECTOR_GROUPS).
-GROUPS_MAP = fleet.GROUPS_MAP
-GROUPS_MAP_MODE = f"root:{USER} 640"
+# The service's copy of the policy and the inventory's host → groups map for its waivers
+# (root:baomi-collector 0640, named in ENV_FILE): collector_waivers checks both.
+POLICY_COPY = waivers.POLICY_COPY
+GROUPS_MAP = waivers.GROUPS_MAP
 INPUT = "collector_ca"  # the pinned CA certificate (PEM), an input of the host's context
 HEADER = "# Managed by baomi: the collector (R-INC, R-LOG, R-TLS). Local edits are reverted.\n"
 
@@ -86,10 +84,8 @@ AUDIT_TIMER = check("collector.audit_timer", "the regular audit's timer runs on 
 OFFBOARD_RUNNER = check("collector.offboard_runner", "HR's offboarding requests and the daily "
                         "purge run as root from the collector (path and timer units enabled, "
                         "last run succeeded)", ("R-OFF",))
-WAIVER_GROUPS = check("collector.waiver_groups", "the service's host → groups map for waivers "
-                      "is the fleet inventory's (root:baomi-collector 0640)")
 CHECKS = (INSTALLED, STATE, SERVICE, LISTENING, HEALTH, AUDIT_TIMER, OFFBOARD_RUNNER,
-          WAIVER_GROUPS)
+          *waivers.CHECKS)
 ELAPSES = 8  # elapses of the schedule read: its longest gap is what "in time" allows
 NO_SYSTEMD_OFFBOARD = ("no systemd on this host: no root-side runner; HR's requests run in the "
                        "service itself when collector.toml's offboard_inventory names a fleet "
@@ -116,6 +112,7 @@ class Desired:
     audit_service: str = ""
     audit_timer: str = ""
     offboard_units: tuple[tuple[str, str], ...] = ()  # (path, text) of the runner's units
+    policy_sha256: str | None = None  # the controller's policy file (input policy_sha256)
 
     def env_for(self, systemd: bool) -> str:
         """``database.env`` on this host: with systemd the service is also told that root's
@@ -242,7 +239,8 @@ def desired(ctx: HostContext) -> Desired:
                    ((fleet.OFFBOARD_SERVICE_PATH,
                      fleet.offboard_service_text(VENV, STATE_DIR, ENV_FILE)),
                     (fleet.OFFBOARD_PATH_PATH, fleet.offboard_path_text(STATE_DIR)),
-                    (fleet.OFFBOARD_TIMER_PATH, fleet.offboard_timer_text())))
+                    (fleet.OFFBOARD_TIMER_PATH, fleet.offboard_timer_text())),
+                   ctx.inputs.get(waivers.POLICY_INPUT))
 
 
 def not_applicable(want: Desired) -> str | None:
@@ -270,12 +268,6 @@ except Exception as exc:
     print("error", type(exc).__name__, " ".join(str(exc).split())[:300])
     sys.exit(1)
 """
-
-# The groups of root's fleet inventory on the host, as the deploy writes the map (the venv's
-# baomi reads the inventory: pyinfra's format is Python).
-_FLEET_GROUPS = ("import sys\nfrom baomi.fleet_access import groups_map_from_inventory as g\n"
-                 "sys.stdout.write(g(sys.argv[1]))")
-
 
 def observe_script(want: Desired) -> str:
     """Read-only: the venv, the user and folder, the service, the port, the health answer."""
@@ -307,10 +299,7 @@ def observe_script(want: Desired) -> str:
         "offboard_last": f"systemctl show --timestamp=unix -p Result -p ExecMainStatus "
                          f"-p ExecMainExitTimestamp {fleet.OFFBOARD_SERVICE}",
     }
-    commands |= {
-        "waiver_groups": f"stat -c '%U:%G %a' {GROUPS_MAP} && cat {GROUPS_MAP}",
-        "fleet_groups": f"{VENV}/bin/python -c {shlex.quote(_FLEET_GROUPS)} {fleet.INVENTORY}",
-    }
+    commands |= waivers.observe_commands(VENV)
     if want.pinned_ca:
         commands["health"] = (f"{VENV}/bin/python -c {shlex.quote(_PROBE)} "
                               f"{shlex.quote(want.pinned_ca)} {shlex.quote(want.server_name)} "
@@ -338,6 +327,7 @@ class Observed:
     groups_map: str | None = None  # "OWNER:GROUP MODE\n" + the map's text; None: missing
     fleet_groups: str | None = None  # the map of root's fleet inventory; None: unreadable
     fleet_groups_error: str = ""
+    policy_copy: tuple[str, str] | None = None  # (owner:group mode, sha256); None: missing
 
 
 @dataclass(frozen=True)
@@ -463,6 +453,7 @@ def parse(output: str, want: Desired | None = None) -> Observed:
         fleet_groups=sec.text("fleet_groups"),
         fleet_groups_error=(sec["fleet_groups"].out.strip().splitlines() or ["no output"])[-1]
         [:300] if "fleet_groups" in sec and not sec["fleet_groups"].ok else "",
+        policy_copy=waivers.parse_policy_copy(sec),
     )
 
 
@@ -503,41 +494,9 @@ def compare(want: Desired, seen: Observed) -> list[Finding]:
         out += audit_findings(want, seen.audit)
     if seen.offboard is not None:
         out += offboard_findings(want, seen.offboard)
-    out += groups_map_findings(seen)
-    return out
-
-
-def groups_map_findings(seen: Observed) -> list[Finding]:
-    """The waivers' groups map: there, root:baomi-collector 0640, a well-formed map, equal to
-    the groups of root's fleet inventory on the host."""
-    expected = f"{GROUPS_MAP_MODE}, the fleet inventory's groups"
-    if seen.groups_map is None:
-        return [WAIVER_GROUPS.finding(GROUPS_MAP, expected, "missing", "medium")]
-    mode, _, text = seen.groups_map.partition("\n")
-    out = []
-    if mode.strip() != GROUPS_MAP_MODE:
-        out.append(WAIVER_GROUPS.finding(GROUPS_MAP, GROUPS_MAP_MODE, mode.strip(), "medium"))
-    try:
-        shipped = fleet.parse_groups_map(text, GROUPS_MAP)
-    except fleet.FleetError as exc:
-        return [*out, WAIVER_GROUPS.finding(GROUPS_MAP, expected, f"malformed: {exc}"[:300],
-                                            "medium")]
-    if seen.fleet_groups is None:
-        return [*out, WAIVER_GROUPS.finding(
-            fleet.INVENTORY, "the fleet inventory's groups readable",
-            seen.fleet_groups_error or "missing", "medium")]
-    try:
-        fleet_map = fleet.parse_groups_map(seen.fleet_groups, fleet.INVENTORY)
-    except fleet.FleetError as exc:
-        return [*out, WAIVER_GROUPS.finding(fleet.INVENTORY, "the fleet inventory's groups",
-                                            str(exc)[:300], "medium")]
-    differ = sorted(h for h in shipped.keys() | fleet_map.keys()
-                    if shipped.get(h) != fleet_map.get(h))
-    if differ:
-        out.append(WAIVER_GROUPS.finding(
-            GROUPS_MAP, "the fleet inventory's groups",
-            f"drifted: {len(differ)} host(s) differ ({', '.join(differ[:5])}"
-            f"{', ...' if len(differ) > 5 else ''})", "medium"))
+    out += waivers.policy_copy_findings(want.policy_sha256, seen.policy_copy)
+    out += waivers.groups_map_findings(seen.groups_map, seen.fleet_groups,
+                                       seen.fleet_groups_error)
     return out
 
 
@@ -603,15 +562,9 @@ def audit_findings(want: Desired, run: AuditRun) -> list[Finding]:
 
 def evidence(want: Desired, seen: Observed) -> dict[str, str]:
     """What a passing audit-timer check looked at: the schedule and the last run; what the
-    groups map check compared."""
-    groups: dict[str, str] = {}
-    if seen.groups_map is not None and seen.fleet_groups is not None:
-        try:
-            hosts = len(fleet.parse_groups_map(seen.fleet_groups))
-        except fleet.FleetError:
-            hosts = 0
-        groups[WAIVER_GROUPS.id] = (f"{GROUPS_MAP} {seen.groups_map.partition(chr(10))[0]}; "
-                                    f"{hosts} hosts, compared with {fleet.INVENTORY}")
+    policy copy and groups map checks compared."""
+    groups = waivers.evidence(want.policy_sha256, seen.policy_copy, seen.groups_map,
+                              seen.fleet_groups)
     if seen.audit is None:
         return groups
     runner = seen.offboard

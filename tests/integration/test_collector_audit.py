@@ -164,9 +164,9 @@ def test_the_timer_audits_the_fleet_and_uploads(d: Lab) -> None:
     assert audit["exit_status"] in (0, 1), audit  # every host audited (1: findings)
     # The run's session was ended, its file removed; its login is in the log under its name.
     assert lab.ssh(COLLECTOR, f"test -e {fleet.AUDIT_STATE}/session.json").returncode != 0
-    # col1 has systemd: all eight checks apply, collector.audit_timer and waiver_groups among them
+    # col1 has systemd: all nine checks apply, collector.audit_timer and policy_copy among them
     out = _check(d)
-    assert out.returncode == 0 and "8 passed" in out.stdout, out.stdout[-3000:]
+    assert out.returncode == 0 and "9 passed" in out.stdout, out.stdout[-3000:]
 
 
 def test_a_disabled_timer_fails_the_check(d: Lab) -> None:

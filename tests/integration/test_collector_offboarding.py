@@ -214,7 +214,7 @@ def _check(d: Lab) -> subprocess.CompletedProcess[str]:
 def test_the_runner_check_passes_and_a_disabled_path_unit_fails_it(d: Lab) -> None:
     lab = d.lab
     out = _check(d)
-    assert out.returncode == 0 and "8 passed" in out.stdout, out.stdout[-3000:]
+    assert out.returncode == 0 and "9 passed" in out.stdout, out.stdout[-3000:]
     assert lab.ssh(COLLECTOR, f"systemctl disable --now {fleet.OFFBOARD_PATH}").returncode == 0
     try:
         out = _check(d)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from baomi.controls import collector as core
+from baomi.controls import collector_waivers as waivers
 from baomi.controls.contract import HostContext, evaluate
 from baomi.policy import load_text
 
@@ -45,17 +46,27 @@ def _groups_sections(shipped: str | None = None, fleet_map: str | None = None,
             f"<== fleet_groups rc=0\n")
 
 
+# The controller's policy file and the deployed copy's stat line and digest (sha256sum of stdin).
+POLICY_SHA256 = "5" * 64
+
+
+def _policy_section(digest: str = POLICY_SHA256, mode: str = "root:baomi-collector 640") -> str:
+    return f"\n==> policy_copy\n{mode}\n{digest}  -\n\n<== policy_copy rc=0\n"
+
+
 CA = json.loads((DATA / "contract.json").read_text(encoding="utf-8"))["compliant"]["inputs"][
     core.INPUT]
 
 
 def _want(policy: str = "", ca: str | None = CA, groups: tuple[str, ...] = ("collector",),
-          ) -> core.Desired:
-    return core.desired(HostContext.of(load_text(policy), groups, "col1",
-                                       **({core.INPUT: ca} if ca else {})))
+          policy_sha256: str | None = POLICY_SHA256) -> core.Desired:
+    inputs = {core.INPUT: ca} if ca else {}
+    if policy_sha256:
+        inputs[waivers.POLICY_INPUT] = policy_sha256
+    return core.desired(HostContext.of(load_text(policy), groups, "col1", **inputs))
 
 
-DEPLOYED += _offboard_sections(_want()) + _groups_sections()
+DEPLOYED += _offboard_sections(_want()) + _groups_sections() + _policy_section()
 
 
 def _failing(output: str, want: core.Desired | None = None) -> dict[str, str]:
@@ -122,7 +133,7 @@ def test_plain_host_needs_the_supervisor() -> None:
     failing = _failing(fresh)
     assert set(failing) == {"collector.installed", "collector.state_dir", "collector.service",
                             "collector.listening", "collector.health",
-                            "collector.waiver_groups"}
+                            "collector.waiver_groups", "collector.policy_copy"}
     assert failing["collector.service"] == "not running"
     running = fresh.replace("cat: /run/baomi-collector.pid: No such file or directory\n",
                             f"/bin/sh {core.SUPERVISOR} \n").replace(
@@ -139,6 +150,7 @@ def test_a_collector_deployed_before_the_ca_key_move_is_named() -> None:
     assert failing.pop("collector.audit_timer")  # that version installed no audit timer
     assert failing.pop("collector.offboard_runner")  # nor the offboarding runner
     assert failing.pop("collector.waiver_groups") == "missing"  # nor the waivers' groups map
+    assert failing.pop("collector.policy_copy") == "missing"  # nor the policy's copy
     assert failing == {"collector.state_dir": "readable by the service user",
                        "collector.service": "edited content"}, failing
 
@@ -158,7 +170,7 @@ def test_the_environment_file_carries_the_database_and_the_policys_alerts() -> N
 
 
 def test_the_offboarding_runner_disabled_edited_or_failed_is_named() -> None:
-    base = DEPLOYED.split("\n==> offboard_units")[0] + _groups_sections()
+    base = DEPLOYED.split("\n==> offboard_units")[0] + _groups_sections() + _policy_section()
     want = _want()
     disabled = base + _offboard_sections(want, "disabled\nenabled\ninactive\nactive\n")
     assert _failing(disabled) == {"collector.offboard_runner": "disabled, inactive"}
@@ -190,7 +202,7 @@ def test_without_systemd_the_runner_is_not_applicable_and_the_service_is_not_tol
 
 
 def test_the_waivers_groups_map_missing_malformed_drifted_or_readable_is_named() -> None:
-    base = DEPLOYED.split("\n==> waiver_groups")[0]
+    base = DEPLOYED.split("\n==> waiver_groups")[0] + _policy_section()
     assert _failing(base) == {"collector.waiver_groups": "missing"}
     gone = base + _groups_sections().replace(
         "root:baomi-collector 640\n", "stat: cannot statx: No such file or directory\n"
@@ -213,6 +225,32 @@ def test_the_waivers_groups_map_missing_malformed_drifted_or_readable_is_named()
     assert result.evidence["collector.waiver_groups"] == (
         "/etc/baomi/collector-groups.json root:baomi-collector 640; 3 hosts, compared with "
         "/etc/baomi/collector/fleet/inventory.py")
+
+
+def test_the_policy_copy_missing_loose_or_another_policy_is_named() -> None:
+    base = DEPLOYED.split("\n==> policy_copy")[0]
+    assert _failing(base) == {"collector.policy_copy": "missing"}
+    gone = base + _policy_section().replace(
+        "root:baomi-collector 640\n" + POLICY_SHA256 + "  -\n",
+        "stat: cannot statx '/etc/baomi/collector-policy.yaml': No such file or directory\n"
+    ).replace("rc=0", "rc=1")
+    assert _failing(gone) == {"collector.policy_copy": "missing"}
+    assert _failing(base + _policy_section(mode="root:root 644")) == {
+        "collector.policy_copy": "root:root 644"}
+    other = _failing(base + _policy_section(digest="a" * 64))["collector.policy_copy"]
+    assert other.startswith("another policy (sha256 aaaaaaaaaaaaaaaa…)") and \
+        "collector-deploy" in other
+    # No policy file on the controller (a policy given as text): presence and mode only, and
+    # the evidence says the content was not compared.
+    want = _want(policy_sha256=None)
+    assert _failing(base + _policy_section(digest="a" * 64), want) == {}
+    result = evaluate(core.CONTROL, "col1", want, core.parse(DEPLOYED, want))
+    assert result.evidence["collector.policy_copy"].endswith(
+        "content not compared (the controller's policy is not a file here)")
+    result = evaluate(core.CONTROL, "col1", _want(), core.parse(DEPLOYED, _want()))
+    assert result.evidence["collector.policy_copy"] == (
+        f"/etc/baomi/collector-policy.yaml root:baomi-collector 640, sha256 {POLICY_SHA256}; "
+        "equal to the controller's policy")
 
 
 def test_the_groups_map_holds_names_and_groups_only_and_reads_back() -> None:

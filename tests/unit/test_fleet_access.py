@@ -147,10 +147,11 @@ def _captured(name: str) -> tuple[dict[str, str], dict[str, str]]:
                                        **{core.INPUT: ca}))
     result = evaluate(core.CONTROL, "col1", want,
                       core.parse((DATA / name).read_text(encoding="utf-8"), want))
-    # Captured before the offboarding runner and the waivers' groups map existed: their
-    # checks are tested in test_collector_control.py and test_offboard_runner.py.
+    # Captured before the offboarding runner, the waivers' groups map and the policy copy's
+    # check existed: theirs are tested in test_collector_control.py and test_offboard_runner.py.
     return ({f.check: f.found for f in result.findings
-             if f.check not in ("collector.offboard_runner", "collector.waiver_groups")},
+             if f.check not in ("collector.offboard_runner", "collector.waiver_groups",
+                                "collector.policy_copy")},
             dict(result.evidence))
 
 
