@@ -9,6 +9,13 @@ work for a locked attacker). A success clears the user's counter, not the addres
 valid account must not reset a guesser's budget). Known trade-off: an attacker can lock a
 named user out for ``lockout_seconds``; an `it` user can still log in from elsewhere only
 after that time, so the lockout is kept short (15 min by default).
+
+Every failed login and every lockout is a line of the hash-chained log (:mod:`.auditlog`,
+R-LOG/R-AUD), in the transaction that counts it: ``login.failed`` with the source address and
+the user name when such a user exists (a name that is no user is recorded as unknown with its
+length only: people type their password into the user field), ``login.locked`` with the key
+locked and for how long. The log cannot be flooded faster than the password check allows
+(scrypt per attempt, none while locked: a locked attempt is refused before it, and not logged).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from baomi.collector import credentials, store
+from baomi.collector import auditlog, credentials, store
 from baomi.collector.config import Config
 from baomi.collector.db import Database, Tx
 
@@ -53,8 +60,21 @@ def check(tx: Tx, user: str, address: str, now: float) -> None:
                          f"{int(row[0] - now) + 1} s", row[0] - now)
 
 
-def failed(tx: Tx, user: str, address: str, limits: Limits, now: float) -> None:
-    """Count one failure under both keys; lock a key that reached its limit."""
+ACTOR = "-"  # a failed login has no authenticated actor
+ROLE = "-"
+
+
+def printable(text: str, limit: int = 64) -> str:
+    """TEXT cut to LIMIT characters, anything not printable escaped (it reaches terminals)."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text[:limit])
+
+
+def failed(tx: Tx, user: str, address: str, limits: Limits, now: float,
+           known: bool = True) -> None:
+    """Count one failure under both keys, lock a key that reached its limit; log both.
+    KNOWN: whether USER is a user of the collector (else only its length is logged)."""
+    who = {"user": printable(user)} if known else {"unknown_user_length": len(user)}
+    auditlog.append(tx, ACTOR, ROLE, "login.failed", {**who, "from": printable(address)})
     for key, limit in zip(keys(user, address), (limits.per_user, limits.per_address),
                           strict=True):
         tx.run("INSERT INTO login_failures (key, failures, since) VALUES (?, 1, ?) "
@@ -69,6 +89,12 @@ def failed(tx: Tx, user: str, address: str, limits: Limits, now: float) -> None:
         if failures >= limit:
             tx.run("UPDATE login_failures SET locked_until = ?, failures = 0, since = ? "
                    "WHERE key = ?", (now + limits.lockout_seconds, now, key))
+            kind, _, name = key.partition(":")
+            locked = ({"user": printable(name)} if known else {"unknown_user_length": len(user)}
+                      ) if kind == "user" else {"from": printable(name)}
+            auditlog.append(tx, ACTOR, ROLE, "login.locked",
+                            {**locked, "failures": failures,
+                             "seconds": int(limits.lockout_seconds)})
 
 
 def succeeded(tx: Tx, user: str) -> None:
@@ -94,7 +120,8 @@ async def attempt(database: Database, limits: Limits, user: str, password: str,
     ok = await asyncio.get_running_loop().run_in_executor(
         None, credentials.check_password, password, stored)
     if not ok or not found:
-        await database.write(lambda tx: failed(tx, user, address, limits, time.time()))
+        await database.write(lambda tx: failed(tx, user, address, limits, time.time(),
+                                               known=found is not None))
         return None
     await database.write(lambda tx: succeeded(tx, user))
     return role

@@ -7,6 +7,8 @@ with SIGKILL between "receiver down" and "receiver up" to prove the outbox is du
 
 from __future__ import annotations
 
+import json
+
 import signal
 import socket
 import time
@@ -195,6 +197,7 @@ def test_failed_logins_lock_the_user_and_the_address(
         backend: str, start_collector: StartCollector) -> None:
     collector = start_collector(backend, login_max_failures_per_user=3,
                                 login_max_failures_per_address=5, login_lockout_seconds=60)
+    it = collector.client(collector.it)  # a session from before the guessing
     anon = collector.client()
     for _ in range(3):
         assert anon.post(f"{API}/login", {"user": "admin", "password": "wrong"}).status == 401
@@ -207,3 +210,16 @@ def test_failed_logins_lock_the_user_and_the_address(
         assert anon.post(f"{API}/login", {"user": name, "password": "x"}).status == 401
     refused = anon.post(f"{API}/login", {"user": "nobody3", "password": "x"})
     assert refused.status == 429 and "address 127.0.0.1" in refused.body["error"]
+    # Each failure and each lockout is a line of the hash-chained log (R-LOG); a name that is
+    # no user is logged by its length only (it may be a password typed in the wrong field);
+    # attempts refused while locked are not logged.
+    lines = [(ln["actor"], ln["action"], json.loads(ln["detail"]))
+             for ln in it.get(f"{API}/log").body["lines"] if ln["action"].startswith("login.")]
+    failed_admin = ("-", "login.failed", {"user": "admin", "from": "127.0.0.1"})
+    assert lines == [
+        failed_admin, failed_admin, failed_admin,
+        ("-", "login.locked", {"user": "admin", "failures": 3, "seconds": 60}),
+        ("-", "login.failed", {"unknown_user_length": 7, "from": "127.0.0.1"}),
+        ("-", "login.failed", {"unknown_user_length": 7, "from": "127.0.0.1"}),
+        ("-", "login.locked", {"from": "127.0.0.1", "failures": 5, "seconds": 60})], lines
+    assert it.get(f"{API}/log/verify").body["ok"] is True
