@@ -8,7 +8,6 @@ with SIGKILL between "receiver down" and "receiver up" to prove the outbox is du
 from __future__ import annotations
 
 import json
-
 import signal
 import socket
 import time
