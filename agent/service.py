@@ -12,7 +12,8 @@ since the agent stopped), run the local self-check, then loop:
   ``disk_encryption`` control run locally (R-ENC evidence chain); every :data:`SUPERVISE`
   seconds: restart a dead observer (then rescan), compare the inotify watches held with the
   directories known (fewer → watch limit reached → poll by rescanning every
-  :data:`POLL_SECONDS`, reported as ``agent.watch_polling``), write ``status.json``.
+  :data:`POLL_SECONDS`, reported as ``agent.watch_polling``), ship the antivirus scan's new
+  detections (R-SEC, :mod:`baomi.agent.detections`), write ``status.json``.
 
 The loop sleeps on the watcher's queue until the next of these is due: idle, the agent wakes
 about once per :data:`SUPERVISE` seconds (plus the shipper's idle tick).
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from baomi import __version__
-from baomi.agent import rules
+from baomi.agent import detections, rules
 from baomi.agent import status as report
 from baomi.agent.actors import Actors, group_name, user_name
 from baomi.agent.config import Enrolment, write_private
@@ -43,6 +44,7 @@ from baomi.agent.ship import Client, Shipper
 from baomi.agent.spool import Spool, event
 from baomi.agent.state import State
 from baomi.agent.watch import Pending, Watcher, inotify_watches
+from baomi.controls.antivirus import DETECTIONS_LOG, detection_findings
 from baomi.controls.contract import HostContext
 from baomi.findings import Finding
 from baomi.policy import Policy
@@ -67,7 +69,8 @@ def run_locally(script: str) -> str:
 
 class Agent:
     def __init__(self, policy: Policy, directory: Path, enrolment: Enrolment | None,
-                 groups: tuple[str, ...] = (), workers: int = 4) -> None:
+                 groups: tuple[str, ...] = (), workers: int = 4,
+                 detections_log: Path = Path(DETECTIONS_LOG)) -> None:
         self.policy = policy
         self.dir = directory
         self.enrolment = enrolment
@@ -91,6 +94,7 @@ class Agent:
             self.shipper = Shipper(self.spool, client, a.batch_size,
                                    float(a.ship_interval_seconds),
                                    functools.partial(report.health, self))
+        self.detections_log = detections_log
         self.last_scan: dict[str, Any] = {}
         self.polling: str | None = None
         self.started = time.time()
@@ -250,6 +254,26 @@ class Agent:
                 self.state.update_open(o, c)
             self.spool.append(events)
 
+    def ship_detections(self) -> None:
+        """The antivirus scan's detections recorded since the last look, each the check's own
+        finding, spooled before the position moves on (a crash in between ships a line twice,
+        never loses one)."""
+        av = self.policy.antivirus
+        if not av.enabled:
+            return
+        for _ in range(8):  # at most 8 MiB a look: a huge record does not stall the loop
+            since = detections.Position.parse(self.state.meta(detections.META))
+            got = detections.read_new(self.detections_log, since)
+            for problem in got.problems:
+                self._error(problem)
+            found = detection_findings(got.items, int(time.time()), av.report_days)
+            self.spool.append([event("finding", finding=f.as_dict()) for f in found])
+            if got.position != since:
+                self.state.set_meta(detections.META,
+                                    got.position.text() if got.position else "")
+            if not got.more:
+                return
+
     # --- the watcher's paths ------------------------------------------------------------
 
     def process(self, items: list[tuple[str, str | None]]) -> None:
@@ -330,6 +354,7 @@ class Agent:
             self.spool.append(e)
             self.state.update_open(o, c)
             self.polling = reason
+        self._safe(self.ship_detections)
         self.write_status()
 
     def write_status(self) -> None:

@@ -25,6 +25,7 @@ import datetime as dt
 import hashlib
 import json
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -329,14 +330,20 @@ def _signatures(want: Desired, seen: Observed) -> list[Finding]:
     return out
 
 
-def _detections(want: Desired, seen: Observed) -> list[Finding]:
+def detection_findings(detections: Iterable[dict[str, object]], now: int,
+                       report_days: int) -> list[Finding]:
+    """One critical finding per detection of the last REPORT_DAYS (a line of the scan's
+    record): the check's, and the agent's when it ships a new line (agent/detections.py)."""
     out = []
-    since = seen.now - want.report_days * 86_400
-    for d in seen.detections:
+    since = now - report_days * 86_400
+    for d in detections:
         when = d.get("time")
-        if not isinstance(when, int) or when < since:
+        if not isinstance(when, int) or isinstance(when, bool) or when < since:
             continue
-        stamp = dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        try:
+            stamp = dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        except (OverflowError, OSError, ValueError):
+            continue
         found = (f"{d.get('signature')} at {stamp}: {d.get('action')}"
                  + (f" as {d.get('quarantine')}" if d.get("quarantine") else "")
                  + (f" ({d.get('reason')})" if d.get("reason") else ""))
@@ -344,6 +351,10 @@ def _detections(want: Desired, seen: Observed) -> list[Finding]:
                                       found, "critical", sha256=d.get("sha256"),
                                       uid=d.get("uid")))
     return out
+
+
+def _detections(want: Desired, seen: Observed) -> list[Finding]:
+    return detection_findings(seen.detections, seen.now, want.report_days)
 
 
 def compare(want: Desired, seen: Observed) -> list[Finding]:

@@ -30,6 +30,7 @@ import pytest
 
 from baomi.controller import session as s
 from baomi.controls import agent as core
+from baomi.controls import antivirus as av
 from baomi.controls import collector as col
 from baomi.controls import supervised
 from baomi.deploy.wheels import ROOT, copy_sources
@@ -291,6 +292,42 @@ def test_a_folder_swapped_for_a_link_is_reported_never_followed(deployed: Deploy
     assert digest not in everything, "the hash of /etc/shadow reached the collector"
     assert metadata not in everything, "the metadata of /etc/shadow reached the collector"
     assert "again" not in everything, "a finding carries no file content"
+
+
+def test_an_antivirus_detection_reaches_the_collector_and_a_linked_record_is_not_read(
+        deployed: Deployed) -> None:
+    """R-SEC: a line baomi-av-scan records (as its record() writes it: root, 0600, appended)
+    is the check's antivirus.detections finding at the collector within the agent's
+    supervise tick; the record replaced by a link to /etc/shadow is not read."""
+    lab, when = deployed.lab, int(time.time())
+    subject = f"{DATA}/invoice.pdf"
+    entry = json.dumps({"action": "quarantined", "clause": "R-SEC", "path": subject,
+                        "quarantine": f"{when}-1-deadbeef", "sha256": "27" * 32,
+                        "signature": "Eicar-Test-Signature", "time": when, "uid": 0},
+                       sort_keys=True)
+    record = f"{av.STATE_DIR}/detections.jsonl"
+    append = (f"mkdir -p -m 0700 {av.STATE_DIR} && (umask 077; printf '%s\\n' "
+              f"'{entry}' >> {record})")
+    recorded = time.monotonic()
+    assert lab.ssh(SRV, append).returncode == 0
+    _wait("the detection at the collector",
+          lambda: _findings(deployed, subject, av.DETECTIONS.id), 30)
+    print(f"detection recorded on {SRV} -> finding at the collector: "
+          f"{time.monotonic() - recorded:.1f} s (the agent looks every 10 s)")
+    (finding,) = _findings(deployed, subject, av.DETECTIONS.id)
+    assert (finding["clauses"], finding["severity"]) == (["R-SEC"], "critical"), finding
+    assert finding["found"].endswith(f": quarantined as {when}-1-deadbeef"), finding
+    # Hostile: the record swapped for a link to /etc/shadow: not opened (the agent says so
+    # in its status), nothing of /etc/shadow reaches the collector.
+    assert lab.ssh(SRV, f"mv {record} {record}.old && ln -s /etc/shadow {record}"
+                   ).returncode == 0
+    try:
+        _wait("the agent to say the record is a link", lambda: "a link (not read)" in
+              lab.ssh(SRV, f"cat {core.STATE_DIR}/status.json").stdout, 30)
+        shadow_first = lab.ssh(SRV, "head -c 12 /etc/shadow").stdout
+        assert shadow_first and shadow_first not in json.dumps(_all_findings(deployed))
+    finally:
+        lab.ssh(SRV, f"rm -f {record} && mv {record}.old {record}")
 
 
 def test_a_stopped_agent_fails_the_check(deployed: Deployed) -> None:
