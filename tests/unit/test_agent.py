@@ -337,13 +337,13 @@ def test_a_folders_siblings_with_similar_names_are_not_below_it(tmp_path: Path) 
 def test_large_files_are_hashed_by_the_pool_and_small_ones_read_ahead(tmp_path: Path) -> None:
     """Both ways of reading give the file's SHA-256 and its fstat, a link is not followed and
     a FIFO does not block the scan."""
-    from baomi.agent import scan
+    from baomi.agent import reads
 
     root = tmp_path / "r"
     root.mkdir()
-    big = os.urandom(scan.LARGE * 3 + 17)
+    big = os.urandom(reads.LARGE * 3 + 17)
     (root / "big").write_bytes(big)
-    for i in range(scan.IN_FLIGHT * 2 + 3):  # more than the reads kept in flight
+    for i in range(reads.IN_FLIGHT * 2 + 3):  # more than the reads kept in flight
         (root / f"s{i:04d}").write_bytes(os.urandom(i % 5000))
     os.symlink("/etc/shadow", root / "link")
     os.mkfifo(root / "fifo")
@@ -351,7 +351,7 @@ def test_large_files_are_hashed_by_the_pool_and_small_ones_read_ahead(tmp_path: 
     scanner = Scanner(db, "sha256", 1 << 30)
     stats = scanner.scan(str(root), lambda ch: None)
     assert not stats.errors
-    assert stats.files == scan.IN_FLIGHT * 2 + 3 + 3 and stats.hashed == scan.IN_FLIGHT * 2 + 4
+    assert stats.files == reads.IN_FLIGHT * 2 + 3 + 3 and stats.hashed == reads.IN_FLIGHT * 2 + 4
     got = db.get(str(root / "big"))
     assert got is not None and got.digest == "sha256:" + hashlib.sha256(big).hexdigest()
     assert got.size == len(big) and got.ino == os.stat(root / "big").st_ino
@@ -431,7 +431,7 @@ def test_a_big_scan_reads_in_a_second_process_with_the_same_results(
     """Past REMOTE_AFTER files a scan hands folders (names + descriptor) to its reader
     process in chunks: the baseline is the same row for row as one read in-process, and
     the process has ended when the scan returns."""
-    from baomi.agent import reader, scan
+    from baomi.agent import reader, reads
 
     root = tmp_path / "r"
     entries = _tree_for_reader(root)
@@ -442,9 +442,9 @@ def test_a_big_scan_reads_in_a_second_process_with_the_same_results(
             super().__init__(algorithm, max_bytes)
             started.append(self)
 
-    monkeypatch.setattr(scan, "REMOTE_AFTER", 5)
+    monkeypatch.setattr(reads, "REMOTE_AFTER", 5)
     monkeypatch.setattr(reader, "CHUNK", 7)
-    monkeypatch.setattr(scan, "Reader", Counted)
+    monkeypatch.setattr(reads, "Reader", Counted)
     here, there = State(tmp_path / "here.db"), State(tmp_path / "there.db")
     a = Scanner(here, "sha256", 1 << 30, remote=False).scan(str(root), lambda ch: None)
     b = Scanner(there, "sha256", 1 << 30).scan(str(root), lambda ch: None)
@@ -460,7 +460,7 @@ def test_a_reader_killed_mid_scan_loses_nothing(tmp_path: Path,
     finding), the rest of the scan reads in-process, and the next scan reads what was left."""
     import signal
 
-    from baomi.agent import reader, scan
+    from baomi.agent import reader, reads
 
     root = tmp_path / "r"
     entries = _tree_for_reader(root)
@@ -475,10 +475,10 @@ def test_a_reader_killed_mid_scan_loses_nothing(tmp_path: Path,
                 self.proc.wait()
             return super().answer()
 
-    monkeypatch.setattr(scan, "REMOTE_AFTER", 5)
+    monkeypatch.setattr(reads, "REMOTE_AFTER", 5)
     monkeypatch.setattr(reader, "CHUNK", 4)
     monkeypatch.setattr(reader, "PENDING", 1)
-    monkeypatch.setattr(scan, "Reader", Killed)
+    monkeypatch.setattr(reads, "Reader", Killed)
     db = State(tmp_path / "s.db")
     changes: list[Change] = []
     first = Scanner(db, "sha256", 1 << 30).scan(str(root), changes.extend)
