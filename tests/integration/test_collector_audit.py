@@ -3,7 +3,8 @@ systemd collector), srv1 and srv2 (the fleet).
 
 In file order: srv2's root ``.ssh`` is a link somewhere else (a hostile host) → collector-deploy
 authorises the collector's key on srv1 (``from=`` col1's address) and refuses srv2 naming
-the link, writing nothing through it → srv2 repaired, deployed again → ``systemctl start
+the link, writing nothing through it → the folder repaired but ``authorized_keys`` itself a
+link: refused again, nothing written → srv2 repaired, deployed again → ``systemctl start
 baomi-audit.service`` on col1 audits the fleet over SSH and uploads the run, visible through
 ``GET /api/v1/audits`` → ``collector.audit_timer`` passes → the timer disabled fails it.
 """
@@ -104,8 +105,27 @@ def test_the_key_is_authorised_from_the_collector_only_and_a_link_is_refused(d: 
                               f"-o StrictHostKeyChecking=no root@{lab.host(FLEET).address} true")
     assert stolen.returncode != 0
     lab.ssh(HOSTILE, "rm -f /root/stolen")
+    # The folder repaired, but now the file itself is a link (to a copy root keeps elsewhere,
+    # so the lab still logs in): refused naming it, nothing written through it.
+    keys_file = "/root/.ssh/authorized_keys"
+    assert lab.ssh(HOSTILE, f"rm /root/.ssh && mv {ELSEWHERE} /root/.ssh && "
+                            f"install -d -m 0700 {ELSEWHERE} && "
+                            f"mv {keys_file} {ELSEWHERE}/keys && "
+                            f"ln -s {ELSEWHERE}/keys {keys_file}").returncode == 0
+    before = lab.ssh(HOSTILE, f"sha256sum < {ELSEWHERE}/keys").stdout
+    linked, _ = _deploy(lab, d.env)
+    assert linked.returncode == 1, linked.stdout[-3000:] + linked.stderr[-2000:]
+    keys = json.loads(linked.stdout)["fleet_keys"]
+    assert keys["failed_hosts"] == [HOSTILE], keys
+    assert f"{keys_file} is a link or not a regular file: refused" in \
+        keys["hosts"][HOSTILE]["error"]
+    assert lab.ssh(HOSTILE, f"sha256sum < {ELSEWHERE}/keys").stdout == before
+    assert lab.ssh(HOSTILE, f"test -L {keys_file}").returncode == 0  # left as it was
+    assert not [n for n in lab.ssh(HOSTILE, "ls -A /root/.ssh").stdout.split()
+                if n.startswith(".authorized_keys")], "a temporary file was left"
     # srv2 repaired by its owner: the next deploy authorises it.
-    assert lab.ssh(HOSTILE, f"rm /root/.ssh && mv {ELSEWHERE} /root/.ssh").returncode == 0
+    assert lab.ssh(HOSTILE, f"rm {keys_file} && mv {ELSEWHERE}/keys {keys_file} && "
+                            f"rmdir {ELSEWHERE}").returncode == 0
     again, seconds = _deploy(lab, d.env)
     print(f"re-deploy (collector unchanged, srv2's key added): {seconds:.1f}s")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
