@@ -60,6 +60,7 @@ from pyinfra.operations import files
 
 from baomi import fleet_access as fleet
 from baomi.controls import collector as core
+from baomi.controls import collector_runs as runs
 from baomi.controls import supervised
 from baomi.deploy import wheels
 from baomi.deploy.common import (
@@ -278,7 +279,7 @@ def fleet_access(want: core.Desired, addresses: list[str], systemd: bool) -> Non
              reason="the same CA")
     if not systemd:
         shell_if(name=op_name(C, fleet.TIMER), check="true", command="true",
-                 reason=core.NO_SYSTEMD)
+                 reason=runs.NO_SYSTEMD)
         return
     said = (f"reporting.schedule {want.schedule!r}: not a systemd calendar expression "
             "(systemd-analyze calendar refuses it)")

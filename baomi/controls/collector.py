@@ -18,15 +18,9 @@ installs it, ``checks/test_collector.py`` verifies it.  What "installed and serv
 - the TLS port listens, and ``/api/v1/health`` answers ``{"ok": true}`` over TLS verified
   against the CA the controller pinned (the copy fetched when the collector was initialised,
   given as input ``collector_ca``) for the certificate name the host's agents use;
-- the regular audit (R-AUD, :mod:`baomi.fleet_access`): ``baomi-audit.timer`` enabled and
-  active with the policy's ``reporting.schedule``, and its last run succeeded and is not older
-  than the schedule allows (twice its longest gap as systemd reads the schedule, plus the
-  random delay and a run's time); not applicable without systemd (no timer to run it there);
-- HR's offboarding run as root (R-OFF, :mod:`baomi.collector.offboard_runner`):
-  ``baomi-offboard.path`` (started when the dashboard records a request) and
-  ``baomi-offboard.timer`` (a missed trigger, the daily purge) enabled and active, the three
-  unit files baomi's, and the runner's last run succeeded; not applicable without systemd
-  (there the service runs the requests itself when ``offboard_inventory`` is configured);
+- the regular audit (R-AUD) and HR's offboarding run as root (R-OFF): their timers and units
+  enabled, their last runs succeeded in time (:mod:`baomi.controls.collector_runs`); not
+  applicable without systemd;
 - what the service judges waivers with (:mod:`baomi.controls.collector_waivers`): its copy of
   the policy is the controller's, byte for byte, and its host → groups map the groups of root's
   fleet inventory on the host (a stale copy or a drifted map would silently waive differently
@@ -38,13 +32,11 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from itertools import pairwise
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from baomi import fleet_access as fleet
+from baomi.controls import collector_runs as runs
 from baomi.controls import collector_waivers as waivers
 from baomi.controls.contract import Control, HostContext, check
 from baomi.controls.supervised import INSTALL, NETWORK_SANDBOX, supervisor_head, unit_file_finding
@@ -79,19 +71,8 @@ SERVICE = check("collector.service", "the service runs under systemd (or the sup
 LISTENING = check("collector.listening", "the TLS port listens")
 HEALTH = check("collector.health", "health answers over TLS verified by the pinned CA",
                ("R-TLS", "R-INC"))
-AUDIT_TIMER = check("collector.audit_timer", "the regular audit's timer runs on the policy's "
-                    "schedule and its last run succeeded in time", ("R-AUD",))
-OFFBOARD_RUNNER = check("collector.offboard_runner", "HR's offboarding requests and the daily "
-                        "purge run as root from the collector (path and timer units enabled, "
-                        "last run succeeded)", ("R-OFF",))
-CHECKS = (INSTALLED, STATE, SERVICE, LISTENING, HEALTH, AUDIT_TIMER, OFFBOARD_RUNNER,
+CHECKS = (INSTALLED, STATE, SERVICE, LISTENING, HEALTH, *runs.CHECKS,
           *waivers.CHECKS)
-ELAPSES = 8  # elapses of the schedule read: its longest gap is what "in time" allows
-NO_SYSTEMD_OFFBOARD = ("no systemd on this host: no root-side runner; HR's requests run in the "
-                       "service itself when collector.toml's offboard_inventory names a fleet "
-                       "the service user may reach")
-NO_SYSTEMD = ("no systemd on this host: nothing runs a timer here (the supervisor only keeps "
-              "the service up); run `baomi audit --upload` on schedule from the controller")
 
 
 @dataclass(frozen=True)
@@ -283,22 +264,7 @@ def observe_script(want: Desired) -> str:
                       f"tr '\\0' ' ' < /proc/$pid/cmdline",
         "listening": f"awk '$4 == \"0A\" && $2 ~ /:{port_hex}$/' /proc/net/tcp /proc/net/tcp6",
     }
-    commands |= {
-        "audit_timer_unit": cat(fleet.TIMER_PATH),
-        "audit_service_unit": cat(fleet.SERVICE_PATH),
-        "audit_timer": f"systemctl is-enabled {fleet.TIMER}; systemctl is-active {fleet.TIMER}",
-        "audit_last": f"systemctl show --timestamp=unix -p Result -p ExecMainStatus "
-                      f"-p ExecMainExitTimestamp {fleet.SERVICE} && systemctl show "
-                      f"--timestamp=unix -p ActiveEnterTimestamp {fleet.TIMER} && "
-                      "echo Now=@$(date +%s)",
-        "audit_period": f"TZ=UTC systemd-analyze calendar --iterations={ELAPSES} "
-                        f"{shlex.quote(want.schedule)}",
-        "offboard_units": "; ".join(f"echo '--- {p}'; cat {p}" for p in OFFBOARD_UNIT_PATHS),
-        "offboard_state": f"systemctl is-enabled {fleet.OFFBOARD_PATH} {fleet.OFFBOARD_TIMER}; "
-                          f"systemctl is-active {fleet.OFFBOARD_PATH} {fleet.OFFBOARD_TIMER}",
-        "offboard_last": f"systemctl show --timestamp=unix -p Result -p ExecMainStatus "
-                         f"-p ExecMainExitTimestamp {fleet.OFFBOARD_SERVICE}",
-    }
+    commands |= runs.observe_commands(want.schedule)
     commands |= waivers.observe_commands(VENV)
     if want.pinned_ca:
         commands["health"] = (f"{VENV}/bin/python -c {shlex.quote(_PROBE)} "
@@ -322,99 +288,12 @@ class Observed:
     supervisor: str | None  # the supervisor's command line when it runs
     listening: bool
     health: dict[str, str]  # tls, status, body, or error
-    audit: AuditRun | None = None  # the regular audit (systemd hosts)
-    offboard: OffboardRunner | None = None  # root's offboarding runner (systemd hosts)
+    audit: runs.AuditRun | None = None  # the regular audit (systemd hosts)
+    offboard: runs.OffboardRunner | None = None  # root's offboarding runner (systemd hosts)
     groups_map: str | None = None  # "OWNER:GROUP MODE\n" + the map's text; None: missing
     fleet_groups: str | None = None  # the map of root's fleet inventory; None: unreadable
     fleet_groups_error: str = ""
     policy_copy: tuple[str, str] | None = None  # (owner:group mode, sha256); None: missing
-
-
-@dataclass(frozen=True)
-class OffboardRunner:
-    """The runner's unit files (path → text, None: missing), its path and timer units' states
-    and the service's last run, as systemd says."""
-
-    units: dict[str, str | None]
-    states: tuple[str, ...]  # is-enabled path, timer; is-active path, timer
-    last: dict[str, str]  # Result, ExecMainStatus, ExecMainExitTimestamp
-
-
-OFFBOARD_UNIT_PATHS = (fleet.OFFBOARD_SERVICE_PATH, fleet.OFFBOARD_PATH_PATH,
-                       fleet.OFFBOARD_TIMER_PATH)
-
-
-def _offboard(sec: Any) -> OffboardRunner:
-    units: dict[str, str | None] = dict.fromkeys(OFFBOARD_UNIT_PATHS)
-    current: str | None = None
-    for line in (sec.text("offboard_units") or "").splitlines(keepends=True):
-        if line.startswith("--- ") and line[4:].strip() in units:
-            current = line[4:].strip()
-            units[current] = ""
-        elif line.startswith("cat: "):
-            continue  # the file is missing (stays None unless its marker came first)
-        elif current is not None:
-            units[current] = (units[current] or "") + line
-    for path, text in units.items():  # a missing file printed only its marker
-        if text == "":
-            units[path] = None
-    last: dict[str, str] = {}
-    for line in (sec.text("offboard_last") or "").splitlines():
-        key, _, value = line.partition("=")
-        last[key] = value.strip()
-    states = tuple(sec["offboard_state"].out.split() if "offboard_state" in sec else [])
-    return OffboardRunner(units, (*states, "", "", "", "")[:4], last)
-
-
-@dataclass(frozen=True)
-class AuditRun:
-    """The regular audit's timer and its service's last run, as systemd says."""
-
-    timer_unit: str | None
-    service_unit: str | None
-    enabled: str
-    active: str
-    last: dict[str, str]  # Result, ExecMainStatus, ExecMainExitTimestamp, ActiveEnterTimestamp
-    period: float | None  # the longest gap between the schedule's elapses; None: unreadable
-    period_error: str
-
-
-def _period(text: str | None) -> tuple[float | None, str]:
-    """The longest gap between the elapses ``systemd-analyze calendar --iterations=N``
-    printed (UTC; a weekday schedule's weekend, not its one-day gap), or None and why."""
-    from datetime import datetime
-
-    if text is None:
-        return None, "systemd-analyze could not read the schedule"
-    stamps = []
-    for line in text.splitlines():
-        key, _, value = line.strip().partition(": ")
-        if key == "Next elapse" or key.startswith("Iter. #"):
-            try:
-                stamps.append(datetime.strptime(value.strip(), "%a %Y-%m-%d %H:%M:%S %Z"))
-            except ValueError:
-                return None, f"unreadable elapse {value.strip()!r}"
-    if len(stamps) < 2:
-        return None, "the schedule has no two future elapses"
-    return max((b - a).total_seconds() for a, b in pairwise(stamps)), ""
-
-
-def _stamp(value: str) -> float | None:
-    try:
-        return float(value.removeprefix("@")) if value.startswith("@") else None
-    except ValueError:
-        return None
-
-
-def _audit(sec: Any) -> AuditRun:
-    last: dict[str, str] = {}
-    for line in (sec.text("audit_last") or "").splitlines():
-        key, _, value = line.partition("=")
-        last[("Timer" if key == "ActiveEnterTimestamp" else "") + key] = value.strip()
-    states = (sec["audit_timer"].out.split() if "audit_timer" in sec else []) + ["", ""]
-    period, error = _period(sec.text("audit_period"))
-    return AuditRun(sec.text("audit_timer_unit"), sec.text("audit_service_unit"), states[0],
-                    states[1], last, period, error)
 
 
 def parse(output: str, want: Desired | None = None) -> Observed:
@@ -447,8 +326,8 @@ def parse(output: str, want: Desired | None = None) -> Observed:
         supervisor=(sec.text("supervisor") or "").strip() or None,
         listening=bool(listening and listening.strip()),
         health=health,
-        audit=_audit(sec) if sec.text("systemd") is not None else None,
-        offboard=_offboard(sec) if sec.text("systemd") is not None else None,
+        audit=runs.parse_audit(sec) if sec.text("systemd") is not None else None,
+        offboard=runs.parse_offboard(sec) if sec.text("systemd") is not None else None,
         groups_map=sec.text("waiver_groups"),
         fleet_groups=sec.text("fleet_groups"),
         fleet_groups_error=(sec["fleet_groups"].out.strip().splitlines() or ["no output"])[-1]
@@ -491,104 +370,25 @@ def compare(want: Desired, seen: Observed) -> list[Finding]:
                                      "high"))
     out += _health(want, seen)
     if seen.audit is not None:
-        out += audit_findings(want, seen.audit)
+        out += runs.audit_findings(want.audit_timer, want.audit_service, want.schedule,
+                                   seen.audit)
     if seen.offboard is not None:
-        out += offboard_findings(want, seen.offboard)
+        out += runs.offboard_findings(want.offboard_units, seen.offboard)
     out += waivers.policy_copy_findings(want.policy_sha256, seen.policy_copy)
     out += waivers.groups_map_findings(seen.groups_map, seen.fleet_groups,
                                        seen.fleet_groups_error)
     return out
 
 
-def offboard_findings(want: Desired, run: OffboardRunner) -> list[Finding]:
-    """The runner's three units are baomi's, its path and timer enabled and active (HR's
-    requests run at once, a missed one within the timer's period, the purge daily), and its
-    last run, if any, succeeded."""
-    out: list[Finding] = []
-    for path, text in want.offboard_units:
-        edited = unit_file_finding(OFFBOARD_RUNNER, path, text, run.units.get(path))
-        if edited:
-            out.append(edited)
-    for i, unit in enumerate((fleet.OFFBOARD_PATH, fleet.OFFBOARD_TIMER)):
-        state = f"{run.states[i] or 'unknown'}, {run.states[i + 2] or 'unknown'}"
-        if state != "enabled, active":
-            out.append(OFFBOARD_RUNNER.finding(unit, "enabled, active", state, "high"))
-    ran = _stamp(run.last.get("ExecMainExitTimestamp", ""))
-    if ran is not None and run.last.get("Result", "") != "success":
-        out.append(OFFBOARD_RUNNER.finding(fleet.OFFBOARD_SERVICE, "the last run succeeded",
-                                           f"{run.last.get('Result') or 'unknown'}, exit "
-                                           f"status {run.last.get('ExecMainStatus', '?')}",
-                                           "high"))
-    return out
-
-
-def audit_findings(want: Desired, run: AuditRun) -> list[Finding]:
-    """The timer is baomi's, on the policy's schedule, enabled and waiting; the service's last
-    run succeeded (exit 0, or 1: findings, uploaded); and a run happened within two elapses
-    of the schedule (its longest gap) plus the random delay and a run's time (since the last
-    run, or since the timer started waiting when it never ran)."""
-    out: list[Finding] = []
-    for path, text, seen in ((fleet.TIMER_PATH, want.audit_timer, run.timer_unit),
-                             (fleet.SERVICE_PATH, want.audit_service, run.service_unit)):
-        edited = unit_file_finding(AUDIT_TIMER, path, text, seen)
-        if edited:
-            out.append(edited)
-    state = f"{run.enabled or 'unknown'}, {run.active or 'unknown'}"
-    if state != "enabled, active":
-        out.append(AUDIT_TIMER.finding(fleet.TIMER, f"enabled, active (OnCalendar="
-                                       f"{want.schedule})", state, "high"))
-    result = run.last.get("Result", "")
-    ran = _stamp(run.last.get("ExecMainExitTimestamp", ""))
-    if ran is not None and result != "success":
-        out.append(AUDIT_TIMER.finding(fleet.SERVICE, "the last run succeeded (exit 0 or 1)",
-                                       f"{result or 'unknown'}, exit status "
-                                       f"{run.last.get('ExecMainStatus', '?')}", "high"))
-    if run.period is None:
-        out.append(AUDIT_TIMER.finding(f"reporting.schedule {want.schedule}",
-                                       "a systemd calendar expression", run.period_error,
-                                       "high"))
-        return out
-    now = _stamp(run.last.get("Now", ""))
-    since = ran if ran is not None else _stamp(run.last.get("TimerActiveEnterTimestamp", ""))
-    allowed = 2 * run.period + fleet.RANDOMIZED_DELAY + fleet.RUN_SECONDS
-    # Neither a run nor a waiting timer: the timer's own finding above already says why.
-    if now is not None and since is not None and now - since > allowed:
-        what = "the last run" if ran is not None else "no run since the timer started"
-        out.append(AUDIT_TIMER.finding(fleet.SERVICE, f"a run within {allowed / 3600:.1f} h "
-                                       f"({want.schedule})",
-                                       f"{what}: {(now - since) / 3600:.1f} h ago", "high"))
-    return out
-
-
 def evidence(want: Desired, seen: Observed) -> dict[str, str]:
-    """What a passing audit-timer check looked at: the schedule and the last run; what the
-    policy copy and groups map checks compared."""
-    groups = waivers.evidence(want.policy_sha256, seen.policy_copy, seen.groups_map,
-                              seen.fleet_groups)
-    if seen.audit is None:
-        return groups
-    runner = seen.offboard
-    if runner is not None:
-        done = _stamp(runner.last.get("ExecMainExitTimestamp", ""))
-        runner_text = (f"{fleet.OFFBOARD_PATH} and {fleet.OFFBOARD_TIMER} "
-                       f"{'/'.join(runner.states[:2])}, {'/'.join(runner.states[2:])}; "
-                       + (f"last run {runner.last.get('Result', '?')} at "
-                          f"{datetime.fromtimestamp(done, UTC):%Y-%m-%dT%H:%M:%SZ}"
-                          if done is not None else "no run yet"))
-    ran = _stamp(seen.audit.last.get("ExecMainExitTimestamp", ""))
-    last = (f"last run {seen.audit.last.get('Result', '?')} at "
-            f"{datetime.fromtimestamp(ran, UTC):%Y-%m-%dT%H:%M:%SZ}" if ran is not None
-            else "no run yet")
-    found = {AUDIT_TIMER.id: f"{fleet.TIMER} {seen.audit.enabled}, {seen.audit.active}, "
-                             f"OnCalendar={want.schedule}; {last}"}
-    if runner is not None:
-        found[OFFBOARD_RUNNER.id] = runner_text
-    return found | groups
+    """What the passing checks of the two runs and of the waivers' inputs compared."""
+    return (runs.evidence(want.schedule, seen.audit, seen.offboard)
+            | waivers.evidence(want.policy_sha256, seen.policy_copy, seen.groups_map,
+                               seen.fleet_groups))
 
 
 def skipped(want: Desired, seen: Observed) -> dict[str, str]:
-    return {} if seen.systemd else {AUDIT_TIMER.id: NO_SYSTEMD,
-                                    OFFBOARD_RUNNER.id: NO_SYSTEMD_OFFBOARD}
+    return runs.skipped(seen.systemd)
 
 
 def _health(want: Desired, seen: Observed) -> list[Finding]:

@@ -9,6 +9,7 @@ import pytest
 
 from baomi import fleet_access as fleet
 from baomi.controls import collector as core
+from baomi.controls import collector_runs as runs
 from baomi.controls.contract import HostContext, evaluate
 from baomi.deploy import wheels
 from baomi.inventory import read
@@ -85,15 +86,16 @@ def test_units_follow_the_policy_schedule() -> None:
     assert "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX" in service  # SSH out
 
 
-def _run(**last: str) -> core.AuditRun:
+def _run(**last: str) -> runs.AuditRun:
     want = core.desired(HostContext.of(load_text(""), ("collector",), "col1"))
-    return core.AuditRun(want.audit_timer, want.audit_service, "enabled", "active",
+    return runs.AuditRun(want.audit_timer, want.audit_service, "enabled", "active",
                          {"Now": "@1000000", **last}, 7 * 86400.0, "")
 
 
-def _found(run: core.AuditRun) -> list[str]:
+def _found(run: runs.AuditRun) -> list[str]:
     want = core.desired(HostContext.of(load_text(""), ("collector",), "col1"))
-    return [f.found for f in core.audit_findings(want, run)]
+    return [f.found for f in runs.audit_findings(want.audit_timer, want.audit_service,
+                                                 want.schedule, run)]
 
 
 def test_audit_timer_judgement() -> None:
@@ -109,7 +111,7 @@ def test_audit_timer_judgement() -> None:
     never = _found(_run(ExecMainExitTimestamp="",
                         TimerActiveEnterTimestamp=f"@{1000000 - 3 * week}"))
     assert never == ["no run since the timer started: 504.0 h ago"]
-    off = core.AuditRun(None, None, "disabled", "inactive", {"Now": "@1000000"}, None,
+    off = runs.AuditRun(None, None, "disabled", "inactive", {"Now": "@1000000"}, None,
                         "systemd-analyze could not read the schedule")
     assert _found(off) == ["missing", "missing", "disabled, inactive",
                            "systemd-analyze could not read the schedule"]
@@ -119,12 +121,12 @@ def test_schedule_period_from_systemd_analyze() -> None:
     printed = ("  Original form: weekly\nNormalized form: Mon *-*-* 00:00:00\n"
                "    Next elapse: Mon 2026-12-07 00:00:00 UTC\n       From now: 3 days left\n"
                "       Iter. #2: Mon 2026-12-14 00:00:00 UTC\n")
-    assert core._period(printed) == (7 * 86400.0, "")
+    assert runs.period(printed) == (7 * 86400.0, "")
     weekdays = ("    Next elapse: Thu 2026-12-03 02:00:00 UTC\n"
                 "       Iter. #2: Fri 2026-12-04 02:00:00 UTC\n"
                 "       Iter. #3: Mon 2026-12-07 02:00:00 UTC\n")
-    assert core._period(weekdays) == (3 * 86400.0, "")  # the weekend, not one day
-    assert core._period(None)[0] is None
+    assert runs.period(weekdays) == (3 * 86400.0, "")  # the weekend, not one day
+    assert runs.period(None)[0] is None
 
 
 def test_two_extras_make_one_wheel_set_key() -> None:
