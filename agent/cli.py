@@ -194,6 +194,9 @@ def _print_status(r: dict[str, Any]) -> None:
         c = s.get("collector") or {}
         click.echo(f"collector reachable: {r['collector_reachable']}"
                    + (f" ({c['last_error']})" if c.get("last_error") else ""))
+    av = s.get("antivirus_record")
+    if av:
+        click.echo(f"antivirus record: {av['path']}, read up to byte {av['offset']}")
     rss = r.get("rss_bytes", s.get("rss_bytes", 0))
     click.echo(f"own: RSS {rss / 1048576:.1f} MiB"
                + (f", CPU {r['cpu_percent']:.1f} %" if "cpu_percent" in r else ""))

@@ -48,7 +48,18 @@ def status(agent: Agent) -> dict[str, Any]:
         "actors": actors.unavailable or (f"fanotify: {len(actors.marked)} folders marked, "
                                          f"{len(actors.unmarked)} not, {actors.events} "
                                          "writes seen"),
+        "antivirus_record": _antivirus_record(agent),
         "observer_restarts": agent.watcher.restarts, "errors": agent.errors[-5:],
         "rss_bytes": me.memory_info().rss, "cpu_seconds": sum(me.cpu_times()[:2]),
         "written": time.time(),
     }
+
+
+def _antivirus_record(agent: Agent) -> dict[str, Any] | None:
+    """The antivirus scan's record the agent ships (R-SEC) and how far it has read it."""
+    from baomi.agent import detections
+
+    if not agent.policy.antivirus.enabled:
+        return None
+    at = detections.Position.parse(agent.state.meta(detections.META))
+    return {"path": str(agent.detections_log), "offset": at.offset if at else 0}

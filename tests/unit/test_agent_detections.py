@@ -10,6 +10,7 @@ from pathlib import Path
 
 from baomi.agent import detections
 from baomi.agent.service import Agent
+from baomi.agent.status import status
 from baomi.controls.antivirus import DETECTIONS, detection_findings
 from baomi.policy import load_text
 
@@ -114,6 +115,9 @@ def test_the_agent_spools_each_new_detection_once(tmp_path: Path) -> None:
         agent.ship_detections()
         assert spooled() == [("antivirus.detections", "/srv/a"),
                              ("antivirus.detections", "/srv/b")]
+        # `baomi agent status` says which record and how far it has been read.
+        assert status(agent)["antivirus_record"] == {"path": str(log),
+                                                     "offset": log.stat().st_size}
     finally:
         agent.close()
     # A restart goes on from where it left off.
