@@ -142,8 +142,8 @@ def running_collector(folder: Path) -> Iterator[Collector]:
 
 def write_policy(path: Path, data: Path, spool: Path, *, spool_max_mb: int = 256,
                  rescan_minutes: int = 60, ship_interval_seconds: int = 1) -> Path:
-    """A policy whose sensitive paths are folders under ``data`` (root-owned, group root);
-    the idle tick is 1 s (tests notice a returning collector sooner), the policy's 5 s
+    """A policy whose sensitive paths are folders under ``data`` (root-owned, group root),
+    antivirus off (the agent runs on this machine, not a lab host); the idle tick is 1 s (tests notice a returning collector sooner), the policy's 5 s
     otherwise."""
     path.write_text(f"""
 sensitive_paths:
@@ -164,6 +164,8 @@ agent:
   spool_max_mb: {spool_max_mb}
   rescan_minutes: {rescan_minutes}
   ship_interval_seconds: {ship_interval_seconds}
+antivirus:
+  enabled: false   # the agent here runs on this machine: it leaves this machine's records alone
 """, encoding="utf-8")
     for name in ("top", "conf", "secret"):
         (data / name).mkdir(parents=True, exist_ok=True, mode=0o700)
