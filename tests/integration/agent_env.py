@@ -143,8 +143,8 @@ def running_collector(folder: Path) -> Iterator[Collector]:
 def write_policy(path: Path, data: Path, spool: Path, *, spool_max_mb: int = 256,
                  rescan_minutes: int = 60, ship_interval_seconds: int = 1) -> Path:
     """A policy whose sensitive paths are folders under ``data`` (root-owned, group root),
-    antivirus off (the agent runs on this machine, not a lab host); the idle tick is 1 s (tests notice a returning collector sooner), the policy's 5 s
-    otherwise."""
+    antivirus off (the agent runs on this machine, not a lab host); the idle tick is 1 s
+    (tests notice a returning collector sooner), the policy's 5 s otherwise."""
     path.write_text(f"""
 sensitive_paths:
   - path: {data}/top
