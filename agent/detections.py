@@ -58,6 +58,24 @@ class Read:
     more: bool = False
 
 
+# What baomi-av-scan records (hostside/av_scan.py); anything else in a line is left out.
+FIELDS = ("time", "clause", "path", "signature", "action", "quarantine", "reason", "sha256",
+          "uid")
+
+
+def _fields(item: dict[str, object]) -> dict[str, object]:
+    """The record's own fields, as strings (no NUL: the collector refuses one) or integers,
+    so no line can make a batch the collector refuses (which would stall shipping)."""
+    out: dict[str, object] = {}
+    for key in FIELDS:
+        value = item.get(key)
+        if isinstance(value, str):
+            out[key] = value.replace("\x00", "\\x00")
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) < 1 << 62:
+            out[key] = value
+    return out
+
+
 def read_new(path: Path, since: Position | None) -> Read:
     """The complete lines appended to PATH since SINCE (all of them for a new file)."""
     try:
@@ -96,6 +114,6 @@ def read_new(path: Path, since: Position | None) -> Read:
             problems.append(f"{path}: line {number} after offset {offset} is not JSON")
             continue
         if isinstance(item, dict):
-            items.append(item)
+            items.append(_fields(item))
     return Read(items, Position(st.st_dev, st.st_ino, offset + end), problems,
                 more=len(data) == MAX_READ)

@@ -46,6 +46,16 @@ def test_only_complete_new_lines_and_the_position_after_them(tmp_path: Path) -> 
     assert detections.Position.parse(third.position.text()) == third.position
 
 
+def test_only_the_records_own_fields_go_on_strings_without_nul_or_integers(
+        tmp_path: Path) -> None:
+    log = tmp_path / "detections.jsonl"
+    log.write_text(json.dumps({"time": 5, "path": "/srv/a\u0000b", "uid": 1.5e300,
+                               "sha256": {"deep": [1]}, "extra": "x", "signature": "S",
+                               "quarantine": True}) + "\n")
+    (item,) = detections.read_new(log, None).items
+    assert item == {"time": 5, "path": "/srv/a\\x00b", "signature": "S"}
+
+
 def test_a_truncated_or_replaced_record_is_read_from_its_start(tmp_path: Path) -> None:
     log = tmp_path / "detections.jsonl"
     log.write_text(line("/srv/a") + line("/srv/b"))
